@@ -1,0 +1,45 @@
+"""Key-addressable sample store over WebDataset shards."""
+
+from lightning_modyn.store.catalog import NO_LABEL, Slice
+from lightning_modyn.store.codec import decode_sample, decode_value
+from lightning_modyn.store.errors import (
+    CompressedShardError,
+    DeletedKeyError,
+    DuplicateKeyError,
+    ReadOnlyStoreError,
+    RecordDtypeError,
+    SampleEncodingError,
+    ShardFormatError,
+    ShardMissingError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+    TruncatedShardError,
+    UnknownKeyError,
+    UnsafeMemberError,
+)
+from lightning_modyn.store.store import SampleStore
+
+__all__ = [
+    "NO_LABEL",
+    "CompressedShardError",
+    "DeletedKeyError",
+    "DuplicateKeyError",
+    "ReadOnlyStoreError",
+    "RecordDtypeError",
+    "SampleEncodingError",
+    "SampleStore",
+    "ShardFormatError",
+    "ShardMissingError",
+    "Slice",
+    "StoreError",
+    "StoreExistsError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "TruncatedShardError",
+    "UnknownKeyError",
+    "UnsafeMemberError",
+    "decode_sample",
+    "decode_value",
+]

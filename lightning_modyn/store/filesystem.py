@@ -1,0 +1,169 @@
+"""Where a store's files live: a local directory (mmap, atomic rename) or any fsspec URL (range reads).
+
+This is the only module that touches files. Shards are immutable once written and their names are never reused,
+so a reader that still holds an old shard open (or mapped) keeps reading the right bytes after a compaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from typing import IO, Iterator, Sequence
+
+import fsspec
+import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+
+from lightning_modyn.store.errors import ShardMissingError
+
+_MAX_OPEN_MAPS = 256
+
+
+class StoreFS:
+    """Files of one store root, addressed by paths relative to the root (or absolute paths/URLs for ingested shards)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        self.url = url
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.fs = fs
+        self.root = root.rstrip("/") if root != "/" else root
+        self.local = isinstance(fs, LocalFileSystem)
+        self._maps: OrderedDict[str, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ paths
+    def path(self, rel: str) -> str:
+        """Absolute path (local) or bucket path (remote) of a path relative to the root; absolute inputs pass through."""
+        if "://" in rel:
+            return fsspec.core.url_to_fs(rel)[1]
+        if rel.startswith("/"):
+            return rel
+        return f"{self.root}/{rel}"
+
+    def fs_for(self, rel: str):
+        return fsspec.core.url_to_fs(rel)[0] if "://" in rel else self.fs
+
+    def exists(self, rel: str) -> bool:
+        return self.fs_for(rel).exists(self.path(rel))
+
+    def size(self, rel: str) -> int:
+        try:
+            return int(self.fs_for(rel).size(self.path(rel)))
+        except FileNotFoundError:
+            raise ShardMissingError(f"shard file {self.path(rel)!r} is missing") from None
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names (not paths) in a folder below the root; empty when it does not exist."""
+        path = self.path(rel)
+        try:
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
+        except FileNotFoundError:
+            return []
+
+    def makedirs(self, rel: str) -> None:
+        self.fs.makedirs(self.path(rel), exist_ok=True)
+
+    def remove(self, rel: str) -> None:
+        self.forget(rel)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs_for(rel).rm_file(self.path(rel))
+
+    # ------------------------------------------------------------------ writes
+    @contextlib.contextmanager
+    def atomic_writer(self, rel: str) -> Iterator[IO[bytes]]:
+        """A file that appears at ``rel`` complete or not at all (temp file + fsync + rename; remote: one PUT)."""
+        final = self.path(rel)
+        if self.local:
+            folder, name = os.path.split(final)
+            tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{name}")
+            try:
+                with open(tmp, "wb") as handle:
+                    yield handle
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, final)
+                _fsync_dir(folder)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        else:
+            with self.fs.open(final, "wb") as handle:
+                yield handle
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.atomic_writer(rel) as handle:
+            handle.write(data)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs_for(rel).open(self.path(rel), "rb") as handle:
+            return handle.read()
+
+    def get_file(self, rel: str, local_path: str) -> None:
+        self.fs.get_file(self.path(rel), local_path)
+
+    def put_file(self, local_path: str, rel: str) -> None:
+        self.fs.put_file(local_path, self.path(rel))
+
+    # ------------------------------------------------------------------ reads
+    def array(self, rel: str) -> np.ndarray:
+        """A read-only uint8 view of a whole local shard (memory-mapped, cached)."""
+        with self._lock:
+            hit = self._maps.get(rel)
+            if hit is not None:
+                self._maps.move_to_end(rel)
+                return hit[1]
+            path = self.path(rel)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise ShardMissingError(f"shard file {path!r} is missing") from None
+            try:
+                size = os.fstat(fd).st_size
+                mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+            finally:
+                os.close(fd)
+            arr = np.frombuffer(mapped, dtype=np.uint8) if mapped is not None else np.zeros(0, np.uint8)
+            self._maps[rel] = (mapped, arr)
+            while len(self._maps) > _MAX_OPEN_MAPS:
+                self._maps.popitem(last=False)
+            return arr
+
+    def read_ranges(self, rel: str, starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
+        """Bytes of each ``[start, end)`` of one file, in one batched request (local: slices of the map)."""
+        if self.local and "://" not in rel:
+            arr = self.array(rel)
+            return [arr[s:e].tobytes() for s, e in zip(starts, ends)]
+        fs = self.fs_for(rel)
+        path = self.path(rel)
+        try:
+            return fs.cat_ranges([path] * len(starts), list(map(int, starts)), list(map(int, ends)), on_error="raise")
+        except FileNotFoundError:
+            raise ShardMissingError(f"shard file {path!r} is missing") from None
+
+    def open_read(self, rel: str) -> IO[bytes]:
+        try:
+            return self.fs_for(rel).open(self.path(rel), "rb")
+        except FileNotFoundError:
+            raise ShardMissingError(f"shard file {self.path(rel)!r} is missing") from None
+
+    def forget(self, rel: str) -> None:
+        with self._lock:
+            self._maps.pop(rel, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._maps.clear()
+
+
+def _fsync_dir(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,1025 @@
+"""``SampleStore``: every sample of a dynamic dataset addressable by a stable int64 key.
+
+Samples live in WebDataset tar shards (readable by ``webdataset.WebDataset`` and ``tar``); tiny fixed-size records
+are packed many to a tar member. An embedded SQLite catalog maps keys to byte ranges and holds timestamps and
+labels for selection and triggers. Reads are batched: keys are grouped by shard, mapped to byte positions with
+vectorized lookups, and gathered from a memory map (local) or with coalesced range requests (any fsspec URL).
+
+Appends are atomic (a shard becomes visible together with its catalog rows), deletes hide samples at once, and
+:meth:`SampleStore.compact` rewrites shards so that deleted bytes are physically gone. One process writes, any
+number read; a store is opened by its URL alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from lightning_modyn.store import tarformat
+from lightning_modyn.store.catalog import (
+    KIND_RECORDS,
+    KIND_SAMPLES,
+    NO_LABEL,
+    Catalog,
+    Entry,
+    Slice,
+    pack_array,
+    unpack_array,
+)
+from lightning_modyn.store.codec import encode_sample
+from lightning_modyn.store.errors import (
+    CompressedShardError,
+    DeletedKeyError,
+    DuplicateKeyError,
+    ReadOnlyStoreError,
+    RecordDtypeError,
+    SampleEncodingError,
+    ShardFormatError,
+    ShardMissingError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+    UnknownKeyError,
+)
+from lightning_modyn.store.filesystem import StoreFS
+
+MARKER = "store.json"
+CATALOG = "catalog.sqlite"
+SHARDS = "shards"
+LOCK = "writer.lock"
+STORE_FORMAT = "lightning-modyn-store"
+RECORD_EXT = "rows"
+_COALESCE_GAP = 64 * 1024
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _shard_name(shard_id: int) -> str:
+    return f"{SHARDS}/shard-{shard_id:06d}.tar"
+
+
+def as_keys(keys: Any, what: str = "keys") -> np.ndarray:
+    """Keys as a 1-D int64 array; floats, bools and other types are refused with a clear error."""
+    arr = np.asarray(keys)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{what} must be integers (store keys), got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False).ravel()
+
+
+def _as_int_array(values: Any, n: int, what: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = np.full(n, arr)
+    if arr.shape != (n,):
+        raise ValueError(f"{what} must have one value per sample ({n}), got shape {arr.shape}")
+    if arr.dtype == bool:
+        raise TypeError(f"{what} must be integers, got booleans")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{what} must be whole numbers (e.g. unix seconds); got non-integral values")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{what} must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+@dataclass
+class _Snapshot:
+    """Reader-side arrays for the hot path: where every key's bytes are. Rebuilt when the catalog changes."""
+
+    version: int
+    layout: int
+    first: np.ndarray
+    count: np.ndarray
+    shard: np.ndarray
+    offset: np.ndarray
+    length: np.ndarray
+    timestamp: np.ndarray
+    label: np.ndarray
+    deleted: np.ndarray
+    kind_of_shard: np.ndarray
+    path_of_shard: dict[int, str]
+
+
+class SampleStore:
+    """A key-addressable store of samples over WebDataset shards, local or at any fsspec URL.
+
+    Create one with :meth:`create` and reopen it anywhere with :meth:`open`.
+
+    Args:
+        url: Local directory or fsspec URL (``s3://bucket/prefix``, ``memory://x``...).
+        readonly: Refuse every mutation; several readers may open a store that one writer appends to.
+        storage_options: Passed to fsspec for remote URLs (credentials, endpoint).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> store = SampleStore.create(tempfile.mkdtemp() + "/store")
+        >>> keys = store.append([{"txt": "hello", "cls": 1}, {"txt": "world", "cls": 0}], labels=[1, 0])
+        >>> keys.tolist()
+        [0, 1]
+        >>> store.get([1])[0]["txt"]
+        b'world'
+        >>> store.delete([0]); len(store)
+        1
+        1
+    """
+
+    def __init__(self, url: str, readonly: bool = False, storage_options: dict | None = None, _create: dict | None = None):
+        self.url = str(url)
+        self.readonly = readonly
+        self.storage_options = storage_options or {}
+        self.files = StoreFS(self.url, self.storage_options)
+        self._lock_handle = None
+        self._tmpdir: str | None = None
+        self._snap: _Snapshot | None = None
+        self._row_views: dict[tuple[int, int], np.ndarray] = {}
+        if _create is not None:
+            self._create(_create)
+        else:
+            self._open()
+
+    # ================================================================== lifecycle
+    @classmethod
+    def create(
+        cls,
+        url: str | os.PathLike,
+        *,
+        record_dtype: np.dtype | None = None,
+        shard_max_bytes: int = 1 << 30,
+        shard_max_samples: int = 100_000,
+        block_bytes: int = 1 << 20,
+        storage_options: dict | None = None,
+    ) -> "SampleStore":
+        """Create an empty store at ``url`` (which must not exist or be an empty directory).
+
+        Args:
+            record_dtype: Structured dtype of fixed-size records; set on the first ``append_records`` otherwise.
+            shard_max_bytes: A new shard is started once a shard reaches this size.
+            shard_max_samples: ... or this many samples (record rows do not count; their blocks do).
+            block_bytes: Target size of one tar member of packed records.
+        """
+        if shard_max_bytes <= 0 or shard_max_samples <= 0 or block_bytes <= 0:
+            raise ValueError("shard_max_bytes, shard_max_samples and block_bytes must be positive")
+        settings = {"shard_max_bytes": int(shard_max_bytes), "shard_max_samples": int(shard_max_samples),
+                    "block_bytes": int(block_bytes)}
+        if record_dtype is not None:
+            settings["record_dtype"] = _dtype_to_json(_check_record_dtype(np.dtype(record_dtype)))
+        return cls(os.fspath(url), readonly=False, storage_options=storage_options, _create=settings)
+
+    @classmethod
+    def open(cls, url: str | os.PathLike, readonly: bool = False, storage_options: dict | None = None) -> "SampleStore":
+        """Open an existing store by its URL alone (another process, rank or machine may do the same)."""
+        return cls(os.fspath(url), readonly=readonly, storage_options=storage_options)
+
+    def _create(self, settings: dict) -> None:
+        files = self.files
+        if files.exists(MARKER):
+            raise StoreExistsError(f"{self.url}: a store already exists here; use SampleStore.open")
+        if files.exists("") and files.local and os.listdir(files.root):
+            raise StoreExistsError(f"{self.url}: the directory is not empty; create a store in a new directory")
+        files.makedirs(SHARDS)
+        self._take_lock()
+        path = self._catalog_local_path()
+        self.catalog = Catalog(path, wal=files.local)
+        self.catalog.initialise({k: str(v) for k, v in settings.items()})
+        self._publish_catalog()
+        files.write_bytes(MARKER, json.dumps({"format": STORE_FORMAT, "version": 1}).encode())
+
+    def _open(self) -> None:
+        files = self.files
+        if not files.exists(MARKER):
+            if files.exists("") and (not files.local or os.path.isdir(files.root)):
+                raise StoreNotFoundError(
+                    f"{self.url} exists but is not a lightning-modyn store (no {MARKER}); "
+                    "create one with SampleStore.create"
+                )
+            raise StoreNotFoundError(f"no store at {self.url}; create one with SampleStore.create")
+        try:
+            marker = json.loads(files.read_bytes(MARKER))
+        except (ValueError, OSError) as err:
+            raise StoreNotFoundError(f"{self.url}/{MARKER} is unreadable: {err}") from None
+        if marker.get("format") != STORE_FORMAT:
+            raise StoreNotFoundError(f"{self.url}/{MARKER} does not describe a lightning-modyn store")
+        if not self.readonly:
+            self._take_lock()
+        path = self._catalog_local_path(download=True)
+        self.catalog = Catalog(path, readonly=self.readonly and files.local, wal=files.local)
+        if not self.readonly:
+            self._collect_garbage()
+
+    def _catalog_local_path(self, download: bool = False) -> str:
+        if self.files.local:
+            return self.files.path(CATALOG)
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="lightning-modyn-catalog-")
+        local = os.path.join(self._tmpdir, CATALOG)
+        if download:
+            try:
+                self.files.get_file(CATALOG, local)
+            except FileNotFoundError:
+                raise StoreNotFoundError(f"{self.url}: the catalog ({CATALOG}) is missing") from None
+        return local
+
+    def _publish_catalog(self) -> None:
+        """Remote stores: upload the catalog after a commit (one atomic PUT). Local stores commit in place."""
+        if not self.files.local:
+            self.catalog.checkpoint()
+            self.files.put_file(self.catalog.path, CATALOG)
+
+    def _take_lock(self) -> None:
+        if not self.files.local:
+            return
+        import fcntl
+
+        handle = open(self.files.path(LOCK), "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreLockedError(
+                f"{self.url} is open for writing in another process; open it with readonly=True to read"
+            ) from None
+        self._lock_handle = handle
+
+    def _collect_garbage(self) -> None:
+        """Remove what a crashed writer left: temp files and shard files the catalog does not know."""
+        known = {p for p in self.catalog.shard_paths().values()}
+        for name in self.files.listdir(SHARDS):
+            rel = f"{SHARDS}/{name}"
+            if rel not in known:
+                self.files.remove(rel)
+
+    def refresh(self) -> None:
+        """See commits made since this store was opened (remote readers re-download the catalog)."""
+        if not self.files.local and self.readonly:
+            self.catalog.close()
+            self.catalog = Catalog(self._catalog_local_path(download=True), readonly=False, wal=False)
+        self._snap = None
+        self._row_views.clear()
+
+    def close(self) -> None:
+        """Release the catalog, the file maps and (for a writer) the writer lock."""
+        with contextlib.suppress(Exception):
+            self.catalog.close()
+        self.files.close()
+        self._row_views.clear()
+        self._snap = None
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> "SampleStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        # A pickled store (e.g. sent to DataLoader workers) reopens read-only from its URL.
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["url"], readonly=True, storage_options=state["storage_options"])
+
+    def __repr__(self) -> str:
+        return f"SampleStore({self.url!r}{', readonly=True' if self.readonly else ''})"
+
+    def __len__(self) -> int:
+        return int(self.catalog.totals()["samples"])
+
+    # ================================================================== settings
+    @property
+    def record_dtype(self) -> np.dtype | None:
+        """The structured dtype of the store's records, or None before the first ``append_records``."""
+        text = self.catalog.get_meta("record_dtype")
+        return None if text is None else _dtype_from_json(text)
+
+    def _setting(self, name: str) -> int:
+        return int(self.catalog.get_meta(name))
+
+    def _check_writable(self, what: str) -> None:
+        if self.readonly:
+            raise ReadOnlyStoreError(f"{what} on {self.url}: the store was opened with readonly=True")
+
+    # ================================================================== writes
+    def append(self, samples: Iterable[Mapping[str, Any]], timestamps: Any = None, labels: Any = None) -> np.ndarray:
+        """Append WebDataset-style samples (``{"jpg": b"...", "cls": 3, "__key__": "optional"}``).
+
+        Values are stored as WebDataset does (bytes as is, str as UTF-8, numbers as text, arrays as ``.npy``,
+        dicts/lists as JSON). Nothing is written unless every sample is valid.
+
+        Args:
+            timestamps: One int per sample (e.g. unix seconds) or one for all; default: now.
+            labels: One int per sample, or the extension of an int member to take it from (e.g. ``"cls"``).
+
+        Returns:
+            The new samples' keys (int64), stable for the store's lifetime.
+        """
+        self._check_writable("append")
+        samples = list(samples)
+        n = len(samples)
+        if n == 0:
+            return np.zeros(0, np.int64)
+        encoded = [encode_sample(s, f"sample {i}") for i, s in enumerate(samples)]
+        wds_keys = [_check_wds_key(s.get("__key__"), i) for i, s in enumerate(samples)]
+        ts = _as_int_array(_now() if timestamps is None else timestamps, n, "timestamps")
+        label_arr = self._labels_for_samples(samples, labels, n)
+        with self.catalog.transaction():
+            first_key = self.catalog.allocate("next_key", n)
+            keys = np.arange(first_key, first_key + n, dtype=np.int64)
+            wds_keys = [w if w is not None else f"{k:012d}" for w, k in zip(wds_keys, keys.tolist())]
+            self._check_unique_wds_keys(wds_keys, [f"sample {i}" for i in range(n)])
+            entries, written = self._write_samples(keys, wds_keys, encoded, ts, label_arr)
+            try:
+                self.catalog.add_entries(entries, _now())
+                self.catalog.bump()
+            except BaseException:
+                for rel in written:
+                    self.files.remove(rel)
+                raise
+        self._publish_catalog()
+        return keys
+
+    def _labels_for_samples(self, samples: list, labels: Any, n: int) -> np.ndarray | None:
+        if labels is None:
+            return None
+        if isinstance(labels, str):
+            out = np.empty(n, np.int64)
+            for i, s in enumerate(samples):
+                if labels not in s:
+                    raise ValueError(f"sample {i} has no {labels!r} member to take its label from")
+                try:
+                    out[i] = int(s[labels])
+                except (TypeError, ValueError):
+                    raise ValueError(f"sample {i}: member {labels!r} = {s[labels]!r} is not an integer label") from None
+            return out
+        return _as_int_array(labels, n, "labels")
+
+    def _check_unique_wds_keys(self, wds_keys: list[str], where: list[str]) -> None:
+        seen: dict[str, str] = {}
+        for w, loc in zip(wds_keys, where):
+            if w in seen:
+                raise DuplicateKeyError(f"duplicate __key__ {w!r}: {seen[w]} and {loc}")
+            seen[w] = loc
+        clash = self.catalog.existing_wds_keys(wds_keys)
+        if clash:
+            raise DuplicateKeyError(
+                f"__key__ {clash[0]!r} ({seen[clash[0]]}) is already in the store"
+                + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
+            )
+
+    def _write_samples(self, keys, wds_keys, encoded, ts, labels) -> tuple[list[Entry], list[str]]:
+        max_bytes, max_samples = self._setting("shard_max_bytes"), self._setting("shard_max_samples")
+        entries: list[Entry] = []
+        written: list[str] = []
+        i, n = 0, len(keys)
+        mtime = _now()
+        try:
+            while i < n:
+                shard_id = self.catalog.allocate("next_shard", 1)
+                rel = _shard_name(shard_id)
+                start_i = i
+                with self.files.atomic_writer(rel) as out:
+                    pos = 0
+                    while i < n and i - start_i < max_samples and (pos < max_bytes or i == start_i):
+                        start = pos
+                        for ext, data in encoded[i]:
+                            blob = tarformat.encode_member(f"{wds_keys[i]}.{ext}", data, mtime)
+                            out.write(blob)
+                            pos += len(blob)
+                        entries.append(Entry(int(keys[i]), 1, shard_id, start, pos - start, int(ts[i]), int(ts[i]),
+                                             None if labels is None else int(labels[i]), wds_keys[i]))
+                        i += 1
+                    out.write(tarformat.END_OF_ARCHIVE)
+                    pos += len(tarformat.END_OF_ARCHIVE)
+                written.append(rel)
+                self.catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, pos, i - start_i)
+        except BaseException:
+            for rel in written:
+                self.files.remove(rel)
+            raise
+        return entries, written
+
+    def append_records(self, rows: np.ndarray, timestamps: Any = None, labels: Any = None) -> np.ndarray:
+        """Append fixed-size records (a numpy structured array), packed many rows to a tar member.
+
+        Every row gets its own key and is read back row-exact by :meth:`get_records`; no row pays a tar header.
+
+        Args:
+            rows: Structured array whose dtype equals the store's record dtype (set by the first call).
+            timestamps: One int per row or one for all; default: now.
+            labels: One int per row, or the name of an integer field of ``rows`` (e.g. ``"label"``).
+        """
+        self._check_writable("append_records")
+        if not isinstance(rows, np.ndarray) or rows.dtype.names is None:
+            raise RecordDtypeError(
+                f"records must be a numpy structured array, got {type(rows).__name__}"
+                + (f" of dtype {rows.dtype}" if isinstance(rows, np.ndarray) else "")
+            )
+        rows = np.ascontiguousarray(rows.reshape(-1))
+        _check_record_dtype(rows.dtype)
+        n = len(rows)
+        if n == 0:
+            return np.zeros(0, np.int64)
+        ts = _as_int_array(_now() if timestamps is None else timestamps, n, "timestamps")
+        if isinstance(labels, str):
+            if labels not in rows.dtype.names or not np.issubdtype(rows.dtype[labels], np.integer):
+                raise ValueError(f"labels={labels!r} is not an integer field of the records (fields: {rows.dtype.names})")
+            label_arr = rows[labels].astype(np.int64)
+        else:
+            label_arr = None if labels is None else _as_int_array(labels, n, "labels")
+        with self.catalog.transaction():
+            stored = self.record_dtype
+            if stored is None:
+                self.catalog.set_meta("record_dtype", _dtype_to_json(rows.dtype))
+            elif stored != rows.dtype:
+                raise RecordDtypeError(f"records have dtype {rows.dtype}, but this store holds records of dtype {stored}")
+            first_key = self.catalog.allocate("next_key", n)
+            keys = np.arange(first_key, first_key + n, dtype=np.int64)
+            entries, written = self._write_record_shards(keys, rows, ts, label_arr)
+            try:
+                self.catalog.add_entries(entries, _now())
+                self.catalog.bump()
+            except BaseException:
+                for rel in written:
+                    self.files.remove(rel)
+                raise
+        self._publish_catalog()
+        return keys
+
+    def _write_record_shards(self, keys, rows, ts, labels) -> tuple[list[Entry], list[str]]:
+        itemsize = rows.dtype.itemsize
+        block_rows = max(1, self._setting("block_bytes") // itemsize)
+        max_bytes, max_blocks = self._setting("shard_max_bytes"), self._setting("shard_max_samples")
+        raw = rows.view(np.uint8).reshape(-1)
+        entries: list[Entry] = []
+        written: list[str] = []
+        i, n = 0, len(keys)
+        mtime = _now()
+        try:
+            while i < n:
+                shard_id = self.catalog.allocate("next_shard", 1)
+                rel = _shard_name(shard_id)
+                start_i = i
+                blocks = 0
+                with self.files.atomic_writer(rel) as out:
+                    pos = 0
+                    while i < n and blocks < max_blocks and (pos < max_bytes or blocks == 0):
+                        j = min(n, i + block_rows)
+                        header = tarformat.member_header(f"{int(keys[i]):012d}.{RECORD_EXT}", (j - i) * itemsize, mtime)
+                        out.write(header)
+                        data_offset = pos + len(header)
+                        out.write(raw[i * itemsize : j * itemsize].data)
+                        pad = tarformat.padded((j - i) * itemsize) - (j - i) * itemsize
+                        out.write(b"\0" * pad)
+                        pos = data_offset + (j - i) * itemsize + pad
+                        entries.append(_record_entry(int(keys[i]), j - i, shard_id, data_offset, itemsize, ts[i:j],
+                                                     None if labels is None else labels[i:j]))
+                        blocks += 1
+                        i = j
+                    out.write(tarformat.END_OF_ARCHIVE)
+                    pos += len(tarformat.END_OF_ARCHIVE)
+                written.append(rel)
+                self.catalog.add_shard(shard_id, rel, True, KIND_RECORDS, pos, i - start_i)
+        except BaseException:
+            for rel in written:
+                self.files.remove(rel)
+            raise
+        return entries, written
+
+    def ingest(
+        self,
+        shards: Sequence[str | os.PathLike],
+        timestamps: Any = None,
+        labels: Any = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Index existing WebDataset tar shards in place, without rewriting them.
+
+        Shards written by ``webdataset.ShardWriter``/``TarWriter`` and by GNU tar (GNU and PAX long names) are
+        understood. They must be uncompressed: random access needs byte offsets into the tar. From then on the
+        shards belong to the store: :meth:`compact` replaces one that holds deleted samples and removes the file.
+
+        Args:
+            shards: Paths or URLs of ``.tar`` files, indexed in this order.
+            timestamps: One int per sample over all shards, one for all, or the extension of a member holding it.
+            labels: One int per sample, or the extension of an integer member (e.g. ``"cls"``).
+            progress: Show a progress bar.
+
+        Returns:
+            Keys of the indexed samples, in shard order.
+        """
+        self._check_writable("ingest")
+        shards = [os.fspath(s) for s in shards]
+        refs = [self._shard_ref(s) for s in shards]
+        already = self.catalog.shard_ids_with_path(refs)
+        if already:
+            raise ShardFormatError(f"{already[0]}: this shard is already part of the store")
+        if len(set(refs)) != len(refs):
+            raise ShardFormatError("the same shard is listed twice")
+        scanned = []
+        bar = _progress(progress, len(shards), "index shards", "shard")
+        try:
+            for ref in refs:
+                spans, size = self._scan_shard(ref)
+                scanned.append((ref, spans, size))
+                bar.update(1)
+                bar.set_postfix(samples=sum(len(s[1]) for s in scanned))
+        finally:
+            bar.close()
+        n = sum(len(spans) for _, spans, _ in scanned)
+        if n == 0:
+            return np.zeros(0, np.int64)
+        ts = self._values_from_members(scanned, timestamps, n, "timestamps", default=_now())
+        label_arr = self._values_from_members(scanned, labels, n, "labels", default=None)
+        wds_keys = [span.key for _, spans, _ in scanned for span in spans]
+        where = [f"{ref} (sample {span.key!r} at offset {span.start})" for ref, spans, _ in scanned for span in spans]
+        with self.catalog.transaction():
+            self._check_unique_wds_keys(wds_keys, where)
+            first_key = self.catalog.allocate("next_key", n)
+            keys = np.arange(first_key, first_key + n, dtype=np.int64)
+            entries, i = [], 0
+            for ref, spans, size in scanned:
+                shard_id = self.catalog.allocate("next_shard", 1)
+                self.catalog.add_shard(shard_id, ref, False, KIND_SAMPLES, size, len(spans))
+                for span in spans:
+                    entries.append(Entry(int(keys[i]), 1, shard_id, span.start, span.end - span.start, int(ts[i]),
+                                         int(ts[i]), None if label_arr is None else int(label_arr[i]), span.key))
+                    i += 1
+            self.catalog.add_entries(entries, _now())
+            self.catalog.bump()
+        self._publish_catalog()
+        return keys
+
+    def _shard_ref(self, shard: str) -> str:
+        """How the catalog names a shard: relative to the root when inside it, else an absolute path or URL."""
+        if "://" in shard and not shard.startswith("file://"):
+            return shard
+        path = os.path.abspath(shard.removeprefix("file://"))
+        if self.files.local:
+            root = os.path.abspath(self.files.root)
+            if path.startswith(root + os.sep):
+                return os.path.relpath(path, root)
+        return path
+
+    def _scan_shard(self, ref: str) -> tuple[list[tarformat.SampleSpan], int]:
+        size = self.files.size(ref)
+        with self.files.open_read(ref) as handle:
+            head = handle.read(6)
+            kind = tarformat.detect_compression(head)
+            if kind is not None:
+                raise CompressedShardError(
+                    f"{ref}: the shard is {kind}-compressed; random access needs byte offsets into an uncompressed "
+                    f"tar, which a {kind} stream does not have — decompress it first and ingest the plain .tar"
+                )
+
+            def read_at(offset: int, n: int) -> bytes:
+                handle.seek(offset)
+                return handle.read(n)
+
+            members = tarformat.iter_members(read_at, size, ref)
+            spans = list(tarformat.iter_samples(members, ref))
+        seen: dict[str, int] = {}
+        for span in spans:
+            if span.key in seen:
+                raise DuplicateKeyError(
+                    f"{ref}: duplicate __key__ {span.key!r} at offsets {seen[span.key]} and {span.start}"
+                )
+            seen[span.key] = span.start
+        return spans, size
+
+    def _values_from_members(self, scanned, spec: Any, n: int, what: str, default: Any) -> np.ndarray | None:
+        if spec is None:
+            return None if default is None else np.full(n, default, np.int64)
+        if not isinstance(spec, str):
+            return _as_int_array(spec, n, what)
+        out = np.empty(n, np.int64)
+        i = 0
+        for ref, spans, _ in scanned:
+            with self.files.open_read(ref) as handle:
+                for span in spans:
+                    member = next((m for m in span.members if tarformat.split_name(m.name)[1] == spec), None)
+                    if member is None:
+                        raise ValueError(f"{ref}: sample {span.key!r} has no {spec!r} member to take its {what} from")
+                    handle.seek(member.data_offset)
+                    text = handle.read(member.size)
+                    try:
+                        out[i] = int(text)
+                    except ValueError:
+                        raise ValueError(
+                            f"{ref}: sample {span.key!r} member {spec!r} = {text[:40]!r} is not an integer ({what})"
+                        ) from None
+                    i += 1
+        return out
+
+    # ================================================================== reads
+    def _snapshot(self) -> _Snapshot:
+        version, layout = self.catalog.versions()
+        snap = self._snap
+        if snap is not None and snap.version == version:
+            return snap
+        shards = self.catalog.shards()
+        max_id = max((s["id"] for s in shards), default=-1)
+        kinds = np.full(max_id + 1, -1, np.int64)
+        for s in shards:
+            kinds[s["id"]] = s["kind"]
+        paths = {s["id"]: s["path"] for s in shards}
+        if snap is not None and snap.layout == layout:  # appends only: extend the arrays
+            new = self.catalog.location_arrays(after_key=int(snap.first[-1]) if len(snap.first) else -1)
+            cols = [np.concatenate([old, new[:, j]]) for j, old in enumerate(
+                (snap.first, snap.count, snap.shard, snap.offset, snap.length, snap.timestamp, snap.label))]
+            deleted = snap.deleted
+        else:
+            arr = self.catalog.location_arrays()
+            cols = [np.ascontiguousarray(arr[:, j]) for j in range(7)]
+            deleted = self.catalog.deleted_keys()
+            self._row_views.clear()
+        self._snap = _Snapshot(version, layout, *cols, deleted, kinds, paths)
+        return self._snap
+
+    def _locate(self, keys: np.ndarray) -> tuple[_Snapshot, np.ndarray]:
+        snap = self._snapshot()
+        pos = np.searchsorted(snap.first, keys, side="right") - 1
+        ok = pos >= 0
+        pos = np.where(ok, pos, 0)
+        if len(snap.first):
+            ok &= keys < snap.first[pos] + snap.count[pos]
+        else:
+            ok[:] = False
+        dead = np.isin(keys, snap.deleted) if len(snap.deleted) else np.zeros(len(keys), bool)
+        if not ok.all() or dead.any():
+            bad = keys[dead | ~ok]
+            deleted = bad[np.isin(bad, snap.deleted)]
+            unknown = bad[~np.isin(bad, snap.deleted)]
+            if len(unknown):
+                raise UnknownKeyError(
+                    f"unknown key {int(unknown[0])} in {self.url}"
+                    + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                    + "; keys are the int64 values returned by append/append_records/ingest"
+                )
+            raise DeletedKeyError(
+                f"key {int(deleted[0])} was deleted from {self.url}"
+                + (f" (and {len(deleted) - 1} more)" if len(deleted) > 1 else "")
+            )
+        return snap, pos
+
+    def get(self, keys: Any, meta: bool = True) -> list[dict[str, Any]]:
+        """Samples in the order of ``keys``, each a dict of member extension -> exactly the bytes written.
+
+        With ``meta`` (default), each sample also has ``__key__`` (its WebDataset key), ``__store_key__``,
+        ``__timestamp__``, ``__label__`` (None when unlabeled) and ``__url__`` (its shard). Record keys come back
+        with their row's bytes under ``"rows"``. Unknown or deleted keys raise a ``KeyError`` naming the key.
+        """
+        keys = as_keys(keys)
+        out: list[dict[str, Any] | None] = [None] * len(keys)
+        if not len(keys):
+            return []
+        snap, pos = self._locate(keys)
+        kind = snap.kind_of_shard[snap.shard[pos]]
+        sample_idx = np.flatnonzero(kind == KIND_SAMPLES)
+        record_idx = np.flatnonzero(kind == KIND_RECORDS)
+        if len(sample_idx):
+            self._read_samples(snap, keys, pos, sample_idx, out, meta)
+        if len(record_idx):
+            rows = self._read_rows(snap, keys[record_idx], pos[record_idx])
+            raw = rows.view(np.dtype((np.void, rows.dtype.itemsize)))
+            ts, labels = self._record_meta(snap, keys[record_idx], pos[record_idx]) if meta else (None, None)
+            for j, i in enumerate(record_idx.tolist()):
+                sample = {RECORD_EXT: raw[j].tobytes()}
+                if meta:
+                    k = int(keys[i])
+                    sample.update({"__key__": f"{k:012d}", "__store_key__": k, "__timestamp__": int(ts[j]),
+                                   "__label__": None if labels[j] == NO_LABEL else int(labels[j]),
+                                   "__url__": snap.path_of_shard[int(snap.shard[pos[i]])]})
+                out[i] = sample
+        return out  # type: ignore[return-value]
+
+    def _read_samples(self, snap, keys, pos, idx, out, meta) -> None:
+        shard_of = snap.shard[pos[idx]]
+        wds = self.catalog.entries_for_keys(keys[idx].tolist()) if meta else {}
+        for shard_id in np.unique(shard_of).tolist():
+            sel = idx[shard_of == shard_id]
+            rel = snap.path_of_shard[shard_id]
+            starts = snap.offset[pos[sel]]
+            ends = starts + snap.length[pos[sel]]
+            buffers = self._read_ranges(rel, starts, ends)
+            for i, buf in zip(sel.tolist(), buffers):
+                sample: dict[str, Any] = {}
+                view = memoryview(buf)
+                for ext, off, size in tarformat.parse_sample(view, rel):
+                    sample[ext] = view[off : off + size].tobytes()
+                if meta:
+                    k, p = int(keys[i]), int(pos[i])
+                    label = int(snap.label[p])
+                    sample.update({"__key__": wds[k][0], "__store_key__": k, "__timestamp__": int(snap.timestamp[p]),
+                                   "__label__": None if label == NO_LABEL else label, "__url__": rel})
+                out[i] = sample
+
+    def _read_ranges(self, rel: str, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+        try:
+            if self.files.local and "://" not in rel:
+                return self.files.read_ranges(rel, starts, ends)
+            order = np.argsort(starts, kind="stable")
+            s, e = starts[order], ends[order]
+            # coalesce neighbouring ranges into few requests
+            breaks = np.flatnonzero(s[1:] > np.maximum.accumulate(e)[:-1] + _COALESCE_GAP) + 1
+            group_start = np.concatenate([[0], breaks])
+            group_end = np.concatenate([breaks, [len(s)]])
+            req_s = s[group_start]
+            req_e = np.array([e[a:b].max() for a, b in zip(group_start, group_end)], dtype=np.int64)
+            blobs = self.files.read_ranges(rel, req_s, req_e)
+            result: list[bytes] = [b""] * len(starts)
+            for g, (a, b) in enumerate(zip(group_start, group_end)):
+                blob = blobs[g]
+                for j in range(a, b):
+                    lo = int(s[j] - req_s[g])
+                    result[int(order[j])] = blob[lo : lo + int(e[j] - s[j])]
+            return result
+        except ShardMissingError as err:
+            raise ShardMissingError(f"{err}; it may have been removed by a compaction after this reader opened "
+                                    "(call refresh()) or by hand") from None
+
+    def get_records(self, keys: Any) -> np.ndarray:
+        """Record rows of ``keys`` as a structured array in the order of ``keys`` (no per-row Python objects)."""
+        keys = as_keys(keys)
+        dtype = self.record_dtype
+        if dtype is None:
+            raise StoreError(f"{self.url} holds no records (nothing was appended with append_records)")
+        if not len(keys):
+            return np.zeros(0, dtype)
+        snap, pos = self._locate(keys)
+        kind = snap.kind_of_shard[snap.shard[pos]]
+        if (kind != KIND_RECORDS).any():
+            bad = int(keys[np.flatnonzero(kind != KIND_RECORDS)[0]])
+            raise StoreError(f"key {bad} is a sample, not a record; read it with get()")
+        return self._read_rows(snap, keys, pos, dtype)
+
+    def _read_rows(self, snap: _Snapshot, keys: np.ndarray, pos: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        dtype = dtype or self.record_dtype
+        itemsize = dtype.itemsize
+        byte_pos = snap.offset[pos] + (keys - snap.first[pos]) * itemsize
+        shard = snap.shard[pos]
+        out = np.empty(len(keys), dtype)
+        residue = byte_pos % itemsize
+        group = shard * itemsize + residue
+        order = np.argsort(group, kind="stable")
+        sorted_group = group[order]
+        cuts = np.flatnonzero(np.diff(sorted_group)) + 1
+        for sel in np.split(order, cuts):
+            shard_id = int(shard[sel[0]])
+            r = int(residue[sel[0]])
+            rel = snap.path_of_shard[shard_id]
+            if self.files.local and "://" not in rel:
+                rows = self._row_view(shard_id, rel, r, dtype)
+                out[sel] = rows[(byte_pos[sel] - r) // itemsize]
+            else:
+                starts = byte_pos[sel]
+                blobs = self._read_ranges(rel, starts, starts + itemsize)
+                out[sel] = np.frombuffer(b"".join(blobs), dtype=dtype)
+        return out
+
+    def _row_view(self, shard_id: int, rel: str, residue: int, dtype: np.dtype) -> np.ndarray:
+        view = self._row_views.get((shard_id, residue))
+        if view is None:
+            try:
+                arr = self.files.array(rel)
+            except ShardMissingError as err:
+                raise ShardMissingError(f"{err}; it may have been removed by a compaction after this reader "
+                                        "opened (call refresh()) or by hand") from None
+            usable = (len(arr) - residue) // dtype.itemsize * dtype.itemsize
+            view = arr[residue : residue + usable].view(dtype)
+            self._row_views[(shard_id, residue)] = view
+        return view
+
+    def _record_meta(self, snap, keys, pos) -> tuple[np.ndarray, np.ndarray]:
+        info = self.catalog.entries_for_keys(snap.first[pos].tolist())
+        ts = np.empty(len(keys), np.int64)
+        labels = np.empty(len(keys), np.int64)
+        for j, (k, p) in enumerate(zip(keys.tolist(), pos.tolist())):
+            first = int(snap.first[p])
+            _, ts_blob, label_blob = info[first]
+            ts[j] = int(snap.timestamp[p]) + (int(unpack_array(ts_blob)[k - first]) if ts_blob is not None else 0)
+            labels[j] = int(unpack_array(label_blob)[k - first]) if label_blob is not None else NO_LABEL
+        return ts, labels
+
+    # ================================================================== queries
+    def time_range(self, start: int | None = None, end: int | None = None) -> Slice:
+        """Live keys with ``start <= timestamp < end`` (either bound may be None), sorted by key."""
+        return self.catalog.time_range(None if start is None else int(start), None if end is None else int(end))
+
+    def keys_after(self, key: int) -> Slice:
+        """Live keys greater than ``key``: the data appended after it."""
+        return self.catalog.after_key(int(key))
+
+    def appended_since(self, when: int) -> Slice:
+        """Live keys appended or ingested at or after wall-clock second ``when``."""
+        return self.catalog.appended_since(int(when))
+
+    def all(self) -> Slice:
+        """Every live key with its timestamp and label."""
+        return self.catalog.time_range(None, None)
+
+    def label_counts(self) -> dict[int, int]:
+        """Live samples per label (unlabeled samples are not counted)."""
+        return self.catalog.label_counts()
+
+    def info(self) -> dict[str, Any]:
+        """Summary numbers: samples, shards, bytes, time range, label counts, deleted, record dtype."""
+        totals = self.catalog.totals()
+        dtype = self.record_dtype
+        return {"url": self.url, **totals, "label_counts": self.label_counts(),
+                "record_dtype": None if dtype is None else str(dtype)}
+
+    # ================================================================== deletes
+    def delete(self, keys: Any) -> int:
+        """Hide samples at once (new reads fail with ``DeletedKeyError``); bytes go away at :meth:`compact`.
+
+        Deleting an already deleted key does nothing; an unknown key raises and nothing is deleted.
+        Returns how many samples were newly deleted.
+        """
+        self._check_writable("delete")
+        keys = np.unique(as_keys(keys))
+        if not len(keys):
+            return 0
+        with self.catalog.transaction():
+            self._snap = None
+            snap = self._snapshot()
+            keys = keys[~np.isin(keys, snap.deleted)]
+            if not len(keys):
+                return 0
+            snap, pos = self._locate(keys)
+            kind = snap.kind_of_shard[snap.shard[pos]]
+            conn = self.catalog.conn
+            conn.executemany("INSERT INTO deleted VALUES (?)", ((int(k),) for k in keys))
+            label_delta: dict[int, int] = {}
+            is_sample = kind == KIND_SAMPLES
+            samples = keys[is_sample]
+            for label in snap.label[pos[is_sample]].tolist():
+                if label != NO_LABEL:
+                    label_delta[label] = label_delta.get(label, 0) - 1
+            if len(samples):
+                conn.executemany("DELETE FROM entries WHERE first_key = ?", ((int(k),) for k in samples))
+            rec = kind == KIND_RECORDS
+            if rec.any():
+                _, labels = self._record_meta(snap, keys[rec], pos[rec])
+                for label in labels[labels != NO_LABEL].tolist():
+                    label_delta[label] = label_delta.get(label, 0) - 1
+            self.catalog.add_label_counts(label_delta)
+            shard_ids, counts = np.unique(snap.shard[pos], return_counts=True)
+            conn.executemany("UPDATE shards SET live = live - ? WHERE id = ?",
+                             zip(counts.tolist(), shard_ids.tolist()))
+            self.catalog.bump(layout=True)
+        self._snap = None
+        self._publish_catalog()
+        return int(len(keys))
+
+    def compact(self, progress: bool = False) -> dict[str, int]:
+        """Rewrite every shard that holds deleted samples so their bytes are physically gone.
+
+        Survivors keep their keys; a shard with no survivors is removed. Each shard is replaced atomically: the
+        new shard and its catalog rows commit together, then the old file is removed.
+        Returns ``{"shards_rewritten", "shards_removed", "bytes_freed"}``.
+        """
+        self._check_writable("compact")
+        stats = {"shards_rewritten": 0, "shards_removed": 0, "bytes_freed": 0}
+        targets = [s for s in self.catalog.shards() if s["live"] < s["total"]]
+        bar = _progress(progress, len(targets), "compact", "shard")
+        try:
+            for shard in targets:
+                old_rel, old_size = shard["path"], shard["size"]
+                new_size = self._compact_shard(shard)
+                self.files.remove(old_rel)
+                stats["shards_rewritten" if new_size else "shards_removed"] += 1
+                stats["bytes_freed"] += old_size - new_size
+                bar.update(1)
+        finally:
+            bar.close()
+        self._snap = None
+        self._row_views.clear()
+        return stats
+
+    def _compact_shard(self, shard: dict) -> int:
+        rows = self.catalog.entry_rows("shard = ?", (shard["id"],))
+        old_rel = shard["path"]
+        with self.catalog.transaction():
+            conn = self.catalog.conn
+            new_entries: list[Entry] = []
+            size = 0
+            if shard["live"] > 0:
+                new_id = self.catalog.allocate("next_shard", 1)
+                rel = _shard_name(new_id)
+                with self.files.atomic_writer(rel) as out:
+                    pos = 0
+                    for first, count, _s, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob in rows:
+                        if shard["kind"] == KIND_SAMPLES:
+                            data = self._read_ranges(old_rel, np.array([offset]), np.array([offset + length]))[0]
+                            out.write(data)
+                            new_entries.append(Entry(first, 1, new_id, pos, length, min_ts, max_ts, label, wds_key))
+                            pos += length
+                            continue
+                        dead = self.catalog.deleted_in(first, first + count)
+                        live = np.setdiff1d(np.arange(first, first + count, dtype=np.int64), dead)
+                        if not len(live):
+                            continue
+                        ts_all = unpack_array(ts_blob) if ts_blob is not None else None
+                        lab_all = unpack_array(label_blob) if label_blob is not None else None
+                        runs = np.split(live, np.flatnonzero(np.diff(live) != 1) + 1)
+                        block = self._read_ranges(old_rel, np.array([offset]), np.array([offset + count * length]))[0]
+                        for run in runs:
+                            a, b = int(run[0] - first), int(run[-1] - first + 1)
+                            payload = block[a * length : b * length]
+                            header = tarformat.member_header(f"{int(run[0]):012d}.{RECORD_EXT}", len(payload), _now())
+                            out.write(header)
+                            data_offset = pos + len(header)
+                            out.write(payload)
+                            pad = tarformat.padded(len(payload)) - len(payload)
+                            out.write(b"\0" * pad)
+                            pos = data_offset + len(payload) + pad
+                            run_ts = ts_all[a:b] + min_ts if ts_all is not None else np.full(b - a, min_ts)
+                            new_entries.append(_record_entry(int(run[0]), b - a, new_id, data_offset, length, run_ts,
+                                                             None if lab_all is None else lab_all[a:b]))
+                    out.write(tarformat.END_OF_ARCHIVE)
+                    size = pos + len(tarformat.END_OF_ARCHIVE)
+                live_count = sum(e.count for e in new_entries)
+                self.catalog.add_shard(new_id, rel, True, shard["kind"], size, live_count)
+            conn.execute("DELETE FROM entries WHERE shard = ?", (shard["id"],))
+            conn.execute("DELETE FROM shards WHERE id = ?", (shard["id"],))
+            if new_entries:
+                # re-insert without touching label counts (they already exclude the deleted samples)
+                conn.executemany(
+                    "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [(e.first_key, e.count, e.shard, e.offset, e.length, e.min_ts, e.max_ts, e.label, _now(),
+                      e.wds_key, e.ts_blob, e.label_blob) for e in new_entries],
+                )
+            self.catalog.bump(layout=True)
+        self._publish_catalog()
+        return size
+
+
+def _record_entry(first_key: int, count: int, shard: int, offset: int, itemsize: int, ts: np.ndarray,
+                  labels: np.ndarray | None) -> Entry:
+    lo, hi = int(ts.min()), int(ts.max())
+    return Entry(first_key, count, shard, offset, itemsize, lo, hi, None, None,
+                 None if lo == hi else pack_array(ts - lo),
+                 None if labels is None else pack_array(labels))
+
+
+def _check_wds_key(key: Any, i: int) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key:
+        raise SampleEncodingError(f"sample {i}: __key__ must be a non-empty str, got {key!r}")
+    tarformat.check_member_name(key, f"sample {i}")
+    if tarformat.split_name(f"{key}.x") != (key, "x"):
+        raise SampleEncodingError(
+            f"sample {i}: __key__ {key!r} has a '.' in its last path component; WebDataset would split it there"
+        )
+    return key
+
+
+def _check_record_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype.names is None:
+        raise RecordDtypeError(f"record dtype must be structured (named fields), got {dtype}")
+    if dtype.hasobject:
+        raise RecordDtypeError(f"record dtype {dtype} has object fields; records must be fixed-size plain data")
+    return dtype
+
+
+def _dtype_to_json(dtype: np.dtype) -> str:
+    return json.dumps(np.lib.format.dtype_to_descr(dtype))
+
+
+def _dtype_from_json(text: str) -> np.dtype:
+    def descr(obj):
+        if isinstance(obj, str):
+            return obj
+        fields = []
+        for field in obj:
+            name, typ = field[0], descr(field[1])
+            fields.append((name, typ, tuple(field[2])) if len(field) == 3 else (name, typ))
+        return fields
+
+    return np.lib.format.descr_to_dtype(descr(json.loads(text)))
+
+
+def _progress(enabled: bool, total: int, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)

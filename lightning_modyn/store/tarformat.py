@@ -1,0 +1,292 @@
+"""The one place that knows the bytes of a shard: WebDataset-compatible tar members.
+
+A shard is a plain POSIX tar file. A *sample* is a run of consecutive members whose names share a prefix
+(``dir/abc.jpg``, ``dir/abc.cls`` -> key ``dir/abc``), exactly as ``webdataset`` groups them. The store indexes a
+sample by the byte range ``[start, end)`` that covers all its members, including any PAX or GNU long-name headers
+in front of them, so that a range is self-contained: it can be parsed on its own and copied into another shard.
+
+Record blocks (many fixed-size rows in one member) are ordinary members too; their rows start right after the
+member's header.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from lightning_modyn.store.errors import (
+    CompressedShardError,
+    ShardFormatError,
+    TruncatedShardError,
+    UnsafeMemberError,
+)
+
+BLOCK = 512
+END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+
+_COMPRESSION_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+
+_SAMPLE_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+_REGULAR = (b"0", b"\0", b"7")
+
+
+def padded(size: int) -> int:
+    """Bytes a member's data occupies in the archive (rounded up to whole 512-byte blocks)."""
+    return (size + BLOCK - 1) // BLOCK * BLOCK
+
+
+def split_name(name: str) -> tuple[str, str] | tuple[None, None]:
+    """Split a member name into (sample key, extension) the way ``webdataset`` does; (None, None) if it has none."""
+    match = _SAMPLE_NAME.match(name)
+    if match is None:
+        return None, None
+    return match.group(1), match.group(2)
+
+
+def check_member_name(name: str, where: str) -> None:
+    """Refuse names that would escape the extraction root: absolute paths, ``..`` components, NUL bytes."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\0" in name:
+        raise UnsafeMemberError(f"{where}: unsafe member name {name!r} (absolute or escaping the root with '..')")
+
+
+def member_header(name: str, size: int, mtime: int = 0) -> bytes:
+    """The header block(s) of a regular-file member; long or non-ASCII names get a PAX header like GNU tar."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = mtime
+    info.type = tarfile.REGTYPE
+    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+def encode_member(name: str, data: bytes | memoryview, mtime: int = 0) -> bytes:
+    """Header + data + zero padding of one member, ready to be written to a shard."""
+    header = member_header(name, len(data), mtime)
+    return b"".join((header, data, b"\0" * (padded(len(data)) - len(data))))
+
+
+@dataclass
+class Member:
+    """One regular-file member: ``start`` is where its first header (PAX or long-name header included) begins."""
+
+    name: str
+    start: int
+    data_offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.data_offset + padded(self.size)
+
+
+@dataclass
+class SampleSpan:
+    """A sample as it lies in a shard: its WebDataset key, its byte range and its members."""
+
+    key: str
+    start: int
+    end: int
+    members: list[Member] = field(default_factory=list)
+
+
+def detect_compression(head: bytes) -> str | None:
+    """The compression format of a file from its first bytes, or None for anything else."""
+    for magic, name in _COMPRESSION_MAGIC.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def _octal(field_bytes: bytes, what: str, where: str) -> int:
+    if field_bytes and field_bytes[0] & 0x80:  # GNU base-256 for large values
+        value = int.from_bytes(field_bytes[1:], "big")
+        if field_bytes[0] & 0x40:
+            raise ShardFormatError(f"{where}: negative {what} in tar header")
+        return value
+    text = field_bytes.split(b"\0", 1)[0].strip(b" \0")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ShardFormatError(f"{where}: tar header field {what} is not a number: {field_bytes!r}") from None
+
+
+def _checksum_ok(header: bytes) -> bool:
+    stored = header[148:156].split(b"\0", 1)[0].strip(b" \0")
+    if not stored:
+        return False
+    try:
+        expected = int(stored, 8)
+    except ValueError:
+        return False
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    if unsigned == expected:
+        return True
+    signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 8 * 32
+    return signed == expected
+
+
+def _pax_records(data: bytes, where: str) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise ShardFormatError(f"{where}: malformed PAX extended header") from None
+        if length <= 0:
+            raise ShardFormatError(f"{where}: malformed PAX extended header")
+        record = data[space + 1 : pos + length - 1]
+        keyword, _, value = record.partition(b"=")
+        records[keyword.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def iter_members(
+    read_at: Callable[[int, int], bytes],
+    size: int,
+    where: str,
+    start: int = 0,
+    require_end_marker: bool = True,
+) -> Iterator[Member]:
+    """Regular-file members of a tar archive of ``size`` bytes, read through ``read_at(offset, n)``.
+
+    Headers are validated (checksum, sizes inside the file, safe names); PAX and GNU long names are applied.
+    Directories, links and other special members are skipped. ``where`` names the file in error messages.
+    """
+    pos = start
+    pending_name: str | None = None
+    aux_start: int | None = None
+    while True:
+        if pos >= size:
+            if require_end_marker:
+                raise TruncatedShardError(
+                    f"{where}: no end-of-archive marker at offset {pos}; the file is truncated or not a tar archive"
+                )
+            return
+        header = read_at(pos, BLOCK)
+        if len(header) < BLOCK:
+            raise TruncatedShardError(f"{where}: truncated tar header at offset {pos} (file has {size} bytes)")
+        if header == b"\0" * BLOCK:
+            return
+        if not _checksum_ok(header):
+            raise ShardFormatError(f"{where}: bad tar header checksum at offset {pos}; the shard is corrupted")
+        member_size = _octal(header[124:136], "size", f"{where} at offset {pos}")
+        typeflag = header[156:157]
+        data_offset = pos + BLOCK
+        if data_offset + member_size > size:
+            raise TruncatedShardError(
+                f"{where}: member at offset {pos} declares {member_size} bytes but the file ends at {size}; "
+                "the shard is truncated"
+            )
+        next_pos = data_offset + padded(member_size)
+        if aux_start is None:
+            aux_start = pos
+        if typeflag in (b"x", b"L"):
+            data = read_at(data_offset, member_size)
+            if typeflag == b"x":
+                path = _pax_records(data, f"{where} at offset {pos}").get("path")
+                if path is not None:
+                    pending_name = path
+            else:
+                pending_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            pos = next_pos
+            continue
+        if typeflag in (b"g", b"K"):  # global PAX header, GNU long link name: nothing for us
+            pos = next_pos
+            aux_start = None if typeflag == b"g" else aux_start
+            continue
+        if pending_name is not None:
+            name = pending_name
+        else:
+            name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            magic = header[257:265]
+            prefix = header[345:500].split(b"\0", 1)[0]
+            if magic[:6] == b"ustar\0" and prefix:
+                name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+        member_start = aux_start
+        pending_name = None
+        aux_start = None
+        pos = next_pos
+        if typeflag not in _REGULAR:
+            continue
+        check_member_name(name, f"{where} at offset {member_start}")
+        yield Member(name=name, start=member_start, data_offset=data_offset, size=member_size)
+
+
+def iter_samples(members: Iterator[Member], where: str) -> Iterator[SampleSpan]:
+    """Group consecutive members with the same key into samples; members without an extension are skipped."""
+    current: SampleSpan | None = None
+    for member in members:
+        key, ext = split_name(member.name)
+        if key is None:
+            continue
+        if current is not None and key == current.key:
+            if any(split_name(m.name)[1] == ext for m in current.members):
+                raise ShardFormatError(f"{where}: sample {key!r} has two members with extension {ext!r}")
+            current.members.append(member)
+            current.end = member.end
+            continue
+        if current is not None:
+            yield current
+        current = SampleSpan(key=key, start=member.start, end=member.end, members=[member])
+    if current is not None:
+        yield current
+
+
+def parse_sample(buf: bytes | memoryview, where: str) -> list[tuple[str, int, int]]:
+    """(extension, data offset, size) of each member in a self-contained sample range, offsets relative to ``buf``.
+
+    This is the read path: it looks only at the headers inside the range the offset index pointed to.
+    """
+    view = memoryview(buf)
+    out: list[tuple[str, int, int]] = []
+    pos = 0
+    n = len(view)
+    pending: str | None = None
+    while pos + BLOCK <= n:
+        header = view[pos : pos + BLOCK]
+        typeflag = header[156:157].tobytes()
+        size_field = header[124:136].tobytes()
+        if size_field[0] & 0x80:
+            size = int.from_bytes(size_field[1:], "big")
+        else:
+            size = int(size_field.split(b"\0", 1)[0].strip(b" \0") or b"0", 8)
+        data_offset = pos + BLOCK
+        if typeflag in (b"x", b"L"):
+            data = view[data_offset : data_offset + size].tobytes()
+            if typeflag == b"x":
+                pending = _pax_records(data, where).get("path", pending)
+            else:
+                pending = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif typeflag in _REGULAR:
+            if pending is not None:
+                name = pending
+            else:
+                name = header[0:100].tobytes().split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                prefix = header[345:500].tobytes().split(b"\0", 1)[0]
+                if header[257:263].tobytes() == b"ustar\0" and prefix:
+                    name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+            pending = None
+            _, ext = split_name(name)
+            if ext is not None:
+                out.append((ext, data_offset, size))
+        else:
+            pending = None if typeflag != b"K" else pending
+        pos = data_offset + padded(size)
+    if pos != n:
+        raise ShardFormatError(f"{where}: sample range does not end on a member boundary; the index is stale")
+    return out
