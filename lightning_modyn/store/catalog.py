@@ -323,11 +323,13 @@ class Catalog:
         return dict(self.conn.execute("SELECT label, count FROM label_counts ORDER BY label"))
 
     def totals(self) -> dict[str, int]:
-        live = self.conn.execute("SELECT ifnull(sum(live), 0), ifnull(sum(size), 0), count(*) FROM shards").fetchone()
+        live = self.conn.execute(
+            "SELECT ifnull(sum(live), 0), ifnull(sum(size), 0), count(*), ifnull(sum(total - live), 0) FROM shards"
+        ).fetchone()
         deleted = self.conn.execute("SELECT count(*) FROM deleted").fetchone()[0]
         ts = self.conn.execute("SELECT min(min_ts), max(max_ts) FROM entries").fetchone()
         return {"samples": live[0], "bytes": live[1], "shards": live[2], "deleted": deleted,
-                "min_timestamp": ts[0], "max_timestamp": ts[1]}
+                "awaiting_compaction": live[3], "min_timestamp": ts[0], "max_timestamp": ts[1]}
 
 
 class _Transaction:

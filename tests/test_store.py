@@ -1,0 +1,282 @@
+"""Behaviour of SampleStore: append, records, ingest, get, queries, delete, compact, reopen."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from lightning_modyn.datasets import CRITEO_DTYPE, synthetic_criteo_rows
+from lightning_modyn.store import (
+    NO_LABEL,
+    DeletedKeyError,
+    SampleStore,
+    ShardMissingError,
+    UnknownKeyError,
+    decode_sample,
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SampleStore.create(tmp_path / "store")
+    yield s
+    s.close()
+
+
+def make_samples(n, start=0, size=100):
+    rng = np.random.default_rng(start)
+    return [{"bin": rng.integers(0, 256, size, dtype=np.uint8).tobytes(), "cls": (start + i) % 3,
+             "json": {"i": start + i}} for i in range(n)]
+
+
+def test_append_returns_consecutive_stable_keys_and_exact_bytes(store):
+    samples = make_samples(5)
+    keys = store.append(samples, timestamps=[10, 11, 12, 13, 14], labels="cls")
+    assert keys.dtype == np.int64 and keys.tolist() == [0, 1, 2, 3, 4]
+    more = store.append(make_samples(3, start=5), timestamps=20)
+    assert more.tolist() == [5, 6, 7]
+    got = store.get([3, 0, 6])
+    assert [g["__store_key__"] for g in got] == [3, 0, 6]
+    assert got[0]["bin"] == samples[3]["bin"]
+    assert got[0]["cls"] == b"0" and decode_sample(got[0])["json"] == {"i": 3}
+    assert got[0]["__timestamp__"] == 13 and got[0]["__label__"] == 0
+    assert got[2]["__label__"] is None and got[2]["__timestamp__"] == 20
+    assert got[0]["__key__"] == "000000000003"
+
+
+def test_user_keys_and_value_types_round_trip(store):
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    keys = store.append([{"__key__": "dir/sample-a", "txt": "héllo", "npy": arr, "f": 1.5, "list": [1, 2]}])
+    (got,) = store.get(keys)
+    assert got["__key__"] == "dir/sample-a"
+    assert got["txt"] == "héllo".encode()
+    decoded = decode_sample(got)
+    np.testing.assert_array_equal(np.load(io.BytesIO(got["npy"]), allow_pickle=False), arr)
+    assert got["f"] == b"1.5" and got["list"] == b"[1,2]"
+    assert decoded["txt"] == "héllo"
+
+
+def test_default_timestamp_is_append_time(store):
+    import time
+
+    before = int(time.time())
+    keys = store.append(make_samples(2))
+    after = int(time.time())
+    ts = [g["__timestamp__"] for g in store.get(keys)]
+    assert all(before <= t <= after for t in ts)
+
+
+def test_shards_roll_over_by_count_and_size(tmp_path):
+    store = SampleStore.create(tmp_path / "s", shard_max_samples=4, shard_max_bytes=10**9)
+    keys = store.append(make_samples(10))
+    assert store.info()["shards"] == 3
+    assert [g["__store_key__"] for g in store.get(keys[::-1])] == keys[::-1].tolist()
+    store.close()
+    small = SampleStore.create(tmp_path / "t", shard_max_bytes=2048)
+    small.append(make_samples(6, size=1000))
+    assert small.info()["shards"] >= 3
+    small.close()
+
+
+def test_records_round_trip_row_exact_in_requested_order(store):
+    rows = synthetic_criteo_rows(50_000, seed=3)
+    keys = store.append_records(rows, timestamps=np.arange(50_000) // 7, labels="label")
+    rng = np.random.default_rng(0)
+    pick = rng.choice(keys, 4096, replace=True)
+    got = store.get_records(pick)
+    assert got.dtype == CRITEO_DTYPE
+    assert got.tobytes() == rows[pick - keys[0]].tobytes()
+    assert store.record_dtype == CRITEO_DTYPE
+
+
+def test_records_bytes_per_row_close_to_payload(tmp_path):
+    store = SampleStore.create(tmp_path / "s")
+    n = 200_000
+    store.append_records(synthetic_criteo_rows(n), timestamps=np.arange(n) // 1000, labels="label")
+    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(tmp_path / "s") for f in fs)
+    assert total / n <= 1.1 * CRITEO_DTYPE.itemsize
+
+
+def test_records_get_returns_row_bytes_and_meta(store):
+    rows = synthetic_criteo_rows(10)
+    keys = store.append_records(rows, timestamps=np.arange(100, 110), labels=np.arange(10) % 4)
+    (got,) = store.get([keys[6]])
+    assert got["rows"] == rows[6].tobytes()
+    assert got["__timestamp__"] == 106 and got["__label__"] == 2
+
+
+def test_mixed_samples_and_records(store):
+    a = store.append(make_samples(3))
+    r = store.append_records(synthetic_criteo_rows(5))
+    b = store.append(make_samples(2, start=3))
+    got = store.get([int(r[1]), int(a[2]), int(b[0])])
+    assert "rows" in got[0] and "bin" in got[1] and got[2]["__store_key__"] == b[0]
+    with pytest.raises(Exception, match="is a sample, not a record"):
+        store.get_records([a[0]])
+
+
+def test_time_range_after_key_and_label_counts(store):
+    k1 = store.append(make_samples(6), timestamps=[0, 5, 10, 15, 20, 25], labels=[0, 1, 1, 2, 2, 2])
+    rows = synthetic_criteo_rows(100)
+    k2 = store.append_records(rows, timestamps=np.arange(100) + 12, labels="label")
+    window = store.time_range(10, 20)
+    expected = set(k1[[2, 3]].tolist()) | set(k2[:8].tolist())
+    assert set(window.keys.tolist()) == expected
+    assert np.all((window.timestamps >= 10) & (window.timestamps < 20))
+    assert np.all(np.diff(window.keys) > 0)
+    after = store.keys_after(int(k1[4]))
+    assert after.keys.tolist() == [int(k1[5])] + k2.tolist()
+    assert store.keys_after(int(k2[49])).keys.tolist() == k2[50:].tolist()
+    counts = store.label_counts()
+    rec = np.bincount(rows["label"], minlength=3)
+    assert counts[0] == 1 + rec[0] and counts[1] == 2 + rec[1] and counts[2] == 3
+    assert store.all().labels[:6].tolist() == [0, 1, 1, 2, 2, 2]
+
+
+def test_unlabeled_samples_have_no_label_in_arrays(store):
+    store.append(make_samples(2))
+    assert store.all().labels.tolist() == [NO_LABEL, NO_LABEL]
+    assert store.label_counts() == {}
+
+
+def test_appended_since(store):
+    import time
+
+    store.append(make_samples(2))
+    t = int(time.time()) + 1
+    assert len(store.appended_since(t)) == 0
+    assert len(store.appended_since(t - 5)) == 2
+
+
+def test_delete_hides_at_once_and_compact_removes_bytes(store, tmp_path):
+    marker = b"UNIQUE-MARKER-" * 4
+    keys = store.append([{"bin": marker + bytes([i])} for i in range(4)], labels=[0, 1, 0, 1])
+    rows = synthetic_criteo_rows(1000)
+    rkeys = store.append_records(rows, labels="label")
+    assert store.delete([keys[1], rkeys[10], rkeys[11], rkeys[500]]) == 4
+    assert store.delete([keys[1]]) == 0  # already deleted: no-op
+    for k in (keys[1], rkeys[11]):
+        with pytest.raises(DeletedKeyError, match=f"key {k} was deleted"):
+            store.get([k])
+    with pytest.raises(DeletedKeyError):
+        store.get_records([rkeys[500]])
+    assert len(store) == 3 + 997
+    assert store.label_counts()[1] == 1 + int(rows["label"].sum()) - int(rows["label"][[10, 11, 500]].sum())
+    stats = store.compact()
+    assert stats["shards_rewritten"] == 2  # bytes_freed may be ~0: split record runs add headers
+    raw = b"".join(open(os.path.join(dp, f), "rb").read()
+                   for dp, _, fs in os.walk(tmp_path / "store") for f in fs if f.endswith(".tar"))
+    assert marker + bytes([1]) not in raw and marker + bytes([0]) in raw
+    assert rows[11].tobytes() not in raw
+    live = np.setdiff1d(rkeys, rkeys[[10, 11, 500]])
+    assert store.get_records(live).tobytes() == rows[live - rkeys[0]].tobytes()
+    assert [g["bin"] for g in store.get(keys[[0, 2, 3]])] == [marker + bytes([i]) for i in (0, 2, 3)]
+    with pytest.raises(DeletedKeyError):
+        store.get([keys[1]])
+    assert len(store.time_range(None, None)) == 1000
+    assert store.info()["awaiting_compaction"] == 0
+
+
+def test_delete_unknown_key_deletes_nothing(store):
+    keys = store.append(make_samples(3))
+    with pytest.raises(UnknownKeyError, match="unknown key 99"):
+        store.delete([keys[0], 99])
+    assert len(store) == 3
+    assert store.get([keys[0]])[0]["__store_key__"] == keys[0]
+
+
+def test_compact_removes_fully_deleted_shard(tmp_path):
+    store = SampleStore.create(tmp_path / "s", shard_max_samples=2)
+    keys = store.append(make_samples(4))
+    store.delete(keys[:2])
+    stats = store.compact()
+    assert stats["shards_removed"] == 1
+    assert len(os.listdir(tmp_path / "s" / "shards")) == 1
+    assert [g["__store_key__"] for g in store.get(keys[2:])] == keys[2:].tolist()
+    store.close()
+
+
+def test_reopen_sees_everything_and_keys_never_reused(tmp_path):
+    url = tmp_path / "s"
+    store = SampleStore.create(url)
+    keys = store.append(make_samples(3))
+    store.delete(keys[2:])
+    store.compact()
+    store.close()
+    store = SampleStore.open(url)
+    new = store.append(make_samples(1, start=9))
+    assert new.tolist() == [3]
+    assert store.get(keys[:2])[1]["__store_key__"] == 1
+    store.close()
+
+
+def test_reader_sees_writer_commits(tmp_path):
+    writer = SampleStore.create(tmp_path / "s")
+    keys = writer.append(make_samples(2))
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    assert len(reader.get(keys)) == 2
+    more = writer.append(make_samples(2, start=2))
+    assert [g["__store_key__"] for g in reader.get(more)] == more.tolist()
+    writer.delete(keys[:1])
+    with pytest.raises(DeletedKeyError):
+        reader.get(keys[:1])
+    reader.close()
+    writer.close()
+
+
+def test_reader_after_compaction_gets_right_bytes_or_clear_error(tmp_path):
+    writer = SampleStore.create(tmp_path / "s")
+    keys = writer.append(make_samples(4))
+    expected = {int(k): g["bin"] for k, g in zip(keys, writer.get(keys))}
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    reader.get(keys)  # caches the snapshot
+    writer.delete(keys[:1])
+    writer.compact()
+    # the reader refreshes its snapshot on the next call and reads the new shard
+    assert [g["bin"] for g in reader.get(keys[1:])] == [expected[int(k)] for k in keys[1:]]
+    reader.close()
+    writer.close()
+
+
+def test_missing_shard_file_is_a_clear_error(store):
+    keys = store.append(make_samples(2))
+    path = store.get(keys[:1])[0]["__url__"]
+    store.files.forget(path)
+    os.remove(os.path.join(store.files.root, path))
+    with pytest.raises(ShardMissingError, match="shard-000000.tar"):
+        store.get(keys[:1])
+
+
+def test_pickled_store_reopens_read_only(store):
+    keys = store.append(make_samples(2))
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.readonly
+    assert clone.get(keys)[0]["bin"] == store.get(keys)[0]["bin"]
+    clone.close()
+
+
+def test_memory_filesystem_store_round_trip():
+    """A non-local fsspec URL exercises the range-request path and the uploaded catalog."""
+    import uuid
+
+    url = f"memory://lm-test-{uuid.uuid4().hex}/store"
+    store = SampleStore.create(url)
+    keys = store.append(make_samples(5), labels="cls")
+    rows = synthetic_criteo_rows(3000)
+    rkeys = store.append_records(rows, timestamps=np.arange(3000), labels="label")
+    reader = SampleStore.open(url, readonly=True)
+    assert [g["bin"] for g in reader.get(keys[[4, 0]])] == [g["bin"] for g in store.get(keys[[4, 0]])]
+    pick = np.random.default_rng(1).choice(rkeys, 500)
+    assert reader.get_records(pick).tobytes() == rows[pick - rkeys[0]].tobytes()
+    store.delete(rkeys[:1000])
+    store.compact()
+    reader.refresh()
+    assert reader.get_records(rkeys[1000:1010]).tobytes() == rows[1000:1010].tobytes()
+    with pytest.raises(DeletedKeyError):
+        reader.get_records(rkeys[:1])
+    reader.close()
+    store.close()
