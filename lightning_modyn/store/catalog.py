@@ -289,11 +289,10 @@ class Catalog:
             mask &= ts < hi_ts
         if lo_key is not None:
             mask &= keys > lo_key
-        multi = [r for r in rows if r[1] > 1]
-        if multi:
-            dead = np.concatenate([self.deleted_in(r[0], r[0] + r[1]) for r in multi])
-            if len(dead):
-                mask &= ~np.isin(keys, dead)
+        # deleted samples lose their entry; deleted record rows stay inside their run until compaction
+        dead = self.deleted_in(rows[0][0], rows[-1][0] + rows[-1][1])
+        if len(dead):
+            mask &= ~np.isin(keys, dead)
         return Slice(keys[mask], ts[mask], labels[mask])
 
     def time_range(self, start: int | None, end: int | None) -> Slice:

@@ -39,13 +39,18 @@ class StoreFS:
     def path(self, rel: str) -> str:
         """Absolute path (local) or bucket path (remote) of a path relative to the root; absolute inputs pass through."""
         if "://" in rel:
-            return fsspec.core.url_to_fs(rel)[1]
+            return self.fs_for(rel)._strip_protocol(rel)
         if rel.startswith("/"):
             return rel
         return f"{self.root}/{rel}"
 
     def fs_for(self, rel: str):
-        return fsspec.core.url_to_fs(rel)[0] if "://" in rel else self.fs
+        """The filesystem of a path: the store's own (with its storage options) unless it is a URL of another kind."""
+        if "://" not in rel:
+            return self.fs
+        protocol = rel.split("://", 1)[0]
+        own = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        return self.fs if protocol in own else fsspec.core.url_to_fs(rel)[0]
 
     def exists(self, rel: str) -> bool:
         return self.fs_for(rel).exists(self.path(rel))

@@ -1,0 +1,124 @@
+"""A store on S3: a real S3 protocol endpoint (moto's server) on loopback, reached through s3fs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+
+from lightning_modyn.datasets import synthetic_criteo_rows
+from lightning_modyn.store import DeletedKeyError, SampleStore, StoreNotFoundError
+
+pytest.importorskip("s3fs", reason="the S3 test needs the [test] extras (s3fs, moto[server])")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    port = _free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto S3 server did not start")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_url(s3_endpoint):
+    import s3fs
+
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint,
+                                                                        "region_name": "eu-west-1"}}
+    bucket = f"lm-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(**options)
+    fs.mkdir(bucket)
+    fs.invalidate_cache()
+    return f"s3://{bucket}/store", options
+
+
+def test_s3_store_append_read_query_delete_compact(s3_url):
+    url, options = s3_url
+    writer = SampleStore.create(url, storage_options=options, shard_max_samples=3)
+    samples = [{"bin": f"payload-{i}-".encode() * (10 + i), "cls": i % 2} for i in range(8)]
+    keys = writer.append(samples, timestamps=np.arange(8), labels="cls")
+    rows = synthetic_criteo_rows(5000, seed=2)
+    rkeys = writer.append_records(rows, timestamps=np.arange(5000) + 100, labels="label")
+
+    reader = SampleStore.open(url, readonly=True, storage_options=options)  # by URL alone
+    got = reader.get(keys[[7, 0, 3]])
+    assert [g["bin"] for g in got] == [samples[i]["bin"] for i in (7, 0, 3)]
+    assert got[0]["__label__"] == 1 and got[0]["__timestamp__"] == 7
+    pick = np.random.default_rng(0).choice(rkeys, 1000)
+    assert reader.get_records(pick).tobytes() == rows[pick - rkeys[0]].tobytes()
+    assert reader.time_range(2, 5).keys.tolist() == keys[2:5].tolist()
+    assert len(reader.keys_after(int(rkeys[4000]))) == 999
+
+    writer.delete(np.concatenate([keys[:4], rkeys[:2500]]))
+    writer.compact()
+    reader.refresh()
+    with pytest.raises(DeletedKeyError):
+        reader.get(keys[:1])
+    assert reader.get_records(rkeys[2500:2510]).tobytes() == rows[2500:2510].tobytes()
+    assert [g["bin"] for g in reader.get(keys[4:])] == [s["bin"] for s in samples[4:]]
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**options)
+    blobs = b"".join(fs.cat(p) for p in fs.find(url.removeprefix("s3://")) if p.endswith(".tar"))
+    assert samples[0]["bin"] not in blobs and rows[0].tobytes() not in blobs
+    reader.close()
+    writer.close()
+
+
+def test_s3_open_missing_store_is_clear(s3_url):
+    url, options = s3_url
+    with pytest.raises(StoreNotFoundError, match="no store at"):
+        SampleStore.open(url, storage_options=options)
+
+
+def test_s3_ingest_remote_shards(s3_url):
+    import io
+    import tarfile
+
+    import s3fs
+
+    url, options = s3_url
+    fs = s3fs.S3FileSystem(**options)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for i in range(4):
+            for ext, data in (("txt", f"text {i}".encode()), ("cls", str(i).encode())):
+                info = tarfile.TarInfo(f"{'d' * 120}/s{i}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    shard = url.rsplit("/", 1)[0] + "/incoming/shard-0.tar"
+    fs.pipe(shard.removeprefix("s3://"), buf.getvalue())
+    store = SampleStore.create(url, storage_options=options)
+    keys = store.ingest([shard], labels="cls")
+    got = store.get(keys[::-1])
+    assert [g["txt"] for g in got] == [f"text {i}".encode() for i in (3, 2, 1, 0)]
+    assert got[0]["__key__"] == f"{'d' * 120}/s3" and got[0]["__label__"] == 3
+    store.close()
