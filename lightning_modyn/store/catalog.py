@@ -10,11 +10,12 @@ time ranges use ``min_ts`` and the largest span of any entry (``max_span``), "ne
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -143,6 +144,18 @@ class Catalog:
 
     def transaction(self):
         return _Transaction(self.conn)
+
+    @contextlib.contextmanager
+    def read_view(self) -> Iterator[None]:
+        """Run several reads against one committed state (a no-op inside a transaction already open)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
 
     def checkpoint(self) -> None:
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -631,6 +631,10 @@ class SampleStore:
 
     # ================================================================== reads
     def _snapshot(self) -> _Snapshot:
+        with self.catalog.read_view():
+            return self._load_snapshot()
+
+    def _load_snapshot(self) -> _Snapshot:
         version, layout = self.catalog.versions()
         snap = self._snap
         if snap is not None and snap.version == version:
@@ -680,6 +684,18 @@ class SampleStore:
             )
         return snap, pos
 
+    def _retrying(self, read, *args):
+        """Run a read; if a shard vanished because the catalog moved on (a compaction), reload and read again."""
+        try:
+            return read(*args)
+        except ShardMissingError:
+            snap = self._snap
+            if snap is None or self.catalog.versions()[0] == snap.version:
+                raise
+            self._snap = None
+            self._row_views.clear()
+            return read(*args)
+
     def get(self, keys: Any, meta: bool = True) -> list[dict[str, Any]]:
         """Samples in the order of ``keys``, each a dict of member extension -> exactly the bytes written.
 
@@ -687,7 +703,9 @@ class SampleStore:
         ``__timestamp__``, ``__label__`` (None when unlabeled) and ``__url__`` (its shard). Record keys come back
         with their row's bytes under ``"rows"``. Unknown or deleted keys raise a ``KeyError`` naming the key.
         """
-        keys = as_keys(keys)
+        return self._retrying(self._get, as_keys(keys), meta)
+
+    def _get(self, keys: np.ndarray, meta: bool) -> list[dict[str, Any]]:
         out: list[dict[str, Any] | None] = [None] * len(keys)
         if not len(keys):
             return []
@@ -728,7 +746,8 @@ class SampleStore:
                 if meta:
                     k, p = int(keys[i]), int(pos[i])
                     label = int(snap.label[p])
-                    sample.update({"__key__": wds[k][0], "__store_key__": k, "__timestamp__": int(snap.timestamp[p]),
+                    # a sample deleted by another process after our snapshot still has the bytes we just read
+                    sample.update({"__key__": wds.get(k, (f"{k:012d}",))[0], "__store_key__": k, "__timestamp__": int(snap.timestamp[p]),
                                    "__label__": None if label == NO_LABEL else label, "__url__": rel})
                 out[i] = sample
 
@@ -758,7 +777,9 @@ class SampleStore:
 
     def get_records(self, keys: Any) -> np.ndarray:
         """Record rows of ``keys`` as a structured array in the order of ``keys`` (no per-row Python objects)."""
-        keys = as_keys(keys)
+        return self._retrying(self._get_records, as_keys(keys))
+
+    def _get_records(self, keys: np.ndarray) -> np.ndarray:
         dtype = self.record_dtype
         if dtype is None:
             raise StoreError(f"{self.url} holds no records (nothing was appended with append_records)")
