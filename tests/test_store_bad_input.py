@@ -171,9 +171,11 @@ def test_empty_file_is_a_truncated_shard(stored, tmp_path):
 def test_corrupted_header_checksum_names_file_and_offset(stored, tmp_path, field, pos):
     shard = write_tar(tmp_path / "corrupt.tar", sample_members(3))
     _, header, _, _ = member_offsets(shard)[3]  # s001.cls, not the first header
-    raw = bytearray(open(shard, "rb").read())
-    raw[header + pos] ^= 0x01
-    open(shard, "wb").write(bytes(raw))
+    with open(shard, "r+b") as f:
+        f.seek(header + pos)
+        byte = f.read(1)[0]
+        f.seek(header + pos)
+        f.write(bytes([byte ^ 0x01]))
 
     with pytest.raises(ShardFormatError) as err:
         stored.store.ingest([shard])

@@ -120,6 +120,7 @@ class Catalog:
     def __init__(self, path: str, readonly: bool = False, wal: bool = True) -> None:
         self.path = path
         self.readonly = readonly
+        self.commits = 0
         if readonly:
             self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
         else:
@@ -143,7 +144,11 @@ class Catalog:
         self.conn.close()
 
     def transaction(self):
-        return _Transaction(self.conn)
+        return _Transaction(self)
+
+    def change_token(self) -> tuple[int, int]:
+        """Changes whenever anything commits: another connection (``data_version``) or this one (a counter)."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0], self.commits
 
     @contextlib.contextmanager
     def read_view(self) -> Iterator[None]:
@@ -345,8 +350,9 @@ class Catalog:
 
 
 class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.conn = catalog.conn
 
     def __enter__(self):
         self.conn.execute("BEGIN IMMEDIATE")
@@ -357,6 +363,7 @@ class _Transaction:
             self.conn.execute("COMMIT")
         else:
             self.conn.execute("ROLLBACK")
+        self.catalog.commits += 1
         return False
 
 

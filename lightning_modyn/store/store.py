@@ -51,6 +51,7 @@ from lightning_modyn.store.errors import (
     UnknownKeyError,
 )
 from lightning_modyn.store.filesystem import StoreFS
+from lightning_modyn.store.keyindex import KeyDirectory
 
 MARKER = "store.json"
 CATALOG = "catalog.sqlite"
@@ -113,6 +114,27 @@ class _Snapshot:
     deleted: np.ndarray
     kind_of_shard: np.ndarray
     path_of_shard: dict[int, str]
+    itemsize: int = 0
+
+    def __post_init__(self) -> None:
+        self.directory = KeyDirectory(self.first, self.count)
+        self.kind = self.kind_of_shard[self.shard] if len(self.shard) else np.zeros(0, np.int64)
+        if self.itemsize:
+            # record runs: rows start at offset ≡ residue (mod itemsize); a key's row in the shard seen as rows
+            # starting at ``residue`` is ``row0 + key``; ``group`` tells which (shard, residue) view to gather from
+            self.residue = self.offset % self.itemsize
+            self.row0 = (self.offset - self.residue) // self.itemsize - self.first
+            self.group = np.where(self.kind == KIND_RECORDS, self.shard * self.itemsize + self.residue, -1)
+        self.only_records = bool(len(self.kind)) and bool((self.kind == KIND_RECORDS).all())
+        # all record rows in one (shard, alignment): every batch is one gather
+        self.single_group = self.only_records and self.itemsize and self.group.min() == self.group.max()
+
+    def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos, found = self.directory.locate(keys)
+        if len(self.deleted):
+            hit = np.searchsorted(self.deleted, keys)
+            found &= self.deleted[np.minimum(hit, len(self.deleted) - 1)] != keys
+        return pos, found
 
 
 class SampleStore:
@@ -146,7 +168,9 @@ class SampleStore:
         self._lock_handle = None
         self._tmpdir: str | None = None
         self._snap: _Snapshot | None = None
+        self._snap_token: tuple[int, int] | None = None
         self._row_views: dict[tuple[int, int], np.ndarray] = {}
+        self._record_dtype: np.dtype | None = None
         if _create is not None:
             self._create(_create)
         else:
@@ -189,6 +213,8 @@ class SampleStore:
         files = self.files
         if files.exists(MARKER):
             raise StoreExistsError(f"{self.url}: a store already exists here; use SampleStore.open")
+        if files.local and os.path.exists(files.root) and not os.path.isdir(files.root):
+            raise StoreExistsError(f"{self.url}: a file exists here; create a store in a new directory")
         if files.exists("") and files.local and os.listdir(files.root):
             raise StoreExistsError(f"{self.url}: the directory is not empty; create a store in a new directory")
         files.makedirs(SHARDS)
@@ -308,8 +334,10 @@ class SampleStore:
     @property
     def record_dtype(self) -> np.dtype | None:
         """The structured dtype of the store's records, or None before the first ``append_records``."""
-        text = self.catalog.get_meta("record_dtype")
-        return None if text is None else _dtype_from_json(text)
+        if self._record_dtype is None:  # fixed once set, so cache it
+            text = self.catalog.get_meta("record_dtype")
+            self._record_dtype = None if text is None else _dtype_from_json(text)
+        return self._record_dtype
 
     def _setting(self, name: str) -> int:
         return int(self.catalog.get_meta(name))
@@ -365,10 +393,16 @@ class SampleStore:
             for i, s in enumerate(samples):
                 if labels not in s:
                     raise ValueError(f"sample {i} has no {labels!r} member to take its label from")
+                value = s[labels]
                 try:
-                    out[i] = int(s[labels])
+                    whole = int(value)
+                    if isinstance(value, (float, np.floating)) and whole != value:
+                        raise ValueError
+                    if isinstance(value, (bool, np.bool_)):
+                        raise TypeError
                 except (TypeError, ValueError):
-                    raise ValueError(f"sample {i}: member {labels!r} = {s[labels]!r} is not an integer label") from None
+                    raise ValueError(f"sample {i}: member {labels!r} = {value!r} is not an integer label") from None
+                out[i] = whole
             return out
         return _as_int_array(labels, n, "labels")
 
@@ -466,7 +500,7 @@ class SampleStore:
 
     def _write_record_shards(self, keys, rows, ts, labels) -> tuple[list[Entry], list[str]]:
         itemsize = rows.dtype.itemsize
-        block_rows = max(1, self._setting("block_bytes") // itemsize)
+        block_rows = aligned_block_rows(self._setting("block_bytes"), itemsize)
         max_bytes, max_blocks = self._setting("shard_max_bytes"), self._setting("shard_max_samples")
         raw = rows.view(np.uint8).reshape(-1)
         entries: list[Entry] = []
@@ -533,7 +567,8 @@ class SampleStore:
         if already:
             raise ShardFormatError(f"{already[0]}: this shard is already part of the store")
         if len(set(refs)) != len(refs):
-            raise ShardFormatError("the same shard is listed twice")
+            twice = next(r for r in refs if refs.count(r) > 1)
+            raise ShardFormatError(f"{twice}: the same shard is listed twice")
         scanned = []
         bar = _progress(progress, len(shards), "index shards", "shard")
         try:
@@ -631,8 +666,13 @@ class SampleStore:
 
     # ================================================================== reads
     def _snapshot(self) -> _Snapshot:
+        token = self.catalog.change_token()
+        if self._snap is not None and self._snap_token == token:
+            return self._snap
         with self.catalog.read_view():
-            return self._load_snapshot()
+            snap = self._load_snapshot()
+        self._snap_token = token
+        return snap
 
     def _load_snapshot(self) -> _Snapshot:
         version, layout = self.catalog.versions()
@@ -655,32 +695,26 @@ class SampleStore:
             cols = [np.ascontiguousarray(arr[:, j]) for j in range(7)]
             deleted = self.catalog.deleted_keys()
             self._row_views.clear()
-        self._snap = _Snapshot(version, layout, *cols, deleted, kinds, paths)
+        dtype = self.record_dtype
+        self._snap = _Snapshot(version, layout, *cols, deleted, kinds, paths, 0 if dtype is None else dtype.itemsize)
         return self._snap
 
     def _locate(self, keys: np.ndarray) -> tuple[_Snapshot, np.ndarray]:
         snap = self._snapshot()
-        pos = np.searchsorted(snap.first, keys, side="right") - 1
-        ok = pos >= 0
-        pos = np.where(ok, pos, 0)
-        if len(snap.first):
-            ok &= keys < snap.first[pos] + snap.count[pos]
-        else:
-            ok[:] = False
-        dead = np.isin(keys, snap.deleted) if len(snap.deleted) else np.zeros(len(keys), bool)
-        if not ok.all() or dead.any():
-            bad = keys[dead | ~ok]
-            deleted = bad[np.isin(bad, snap.deleted)]
-            unknown = bad[~np.isin(bad, snap.deleted)]
-            if len(unknown):
+        pos, ok = snap.locate(keys)
+        if not ok.all():
+            bad = keys[~ok]
+            dead = np.isin(bad, snap.deleted)
+            if not dead.all():
+                unknown = bad[~dead]
                 raise UnknownKeyError(
                     f"unknown key {int(unknown[0])} in {self.url}"
                     + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
                     + "; keys are the int64 values returned by append/append_records/ingest"
                 )
             raise DeletedKeyError(
-                f"key {int(deleted[0])} was deleted from {self.url}"
-                + (f" (and {len(deleted) - 1} more)" if len(deleted) > 1 else "")
+                f"key {int(bad[0])} was deleted from {self.url}"
+                + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
             )
         return snap, pos
 
@@ -710,7 +744,7 @@ class SampleStore:
         if not len(keys):
             return []
         snap, pos = self._locate(keys)
-        kind = snap.kind_of_shard[snap.shard[pos]]
+        kind = snap.kind[pos]
         sample_idx = np.flatnonzero(kind == KIND_SAMPLES)
         record_idx = np.flatnonzero(kind == KIND_RECORDS)
         if len(sample_idx):
@@ -786,37 +820,52 @@ class SampleStore:
         if not len(keys):
             return np.zeros(0, dtype)
         snap, pos = self._locate(keys)
-        kind = snap.kind_of_shard[snap.shard[pos]]
-        if (kind != KIND_RECORDS).any():
-            bad = int(keys[np.flatnonzero(kind != KIND_RECORDS)[0]])
-            raise StoreError(f"key {bad} is a sample, not a record; read it with get()")
+        if not snap.only_records:
+            kind = snap.kind[pos]
+            if (kind != KIND_RECORDS).any():
+                bad = int(keys[np.flatnonzero(kind != KIND_RECORDS)[0]])
+                raise StoreError(f"key {bad} is a sample, not a record; read it with get()")
         return self._read_rows(snap, keys, pos, dtype)
 
     def _read_rows(self, snap: _Snapshot, keys: np.ndarray, pos: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
         dtype = dtype or self.record_dtype
         itemsize = dtype.itemsize
-        byte_pos = snap.offset[pos] + (keys - snap.first[pos]) * itemsize
-        shard = snap.shard[pos]
-        out = np.empty(len(keys), dtype)
-        residue = byte_pos % itemsize
-        group = shard * itemsize + residue
-        order = np.argsort(group, kind="stable")
-        sorted_group = group[order]
-        cuts = np.flatnonzero(np.diff(sorted_group)) + 1
-        for sel in np.split(order, cuts):
-            shard_id = int(shard[sel[0]])
-            r = int(residue[sel[0]])
+        if snap.single_group:
+            lo = hi = 0
+        else:
+            group = snap.group[pos]
+            lo, hi = group.min(), group.max()
+        if lo == hi:  # one shard, one row alignment: a single gather, no scatter
+            p = int(pos[0])
+            shard_id, residue = int(snap.shard[p]), int(snap.residue[p])
             rel = snap.path_of_shard[shard_id]
             if self.files.local and "://" not in rel:
-                rows = self._row_view(shard_id, rel, r, dtype)
-                out[sel] = rows[(byte_pos[sel] - r) // itemsize]
-            else:
-                starts = byte_pos[sel]
-                blobs = self._read_ranges(rel, starts, starts + itemsize)
-                out[sel] = np.frombuffer(b"".join(blobs), dtype=dtype)
+                rows = self._row_view(shard_id, rel, residue, itemsize)
+                return np.take(rows, snap.row0[pos] + keys, axis=0).view(dtype).reshape(-1)
+        byte_pos = snap.offset[pos] + (keys - snap.first[pos]) * itemsize
+        shard = snap.shard[pos]
+        residue = snap.residue[pos]
+        if lo == hi:
+            return self._gather_rows(snap, int(shard[0]), int(residue[0]), byte_pos, dtype)
+        out = np.empty(len(keys), dtype)
+        order = np.argsort(group, kind="stable")
+        cuts = np.flatnonzero(np.diff(group[order])) + 1
+        for sel in np.split(order, cuts):
+            out[sel] = self._gather_rows(snap, int(shard[sel[0]]), int(residue[sel[0]]), byte_pos[sel], dtype)
         return out
 
-    def _row_view(self, shard_id: int, rel: str, residue: int, dtype: np.dtype) -> np.ndarray:
+    def _gather_rows(self, snap: _Snapshot, shard_id: int, residue: int, byte_pos: np.ndarray, dtype: np.dtype):
+        """Rows at ``byte_pos`` (all ``≡ residue`` mod the row size) of one shard, as a structured array."""
+        rel = snap.path_of_shard[shard_id]
+        itemsize = dtype.itemsize
+        if self.files.local and "://" not in rel:
+            rows = self._row_view(shard_id, rel, residue, itemsize)
+            return np.take(rows, (byte_pos - residue) // itemsize, axis=0).view(dtype).reshape(-1)
+        blobs = self._read_ranges(rel, byte_pos, byte_pos + itemsize)
+        return np.frombuffer(b"".join(blobs), dtype=dtype)
+
+    def _row_view(self, shard_id: int, rel: str, residue: int, itemsize: int) -> np.ndarray:
+        """A mapped shard seen as a 2-D uint8 array of rows that start at ``residue`` mod ``itemsize``."""
         view = self._row_views.get((shard_id, residue))
         if view is None:
             try:
@@ -824,8 +873,8 @@ class SampleStore:
             except ShardMissingError as err:
                 raise ShardMissingError(f"{err}; it may have been removed by a compaction after this reader "
                                         "opened (call refresh()) or by hand") from None
-            usable = (len(arr) - residue) // dtype.itemsize * dtype.itemsize
-            view = arr[residue : residue + usable].view(dtype)
+            n = (len(arr) - residue) // itemsize
+            view = arr[residue : residue + n * itemsize].reshape(n, itemsize)
             self._row_views[(shard_id, residue)] = view
         return view
 
@@ -886,7 +935,7 @@ class SampleStore:
             if not len(keys):
                 return 0
             snap, pos = self._locate(keys)
-            kind = snap.kind_of_shard[snap.shard[pos]]
+            kind = snap.kind[pos]
             conn = self.catalog.conn
             conn.executemany("INSERT INTO deleted VALUES (?)", ((int(k),) for k in keys))
             label_delta: dict[int, int] = {}
@@ -992,6 +1041,19 @@ class SampleStore:
             self.catalog.bump(layout=True)
         self._publish_catalog()
         return size
+
+
+def aligned_block_rows(block_bytes: int, itemsize: int) -> int:
+    """Rows per record block, near ``block_bytes``, such that a block with its header spans a whole number of rows.
+
+    Then every block of a shard starts its rows at the same offset modulo the row size, and a batch of rows from
+    one shard is a single numpy gather on the shard viewed as a 2-D array of rows.
+    """
+    target = max(1, block_bytes // itemsize)
+    for rows in range(target, max(0, target - 4096), -1):
+        if (tarformat.BLOCK + tarformat.padded(rows * itemsize)) % itemsize == 0:
+            return rows
+    return target
 
 
 def _record_entry(first_key: int, count: int, shard: int, offset: int, itemsize: int, ts: np.ndarray,
