@@ -280,3 +280,67 @@ def test_memory_filesystem_store_round_trip():
         reader.get_records(rkeys[:1])
     reader.close()
     store.close()
+
+
+def test_get_member_fixed_size_is_one_array_in_request_order(tmp_path):
+    store = SampleStore.create(tmp_path / "s", shard_max_samples=300)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (1000, 3072), dtype=np.uint8)
+    keys = store.append([{"raw": img.tobytes(), "cls": i % 10} for i, img in enumerate(images)])
+    pick = rng.choice(len(keys), 257)
+    batch = store.get_member(keys[pick], "raw")  # spans several shards
+    assert len(batch) == 257 and batch.fixed_size == 3072
+    np.testing.assert_array_equal(batch.array(), images[pick])
+    one_shard = np.arange(10, 60)[::-1]
+    np.testing.assert_array_equal(store.get_member(keys[one_shard], "raw").array(), images[one_shard])
+    assert store.get_member(keys[:3], "cls").tolist() == [b"0", b"1", b"2"]
+    assert batch[5] == images[pick[5]].tobytes()
+    assert len(store.get_member([], "raw")) == 0
+
+
+def test_get_member_variable_size_and_after_compaction(store):
+    payloads = [bytes([i]) * (10 + 37 * i) for i in range(20)]
+    keys = store.append([{"bin": p, "txt": str(i)} for i, p in enumerate(payloads)])
+    batch = store.get_member(keys[::-1], "bin")
+    assert batch.fixed_size is None
+    assert batch.tolist() == payloads[::-1]
+    assert batch.data[batch.offsets[1]:batch.offsets[2]].tobytes() == payloads[18]
+    with pytest.raises(ValueError, match="differ in size"):
+        batch.array()
+    store.delete(keys[:5])
+    store.compact()
+    assert store.get_member(keys[5:], "bin").tolist() == payloads[5:]
+    with pytest.raises(DeletedKeyError):
+        store.get_member(keys[:1], "bin")
+
+
+def test_get_member_errors_name_key_and_member(store):
+    keys = store.append([{"bin": b"x"}, {"txt": "y"}])
+    rkeys = store.append_records(synthetic_criteo_rows(2))
+    with pytest.raises(Exception, match=f"sample {keys[1]} has no 'bin' member"):
+        store.get_member(keys, "bin")
+    with pytest.raises(Exception, match=f"key {rkeys[0]} is a record"):
+        store.get_member(rkeys, "bin")
+
+
+def test_get_member_on_ingested_and_remote_shards(tmp_path):
+    import uuid
+
+    import webdataset as wds
+
+    shard = str(tmp_path / "in.tar")
+    with wds.TarWriter(shard) as sink:
+        for i in range(30):
+            sink.write({"__key__": f"k{i}", "raw": bytes([i]) * 100, "cls": i})
+    for url in (str(tmp_path / "local"), f"memory://lm-{uuid.uuid4().hex}/s"):
+        store = SampleStore.create(url)
+        if url.startswith("memory://"):
+            import fsspec
+
+            fsspec.filesystem("memory").pipe(url + "-in.tar", open(shard, "rb").read())
+            keys = store.ingest([url + "-in.tar"])
+        else:
+            keys = store.ingest([shard])
+        got = store.get_member(keys[[29, 0, 7]], "raw")
+        np.testing.assert_array_equal(got.array(), np.array([[29] * 100, [0] * 100, [7] * 100], np.uint8))
+        store.close()

@@ -93,6 +93,7 @@ class StoreMachine(RuleBasedStateMachine):
         if live_samples:
             got = self.store.get(live_samples[::-1])
             assert [g["bin"] for g in got] == [self.samples[k] for k in live_samples[::-1]]
+            assert self.store.get_member(live_samples[::-1], "bin").tolist() == [g["bin"] for g in got]
         live_records = sorted(set(self.records) - self.deleted)
         if live_records:
             rows = self.store.get_records(live_records)

@@ -19,7 +19,7 @@ from lightning_modyn.store.errors import (
     UnknownKeyError,
     UnsafeMemberError,
 )
-from lightning_modyn.store.store import SampleStore
+from lightning_modyn.store.store import MemberBatch, SampleStore
 
 __all__ = [
     "NO_LABEL",
@@ -29,6 +29,7 @@ __all__ = [
     "ReadOnlyStoreError",
     "RecordDtypeError",
     "SampleEncodingError",
+    "MemberBatch",
     "SampleStore",
     "ShardFormatError",
     "ShardMissingError",

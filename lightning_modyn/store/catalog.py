@@ -55,6 +55,13 @@ CREATE INDEX IF NOT EXISTS entries_shard ON entries(shard);
 CREATE UNIQUE INDEX IF NOT EXISTS entries_wds_key ON entries(wds_key);
 CREATE TABLE IF NOT EXISTS deleted (key INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS label_counts (label INTEGER PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    ext TEXT NOT NULL,
+    first_key INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (first_key, ext)
+) WITHOUT ROWID;
 """
 
 KIND_SAMPLES = 0
@@ -265,6 +272,17 @@ class Catalog:
     def deleted_in(self, lo: int, hi: int) -> np.ndarray:
         rows = self.conn.execute("SELECT key FROM deleted WHERE key >= ? AND key < ? ORDER BY key", (lo, hi))
         return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def add_members(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
+        """(extension, key, data offset relative to the sample's range, size) of each member of new samples."""
+        self.conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", rows)
+
+    def member_layout(self, ext: str) -> np.ndarray:
+        """(n, 3) int64: key, relative data offset, size of every live sample's ``ext`` member, by key."""
+        rows = self.conn.execute(
+            "SELECT first_key, offset, size FROM members WHERE ext = ? ORDER BY first_key", (ext,)
+        ).fetchall()
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
     def entries_for_keys(self, first_keys: Sequence[int]) -> dict[int, tuple]:
         """first_key -> (wds_key, ts_blob, label_blob) for the given entries."""

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -115,6 +115,7 @@ class _Snapshot:
     kind_of_shard: np.ndarray
     path_of_shard: dict[int, str]
     itemsize: int = 0
+    layouts: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.directory = KeyDirectory(self.first, self.count)
@@ -169,7 +170,7 @@ class SampleStore:
         self._tmpdir: str | None = None
         self._snap: _Snapshot | None = None
         self._snap_token: tuple[int, int] | None = None
-        self._row_views: dict[tuple[int, int], np.ndarray] = {}
+        self._row_views: dict[tuple[int, int, int], np.ndarray] = {}
         self._record_dtype: np.dtype | None = None
         if _create is not None:
             self._create(_create)
@@ -422,6 +423,7 @@ class SampleStore:
     def _write_samples(self, keys, wds_keys, encoded, ts, labels) -> tuple[list[Entry], list[str]]:
         max_bytes, max_samples = self._setting("shard_max_bytes"), self._setting("shard_max_samples")
         entries: list[Entry] = []
+        members: list[tuple[str, int, int, int]] = []
         written: list[str] = []
         i, n = 0, len(keys)
         mtime = _now()
@@ -435,9 +437,13 @@ class SampleStore:
                     while i < n and i - start_i < max_samples and (pos < max_bytes or i == start_i):
                         start = pos
                         for ext, data in encoded[i]:
-                            blob = tarformat.encode_member(f"{wds_keys[i]}.{ext}", data, mtime)
-                            out.write(blob)
-                            pos += len(blob)
+                            header = tarformat.member_header(f"{wds_keys[i]}.{ext}", len(data), mtime)
+                            out.write(header)
+                            out.write(data)
+                            pad = tarformat.padded(len(data)) - len(data)
+                            out.write(b"\0" * pad)
+                            members.append((ext, int(keys[i]), pos + len(header) - start, len(data)))
+                            pos += len(header) + len(data) + pad
                         entries.append(Entry(int(keys[i]), 1, shard_id, start, pos - start, int(ts[i]), int(ts[i]),
                                              None if labels is None else int(labels[i]), wds_keys[i]))
                         i += 1
@@ -445,6 +451,7 @@ class SampleStore:
                     pos += len(tarformat.END_OF_ARCHIVE)
                 written.append(rel)
                 self.catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, pos, i - start_i)
+            self.catalog.add_members(members)
         except BaseException:
             for rel in written:
                 self.files.remove(rel)
@@ -597,6 +604,10 @@ class SampleStore:
                 for span in spans:
                     entries.append(Entry(int(keys[i]), 1, shard_id, span.start, span.end - span.start, int(ts[i]),
                                          int(ts[i]), None if label_arr is None else int(label_arr[i]), span.key))
+                    self.catalog.add_members(
+                        (tarformat.split_name(m.name)[1], int(keys[i]), m.data_offset - span.start, m.size)
+                        for m in span.members
+                    )
                     i += 1
             self.catalog.add_entries(entries, _now())
             self.catalog.bump()
@@ -809,6 +820,77 @@ class SampleStore:
             raise ShardMissingError(f"{err}; it may have been removed by a compaction after this reader opened "
                                     "(call refresh()) or by hand") from None
 
+    def get_member(self, keys: Any, ext: str) -> MemberBatch:
+        """One member (by extension) of many samples as one buffer: the batch form of :meth:`get`.
+
+        No per-sample Python objects: when every member has the same size (e.g. fixed-size images), the batch is
+        one vectorized gather and ``batch.array()`` is an ``(n, size)`` uint8 array.
+        """
+        return self._retrying(self._get_member, as_keys(keys), ext)
+
+    def _get_member(self, keys: np.ndarray, ext: str) -> MemberBatch:
+        if not len(keys):
+            return MemberBatch(fixed=np.zeros((0, 0), np.uint8))
+        snap, pos = self._locate(keys)
+        kind = snap.kind[pos]
+        if (kind != KIND_SAMPLES).any():
+            bad = int(keys[np.flatnonzero(kind != KIND_SAMPLES)[0]])
+            raise StoreError(f"key {bad} is a record, not a sample; read records with get_records()")
+        rel_off, sizes = self._member_layout(snap, ext)
+        rel_off, sizes = rel_off[pos], sizes[pos]
+        if (sizes < 0).any():
+            bad = int(keys[np.flatnonzero(sizes < 0)[0]])
+            raise StoreError(f"sample {bad} has no {ext!r} member")
+        starts = snap.offset[pos] + rel_off
+        shard = snap.shard[pos]
+        n = len(keys)
+        size0 = int(sizes[0])
+        fixed = bool((sizes == size0).all())
+        shard_ids = np.unique(shard)
+        local = self.files.local and all("://" not in snap.path_of_shard[int(i)] for i in shard_ids)
+        if fixed and local and size0 > 0:
+            if len(shard_ids) == 1:
+                lengths = snap.length[pos]
+                stride = int(lengths[0])
+                residue = starts % stride
+                if (lengths == stride).all() and (residue == residue[0]).all():
+                    # samples of one layout lie back to back: the shard is a 2-D array of samples, one gather
+                    view = self._row_view(int(shard_ids[0]), snap.path_of_shard[int(shard_ids[0])],
+                                          int(residue[0]), stride)
+                    rows = np.take(view, starts // stride, axis=0)
+                    return MemberBatch(fixed=rows[:, :size0])
+            out = np.empty((n, size0), np.uint8)
+            for shard_id in shard_ids.tolist():
+                sel = slice(None) if len(shard_ids) == 1 else np.flatnonzero(shard == shard_id)
+                arr = self.files.array(snap.path_of_shard[shard_id])
+                window = np.lib.stride_tricks.sliding_window_view(arr, size0)
+                out[sel] = window[starts[sel]]
+            return MemberBatch(fixed=out)
+        pieces: list[bytes] = [b""] * n
+        for shard_id in shard_ids.tolist():
+            sel = np.flatnonzero(shard == shard_id)
+            blobs = self._read_ranges(snap.path_of_shard[shard_id], starts[sel], starts[sel] + sizes[sel])
+            for i, blob in zip(sel.tolist(), blobs):
+                pieces[i] = blob
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        return MemberBatch(np.frombuffer(b"".join(pieces), np.uint8), offsets)
+
+    def _member_layout(self, snap: _Snapshot, ext: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per snapshot entry: the ``ext`` member's data offset within the sample's range and its size (-1: none)."""
+        layout = snap.layouts.get(ext)
+        if layout is None:
+            rows = self.catalog.member_layout(ext)
+            rel = np.full(len(snap.first), -1, np.int64)
+            size = np.full(len(snap.first), -1, np.int64)
+            if len(rows) and len(snap.first):
+                idx = np.minimum(np.searchsorted(snap.first, rows[:, 0]), len(snap.first) - 1)
+                known = snap.first[idx] == rows[:, 0]  # keys appended after the snapshot are skipped
+                rel[idx[known]] = rows[known, 1]
+                size[idx[known]] = rows[known, 2]
+            layout = snap.layouts[ext] = (rel, size)
+        return layout
+
     def get_records(self, keys: Any) -> np.ndarray:
         """Record rows of ``keys`` as a structured array in the order of ``keys`` (no per-row Python objects)."""
         return self._retrying(self._get_records, as_keys(keys))
@@ -866,7 +948,7 @@ class SampleStore:
 
     def _row_view(self, shard_id: int, rel: str, residue: int, itemsize: int) -> np.ndarray:
         """A mapped shard seen as a 2-D uint8 array of rows that start at ``residue`` mod ``itemsize``."""
-        view = self._row_views.get((shard_id, residue))
+        view = self._row_views.get((shard_id, residue, itemsize))
         if view is None:
             try:
                 arr = self.files.array(rel)
@@ -875,7 +957,7 @@ class SampleStore:
                                         "opened (call refresh()) or by hand") from None
             n = (len(arr) - residue) // itemsize
             view = arr[residue : residue + n * itemsize].reshape(n, itemsize)
-            self._row_views[(shard_id, residue)] = view
+            self._row_views[(shard_id, residue, itemsize)] = view
         return view
 
     def _record_meta(self, snap, keys, pos) -> tuple[np.ndarray, np.ndarray]:
@@ -946,6 +1028,7 @@ class SampleStore:
                     label_delta[label] = label_delta.get(label, 0) - 1
             if len(samples):
                 conn.executemany("DELETE FROM entries WHERE first_key = ?", ((int(k),) for k in samples))
+                conn.executemany("DELETE FROM members WHERE first_key = ?", ((int(k),) for k in samples))
             rec = kind == KIND_RECORDS
             if rec.any():
                 _, labels = self._record_meta(snap, keys[rec], pos[rec])
@@ -1041,6 +1124,64 @@ class SampleStore:
             self.catalog.bump(layout=True)
         self._publish_catalog()
         return size
+
+
+class MemberBatch:
+    """Bytes of one member of many samples, in request order, without a Python object per sample.
+
+    Fixed-size members (the common case: images, tensors) come as an ``(n, size)`` uint8 array (``array()``,
+    possibly a strided view of the gathered rows); others as one buffer ``data`` with ``offsets`` so that
+    ``data[offsets[i]:offsets[i + 1]]`` is sample ``i``'s member.
+    """
+
+    def __init__(self, data: np.ndarray | None = None, offsets: np.ndarray | None = None,
+                 fixed: np.ndarray | None = None) -> None:
+        self._fixed = fixed
+        self._data = data
+        self._offsets = offsets
+
+    @property
+    def data(self) -> np.ndarray:
+        if self._data is None:
+            self._data = np.ascontiguousarray(self._fixed).reshape(-1)
+        return self._data
+
+    @property
+    def offsets(self) -> np.ndarray:
+        if self._offsets is None:
+            n, size = self._fixed.shape
+            self._offsets = np.arange(n + 1, dtype=np.int64) * size
+        return self._offsets
+
+    def __len__(self) -> int:
+        return len(self._fixed) if self._fixed is not None else len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> bytes:
+        if self._fixed is not None:
+            return self._fixed[i].tobytes()
+        return self._data[self._offsets[i] : self._offsets[i + 1]].tobytes()
+
+    @property
+    def fixed_size(self) -> int | None:
+        """The common size of all members, or None when sizes differ."""
+        if self._fixed is not None:
+            return self._fixed.shape[1]
+        sizes = np.diff(self._offsets)
+        if not len(sizes):
+            return 0
+        return int(sizes[0]) if (sizes == sizes[0]).all() else None
+
+    def array(self) -> np.ndarray:
+        """An ``(n, size)`` uint8 array when every member has the same size."""
+        if self._fixed is not None:
+            return self._fixed
+        size = self.fixed_size
+        if size is None:
+            raise ValueError("members differ in size; index the batch or use data/offsets")
+        return self._data.reshape(len(self), size)
+
+    def tolist(self) -> list[bytes]:
+        return [self[i] for i in range(len(self))]
 
 
 def aligned_block_rows(block_bytes: int, itemsize: int) -> int:
