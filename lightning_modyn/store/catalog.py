@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS entries (
     label_blob BLOB
 );
 CREATE INDEX IF NOT EXISTS entries_ts ON entries(min_ts);
+CREATE INDEX IF NOT EXISTS entries_max_ts ON entries(max_ts);
 CREATE INDEX IF NOT EXISTS entries_appended ON entries(appended);
 CREATE INDEX IF NOT EXISTS entries_shard ON entries(shard);
 CREATE UNIQUE INDEX IF NOT EXISTS entries_wds_key ON entries(wds_key);
@@ -357,12 +358,16 @@ class Catalog:
     def label_counts(self) -> dict[int, int]:
         return dict(self.conn.execute("SELECT label, count FROM label_counts ORDER BY label"))
 
+    def live_count(self) -> int:
+        return int(self.conn.execute("SELECT ifnull(sum(live), 0) FROM shards").fetchone()[0])
+
     def totals(self) -> dict[str, int]:
         live = self.conn.execute(
             "SELECT ifnull(sum(live), 0), ifnull(sum(size), 0), count(*), ifnull(sum(total - live), 0) FROM shards"
         ).fetchone()
         deleted = self.conn.execute("SELECT count(*) FROM deleted").fetchone()[0]
-        ts = self.conn.execute("SELECT min(min_ts), max(max_ts) FROM entries").fetchone()
+        ts = (self.conn.execute("SELECT min(min_ts) FROM entries").fetchone()[0],
+              self.conn.execute("SELECT max(max_ts) FROM entries").fetchone()[0])
         return {"samples": live[0], "bytes": live[1], "shards": live[2], "deleted": deleted,
                 "awaiting_compaction": live[3], "min_timestamp": ts[0], "max_timestamp": ts[1]}
 

@@ -329,7 +329,7 @@ class SampleStore:
         return f"SampleStore({self.url!r}{', readonly=True' if self.readonly else ''})"
 
     def __len__(self) -> int:
-        return int(self.catalog.totals()["samples"])
+        return self.catalog.live_count()
 
     # ================================================================== settings
     @property
