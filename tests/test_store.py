@@ -344,3 +344,19 @@ def test_get_member_on_ingested_and_remote_shards(tmp_path):
         got = store.get_member(keys[[29, 0, 7]], "raw")
         np.testing.assert_array_equal(got.array(), np.array([[29] * 100, [0] * 100, [7] * 100], np.uint8))
         store.close()
+
+
+def test_get_member_last_sample_of_shard_shorter_than_a_row(tmp_path):
+    """Regression: the stride view must not be used when the last sample does not fill a whole row."""
+    import webdataset as wds
+
+    shard = str(tmp_path / "in.tar")
+    with wds.TarWriter(shard) as sink:
+        for i in range(2):
+            sink.write({"__key__": f"k{i}", "bin": bytes([i + 1]) * 37})
+    store = SampleStore.create(tmp_path / "s")
+    keys = store.ingest([shard])
+    store.delete(keys[:1])
+    store.compact()
+    assert store.get_member(keys[1:], "bin").tolist() == [bytes([2]) * 37]
+    store.close()

@@ -857,8 +857,9 @@ class SampleStore:
                     # samples of one layout lie back to back: the shard is a 2-D array of samples, one gather
                     view = self._row_view(int(shard_ids[0]), snap.path_of_shard[int(shard_ids[0])],
                                           int(residue[0]), stride)
-                    rows = np.take(view, starts // stride, axis=0)
-                    return MemberBatch(fixed=rows[:, :size0])
+                    row = starts // stride
+                    if row.max() < len(view):  # (the last sample of a shard may not fill a whole row)
+                        return MemberBatch(fixed=np.take(view, row, axis=0)[:, :size0])
             out = np.empty((n, size0), np.uint8)
             for shard_id in shard_ids.tolist():
                 sel = slice(None) if len(shard_ids) == 1 else np.flatnonzero(shard == shard_id)
