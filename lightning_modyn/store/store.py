@@ -116,6 +116,7 @@ class _Snapshot:
     path_of_shard: dict[int, str]
     itemsize: int = 0
     layouts: dict = field(default_factory=dict)
+    blobs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.directory = KeyDirectory(self.first, self.count)
@@ -962,15 +963,46 @@ class SampleStore:
         return view
 
     def _record_meta(self, snap, keys, pos) -> tuple[np.ndarray, np.ndarray]:
-        info = self.catalog.entries_for_keys(snap.first[pos].tolist())
-        ts = np.empty(len(keys), np.int64)
-        labels = np.empty(len(keys), np.int64)
-        for j, (k, p) in enumerate(zip(keys.tolist(), pos.tolist())):
-            first = int(snap.first[p])
-            _, ts_blob, label_blob = info[first]
-            ts[j] = int(snap.timestamp[p]) + (int(unpack_array(ts_blob)[k - first]) if ts_blob is not None else 0)
-            labels[j] = int(unpack_array(label_blob)[k - first]) if label_blob is not None else NO_LABEL
+        """Per-row timestamps and labels of record keys, unpacking each run's blobs once per snapshot."""
+        ts = snap.timestamp[pos].copy()
+        labels = np.full(len(keys), NO_LABEL, np.int64)
+        firsts = snap.first[pos]
+        uniq = np.unique(firsts)
+        missing = [int(f) for f in uniq.tolist() if int(f) not in snap.blobs]
+        if missing:
+            for first, (_wk, ts_blob, label_blob) in self.catalog.entries_for_keys(missing).items():
+                snap.blobs[first] = (None if ts_blob is None else unpack_array(ts_blob),
+                                     None if label_blob is None else unpack_array(label_blob))
+        for first in uniq.tolist():
+            sel = np.flatnonzero(firsts == first)
+            ts_run, label_run = snap.blobs.get(int(first), (None, None))
+            offset = keys[sel] - first
+            if ts_run is not None:
+                ts[sel] += ts_run[offset]
+            if label_run is not None:
+                labels[sel] = label_run[offset]
         return ts, labels
+
+    def lookup(self, keys: Any) -> Slice:
+        """Timestamps and labels of ``keys`` (in their order) without reading any sample bytes."""
+        keys = as_keys(keys)
+        if not len(keys):
+            return Slice.empty()
+        snap, pos = self._locate(keys)
+        ts, labels = snap.timestamp[pos].copy(), snap.label[pos].copy()
+        rec = snap.kind[pos] == KIND_RECORDS
+        if rec.any():
+            ts[rec], labels[rec] = self._record_meta(snap, keys[rec], pos[rec])
+        return Slice(keys, ts, labels)
+
+    def contains(self, keys: Any) -> np.ndarray:
+        """Whether each key is live (assigned and not deleted)."""
+        keys = as_keys(keys)
+        return self._snapshot().locate(keys)[1] if len(keys) else np.zeros(0, bool)
+
+    def holds_only_records(self) -> bool:
+        """True when every live key is a record row (so ``get_records`` serves any key)."""
+        return self._snapshot().only_records
 
     # ================================================================== queries
     def time_range(self, start: int | None = None, end: int | None = None) -> Slice:

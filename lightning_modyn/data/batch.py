@@ -1,0 +1,67 @@
+"""Batches that an unchanged ``training_step`` unpacks as usual, while callbacks read keys and weights.
+
+``x, y = batch`` works because a :class:`KeyedBatch` *is* the tuple the decode function returned; the store keys
+and the selection weights ride along as attributes (``batch.keys``, ``batch.weights``), and Lightning moves all of
+it to the device through :meth:`KeyedBatch.to`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+
+
+class KeyedBatch(tuple):
+    """A tuple (as returned by the decode function) that also carries ``keys`` and ``weights`` tensors.
+
+    ``weights`` is 0 for padding samples that make every rank see the same number of samples under DDP.
+
+    >>> b = KeyedBatch(("x", "y"), keys=torch.tensor([3, 5]), weights=torch.tensor([1.0, 0.5]))
+    >>> x, y = b
+    >>> (x, y, b.keys.tolist(), b.weights.tolist())
+    ('x', 'y', [3, 5], [1.0, 0.5])
+    """
+
+    keys: torch.Tensor
+    weights: torch.Tensor
+
+    def __new__(cls, items, keys: torch.Tensor, weights: torch.Tensor) -> "KeyedBatch":
+        obj = super().__new__(cls, items)
+        obj.keys = keys
+        obj.weights = weights
+        return obj
+
+    def __getnewargs__(self):  # pickling across DataLoader worker processes
+        return (tuple(self), self.keys, self.weights)
+
+    def to(self, *args: Any, **kwargs: Any) -> "KeyedBatch":
+        """Move every tensor (including keys and weights) like ``Tensor.to``."""
+        device = args[0] if args else kwargs.get("device")
+        non_blocking = kwargs.get("non_blocking", False)
+        items = tuple(move_data_to_device(item, device) if device is not None else item for item in self)
+        return KeyedBatch(
+            items,
+            keys=self.keys.to(device, non_blocking=non_blocking) if device is not None else self.keys,
+            weights=self.weights.to(device, non_blocking=non_blocking) if device is not None else self.weights,
+        )
+
+    def pin_memory(self) -> "KeyedBatch":
+        """Pinned copies for fast host-to-GPU transfer (used by ``DataLoader(pin_memory=True)``)."""
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        return KeyedBatch(tuple(pin_memory(item) for item in self), self.keys.pin_memory(), self.weights.pin_memory())
+
+    def __repr__(self) -> str:
+        return f"KeyedBatch({tuple.__repr__(self)}, keys=<{len(self.keys)} keys>)"
+
+
+def batch_keys(batch: Any) -> torch.Tensor | None:
+    """The store keys of a batch from :class:`ModynDataModule`, or None for other batches."""
+    return getattr(batch, "keys", None) if isinstance(batch, KeyedBatch) else None
+
+
+def batch_weights(batch: Any) -> torch.Tensor | None:
+    """The selection weights of a batch from :class:`ModynDataModule`, or None for other batches."""
+    return getattr(batch, "weights", None) if isinstance(batch, KeyedBatch) else None

@@ -1,0 +1,243 @@
+"""``ModynDataModule``: train on any weighted subset of a store's keys, shuffled, split across ranks, resumable."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
+from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
+from lightning_modyn.data.sampler import SelectionSampler
+from lightning_modyn.store import SampleStore
+from lightning_modyn.store.store import as_keys
+
+
+class ModynDataLoader(DataLoader):
+    """A DataLoader over a :class:`SelectionSampler` whose ``state_dict`` makes a fit resumable mid-epoch.
+
+    The state is ``(epoch, batches yielded)`` plus a fingerprint of the training set. It is the same on every
+    rank, so the copy Lightning saves (rank 0's) restores every rank.
+    """
+
+    def __init__(self, dataset: KeyedBatchDataset, sampler: SelectionSampler, **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=sampler, batch_size=None, collate_fn=passthrough, **kwargs)
+        self._batches_done = 0
+
+    def __iter__(self):
+        sampler = self.sampler
+        self._batches_done = sampler._resume_batches if sampler._resume_epoch == sampler.epoch else 0
+        for batch in super().__iter__():
+            self._batches_done += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict(self._batches_done)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+class ModynDataModule(L.LightningDataModule):
+    """A ``LightningDataModule`` over a :class:`SampleStore` that trains on a weighted set of keys.
+
+    Each batch is one vectorized store read and one decode; it unpacks as the tuple ``decode`` returns
+    (``x, y = batch`` in an unchanged ``training_step``) and carries ``batch.keys`` and ``batch.weights``.
+
+    Args:
+        store: A :class:`SampleStore` or its URL (opened read-only).
+        decode: Batch decode function (see :mod:`lightning_modyn.data.decode`); default: ``RecordsToTensors()``
+            for a store of records. Stores of samples need one (e.g. ``ArrayMember("raw", [32, 32, 3])``).
+        batch_size: Samples per training batch.
+        val_batch_size: Samples per validation/test batch (default: ``batch_size``).
+        num_workers: DataLoader worker processes (each reopens the store read-only).
+        seed: Shuffle seed; the order is a function of ``(seed, epoch, training set)``.
+        shuffle: Shuffle the training set every epoch.
+        drop_last: Drop each rank's last incomplete training batch.
+        locality_window: Shuffle within windows of this many neighbouring keys (cold or remote storage).
+        pin_memory, persistent_workers, prefetch_factor: As for ``torch.utils.data.DataLoader``.
+        storage_options: fsspec options when ``store`` is a URL.
+
+    Example:
+        >>> import tempfile
+        >>> from lightning_modyn.datasets import synthetic_criteo_rows
+        >>> store = SampleStore.create(tempfile.mkdtemp() + "/s")
+        >>> keys = store.append_records(synthetic_criteo_rows(1000), labels="label")
+        >>> dm = ModynDataModule(store, batch_size=256)
+        >>> dm.set_training_set(keys[::2])
+        >>> (x, y), = [b for b in dm.train_dataloader()][:1]
+        >>> sorted(x), y.shape
+        (['cat', 'dense'], torch.Size([256]))
+    """
+
+    def __init__(
+        self,
+        store: SampleStore | str,
+        decode: Callable[[SampleBatch], tuple] | None = None,
+        batch_size: int = 256,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        locality_window: int | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
+        storage_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0 or (val_batch_size is not None and val_batch_size <= 0):
+            raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, val_batch_size={val_batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if locality_window is not None and locality_window <= 0:
+            raise ValueError(f"locality_window must be positive, got {locality_window}")
+        self._store = store if isinstance(store, SampleStore) else None
+        self._store_url = store.url if isinstance(store, SampleStore) else str(store)
+        self.storage_options = storage_options
+        self.decode = decode
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.locality_window = locality_window
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.prefetch_factor = prefetch_factor
+        self._sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._train_sampler: SelectionSampler | None = None
+
+    # ------------------------------------------------------------------ store
+    @property
+    def store(self) -> SampleStore:
+        if self._store is None:
+            self._store = SampleStore.open(self._store_url, readonly=True, storage_options=self.storage_options)
+        return self._store
+
+    def _decoder(self) -> Callable[[SampleBatch], tuple]:
+        if self.decode is not None:
+            return self.decode
+        if self.store.record_dtype is not None and self.store.holds_only_records():
+            return RecordsToTensors()
+        raise ValueError(
+            f"{self.store.url} holds samples, which need a decode function: pass decode=..., e.g. "
+            "lightning_modyn.data.ArrayMember('raw', shape=[32, 32, 3]) or your own callable(SampleBatch) -> (x, y)"
+        )
+
+    # ------------------------------------------------------------------ sets
+    def _check_set(self, name: str, keys: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
+        keys = as_keys(keys, f"{name} keys")
+        if len(keys) == 0:
+            raise ValueError(f"the {name} set is empty; give at least one key")
+        if weights is None:
+            weights = np.ones(len(keys), np.float32)
+        else:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != keys.shape:
+                raise ValueError(f"{name} weights must have one value per key ({len(keys)}), got shape {weights.shape}")
+            bad = ~np.isfinite(weights)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{name} weight of key {int(keys[i])} is {weights[i]}; weights must be finite")
+            if (weights < 0).any():
+                i = int(np.flatnonzero(weights < 0)[0])
+                raise ValueError(f"{name} weight of key {int(keys[i])} is negative ({weights[i]}); weights must be >= 0")
+            weights = weights.astype(np.float32)
+        live = self.store.contains(keys)
+        if not live.all():
+            dead = keys[~live]
+            self.store.lookup(dead)  # raises UnknownKeyError for keys never assigned, DeletedKeyError otherwise
+        return keys, weights
+
+    def set_training_set(self, keys: Any, weights: Any = None) -> None:
+        """What the next fit (or, with ``reload_dataloaders_every_n_epochs=1``, the next epoch) trains on.
+
+        ``keys`` may repeat (sampling with replacement). Weights default to 1; they must be finite and >= 0.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise RuntimeError(
+                "set_training_set during a fit takes effect at the next epoch only if the Trainer reloads its "
+                "train dataloader every epoch: use Trainer(reload_dataloaders_every_n_epochs=1)"
+            )
+        self._sets["train"] = self._check_set("training", keys, weights)
+
+    def set_validation_set(self, keys: Any = None, weights: Any = None, start: int | None = None,
+                           end: int | None = None) -> None:
+        """Validation keys, or the live keys with ``start <= timestamp < end``."""
+        self._sets["val"] = self._check_set("validation", self._keys_or_window(keys, start, end), weights)
+
+    def set_test_set(self, keys: Any = None, weights: Any = None, start: int | None = None,
+                     end: int | None = None) -> None:
+        """Test keys, or the live keys with ``start <= timestamp < end``."""
+        self._sets["test"] = self._check_set("test", self._keys_or_window(keys, start, end), weights)
+
+    def _keys_or_window(self, keys: Any, start: int | None, end: int | None) -> Any:
+        if keys is not None:
+            if start is not None or end is not None:
+                raise ValueError("give either keys or a time window (start/end), not both")
+            return keys
+        if start is None and end is None:
+            raise ValueError("give keys or a time window (start and/or end)")
+        return self.store.time_range(start, end).keys
+
+    @property
+    def training_set(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The current ``(keys, weights)`` to train on, or None before :meth:`set_training_set`."""
+        return self._sets.get("train")
+
+    # ------------------------------------------------------------------ loaders
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def _live(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self._sets:
+            what = {"train": "set_training_set(keys)", "val": "set_validation_set(...)", "test": "set_test_set(...)"}
+            raise RuntimeError(f"no {name} set: call {what[name]} on the ModynDataModule first")
+        keys, weights = self._sets[name]
+        live = self.store.contains(keys)
+        if not live.all():
+            warnings.warn(f"{int((~live).sum())} key(s) of the {name} set were deleted from the store; "
+                          "they are dropped", RuntimeWarning, stacklevel=3)
+            keys, weights = keys[live], weights[live]
+            if not len(keys):
+                raise ValueError(f"every key of the {name} set was deleted from the store")
+        return keys, weights
+
+    def _loader(self, name: str, batch_size: int, shuffle: bool, drop_last: bool) -> ModynDataLoader:
+        keys, weights = self._live(name)
+        world, rank = self._rank()
+        sampler = SelectionSampler(keys, weights, batch_size, num_replicas=world, rank=rank, shuffle=shuffle,
+                                   seed=self.seed, drop_last=drop_last,
+                                   locality_window=self.locality_window if shuffle else None)
+        kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                                  "persistent_workers": self.persistent_workers}
+        if self.num_workers > 0 and self.prefetch_factor is not None:
+            kwargs["prefetch_factor"] = self.prefetch_factor
+        return ModynDataLoader(KeyedBatchDataset(self.store, self._decoder()), sampler, **kwargs)
+
+    def train_dataloader(self) -> ModynDataLoader:
+        loader = self._loader("train", self.batch_size, self.shuffle, self.drop_last)
+        self._train_sampler = loader.sampler
+        return loader
+
+    def val_dataloader(self) -> ModynDataLoader | list:
+        return self._loader("val", self.val_batch_size, False, False) if "val" in self._sets else []
+
+    def test_dataloader(self) -> ModynDataLoader:
+        return self._loader("test", self.val_batch_size, False, False)
+
+    def teardown(self, stage: str) -> None:
+        self._train_sampler = None
+
+
+__all__ = ["ModynDataLoader", "ModynDataModule"]

@@ -1,0 +1,73 @@
+"""A map-style dataset whose items are whole batches: one store gather and one decode per batch."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lightning_modyn.data.batch import KeyedBatch
+from lightning_modyn.data.decode import SampleBatch
+from lightning_modyn.data.sampler import KeyBatch
+from lightning_modyn.store import DeletedKeyError, SampleStore, StoreError
+
+
+class KeyedBatchDataset(Dataset):
+    """Turns a :class:`KeyBatch` (keys + weights) into a :class:`KeyedBatch` (decoded tuple + keys + weights).
+
+    Records are read with ``get_records`` (no per-row objects); samples with ``get_member`` for the members the
+    decoder names, else with ``get``. Keys deleted while training are dropped from the batch with a warning.
+    The store pickles as its URL, so DataLoader workers reopen it read-only.
+    """
+
+    def __init__(self, store: SampleStore, decode: Callable[[SampleBatch], tuple]) -> None:
+        self.store = store
+        self.decode = decode
+
+    def __getitem__(self, request: KeyBatch) -> KeyedBatch:
+        if not isinstance(request, KeyBatch):
+            raise TypeError(f"items of this dataset are KeyBatch requests from SelectionSampler, got {request!r}")
+        keys, weights = request.keys, request.weights
+        try:
+            batch = self._fetch(keys)
+        except DeletedKeyError:
+            live = self.store.contains(keys)
+            warnings.warn(f"{int((~live).sum())} key(s) of batch {request.index} were deleted from the store "
+                          "during training; they are skipped", RuntimeWarning, stacklevel=2)
+            keys, weights = keys[live], weights[live]
+            batch = self._fetch(keys)
+        except StoreError as err:
+            raise type(err)(f"while reading batch {request.index} of epoch {request.epoch} "
+                            f"(keys {int(keys[0])}...): {err}") from err
+        try:
+            out = self.decode(batch)
+        except Exception as err:
+            raise RuntimeError(
+                f"decode {type(self.decode).__name__} failed on batch {request.index} with keys "
+                f"{keys[:8].tolist()}{'...' if len(keys) > 8 else ''} from {self.store.url}: {err}"
+            ) from err
+        if not isinstance(out, (tuple, list)):
+            raise TypeError(f"decode must return a tuple such as (x, y), got {type(out).__name__}")
+        return KeyedBatch(tuple(out), keys=torch.from_numpy(np.ascontiguousarray(keys)),
+                          weights=torch.from_numpy(np.ascontiguousarray(weights)))
+
+    def _fetch(self, keys: np.ndarray) -> SampleBatch:
+        if self.store.record_dtype is not None and self.store.holds_only_records():
+            return SampleBatch(keys, self.store, rows=self.store.get_records(keys))
+        members = getattr(self.decode, "members", None)
+        if members:
+            return SampleBatch(keys, self.store, members={m: self.store.get_member(keys, m) for m in members})
+        if self.store.record_dtype is not None:
+            try:
+                return SampleBatch(keys, self.store, rows=self.store.get_records(keys))
+            except StoreError:
+                pass
+        return SampleBatch(keys, self.store)
+
+
+def passthrough(batch):
+    """The DataLoader's collate function: items are already whole batches."""
+    return batch

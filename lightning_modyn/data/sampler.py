@@ -1,0 +1,144 @@
+"""Which keys each rank trains on, batch by batch: shuffled, split evenly, resumable mid-epoch.
+
+:class:`SelectionSampler` is a ``DistributedSampler`` (so Lightning uses it as is and never re-wraps it) whose
+items are whole batches: a :class:`KeyBatch` of store keys and weights. The order is a pure function of
+``(seed, epoch, training set)``: every rank computes the same global permutation and takes its own disjoint
+share, so the state needed to resume is global — ``(epoch, batches done)`` — and is right on every rank even
+though Lightning checkpoints rank 0's loader state only.
+
+Padding rule: when the training set does not split evenly across ranks, the permutation is extended by
+repeating its first ``world_size - n % world_size`` samples (as ``DistributedSampler`` does) and those repeats
+carry weight 0, so every rank gets ``ceil(n / world_size)`` samples and the same number of batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+from torch.utils.data import DistributedSampler
+
+
+@dataclass
+class KeyBatch:
+    """One batch request: store keys and their weights (weight 0 marks padding)."""
+
+    keys: np.ndarray
+    weights: np.ndarray
+    epoch: int = 0
+    index: int = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def training_set_fingerprint(keys: np.ndarray, weights: np.ndarray) -> str:
+    """A short digest that changes whenever the keys or weights change (guards resuming on another set)."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(np.ascontiguousarray(keys, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(weights, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, keys: np.ndarray | None = None,
+                      locality_window: int | None = None) -> np.ndarray:
+    """The global order of one epoch; with ``locality_window``, keys are shuffled only within windows of
+    nearby keys (and the windows' order is shuffled), so reads stay local on cold or remote storage."""
+    rng = np.random.default_rng([seed, epoch])
+    if not locality_window or keys is None:
+        return rng.permutation(n)
+    by_key = np.argsort(keys, kind="stable")
+    windows = [by_key[i : i + locality_window] for i in range(0, n, locality_window)]
+    order = rng.permutation(len(windows))
+    return np.concatenate([rng.permutation(windows[i]) for i in order]) if windows else by_key
+
+
+class SelectionSampler(DistributedSampler):
+    """Yields this rank's batches of ``(keys, weights)`` for one epoch of a training set.
+
+    Args:
+        keys: Store keys of the training set (int64).
+        weights: One weight per key (float32).
+        batch_size: Samples per batch.
+        num_replicas: World size; rank: this process's rank (Lightning passes the trainer's).
+        shuffle: Shuffle by ``(seed, epoch)``; otherwise keys are taken in the order given.
+        seed: Shuffle seed; the same on every rank.
+        drop_last: Drop this rank's last, incomplete batch.
+        locality_window: Shuffle only within windows of this many neighbouring keys.
+    """
+
+    def __init__(
+        self,
+        keys: np.ndarray,
+        weights: np.ndarray,
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        locality_window: int | None = None,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        super().__init__(dataset=range(len(keys)), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed, drop_last=False)
+        self.keys = np.asarray(keys, dtype=np.int64)
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.batch_size = batch_size
+        self.drop_last_batch = drop_last
+        self.locality_window = locality_window
+        self.fingerprint = training_set_fingerprint(self.keys, self.weights)
+        self._resume_epoch: int | None = None
+        self._resume_batches = 0
+
+    # -------------------------------------------------------------- sizes
+    @property
+    def samples_per_rank(self) -> int:
+        return -(-len(self.keys) // self.num_replicas)
+
+    def __len__(self) -> int:
+        n = self.samples_per_rank
+        return n // self.batch_size if self.drop_last_batch else -(-n // self.batch_size)
+
+    # -------------------------------------------------------------- order
+    def rank_positions(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions into the training set, padding mask) of this rank's samples in ``epoch``."""
+        n = len(self.keys)
+        order = (epoch_permutation(n, self.seed, epoch, self.keys, self.locality_window) if self.shuffle
+                 else np.arange(n))
+        total = self.samples_per_rank * self.num_replicas
+        pad = np.zeros(total, bool)
+        if total > n:
+            order = np.concatenate([order, order[: total - n]])
+            pad[n:] = True
+        return order[self.rank : total : self.num_replicas], pad[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[KeyBatch]:
+        epoch = self.epoch
+        start = self._resume_batches if self._resume_epoch == epoch else 0
+        self._resume_epoch, self._resume_batches = None, 0
+        positions, pad = self.rank_positions(epoch)
+        for b in range(start, len(self)):
+            sel = positions[b * self.batch_size : (b + 1) * self.batch_size]
+            weights = self.weights[sel].copy()
+            weights[pad[b * self.batch_size : (b + 1) * self.batch_size]] = 0.0
+            yield KeyBatch(self.keys[sel], weights, epoch, b)
+
+    # -------------------------------------------------------------- resume
+    def state_dict(self, batches_done: int) -> dict[str, Any]:
+        return {"epoch": int(self.epoch), "batches_done": int(batches_done), "seed": int(self.seed),
+                "fingerprint": self.fingerprint, "num_batches": len(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the epoch in ``state`` after its first ``batches_done`` batches (same training set only)."""
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                "the checkpoint's data-loader state was saved for a different training set (keys or weights "
+                "changed); set the same training set before resuming, or start a new fit without ckpt_path"
+            )
+        self.set_epoch(int(state["epoch"]))
+        self._resume_epoch = int(state["epoch"])
+        self._resume_batches = int(state["batches_done"])

@@ -1,0 +1,322 @@
+"""ModynDataModule: an unchanged LightningModule trains on a weighted subset of store keys."""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_modyn import KeyedBatch, ModynDataModule, SampleStore
+from lightning_modyn.data import ArrayMember, SelectionSampler
+from lightning_modyn.datasets import synthetic_criteo_rows
+from lightning_modyn.store import DeletedKeyError, UnknownKeyError
+
+
+class PlainClickModel(L.LightningModule):
+    """Written for plain Lightning: knows nothing about keys, weights or stores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(13, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.linear(x["dense"]), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self.linear(x["dense"]), y), batch_size=len(y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+class RecordKeys(L.Callback):
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.weights: list[list[float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        assert isinstance(batch, KeyedBatch)
+        self.batches.append(batch.keys.tolist())
+        self.weights.append(batch.weights.tolist())
+
+
+def trainer(**kwargs) -> L.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)
+
+
+@pytest.fixture
+def click_store(tmp_path):
+    store = SampleStore.create(tmp_path / "clicks")
+    rows = synthetic_criteo_rows(3000, seed=5)
+    keys = store.append_records(rows, timestamps=np.arange(3000) // 100, labels="label")
+    yield store, keys, rows
+    store.close()
+
+
+def test_unchanged_module_trains_on_a_weighted_subset(click_store):
+    store, keys, rows = click_store
+    subset = keys[::3]
+    weights = np.linspace(0.5, 2.0, len(subset))
+    dm = ModynDataModule(store, batch_size=128, seed=1)
+    dm.set_training_set(subset, weights)
+    recorder = RecordKeys()
+    model = PlainClickModel()
+    before = model.linear.weight.detach().clone()
+    trainer(max_epochs=2, callbacks=[recorder]).fit(model, datamodule=dm)
+    assert not torch.equal(before, model.linear.weight)
+    epoch = [k for b in recorder.batches[: len(recorder.batches) // 2] for k in b]
+    assert sorted(epoch) == sorted(subset.tolist())  # every key once per epoch
+    assert recorder.batches[0] != recorder.batches[len(recorder.batches) // 2]  # reshuffled each epoch
+    by_key = dict(zip(subset.tolist(), weights.astype(np.float32).tolist()))
+    assert all(w == by_key[k] for b, ws in zip(recorder.batches, recorder.weights) for k, w in zip(b, ws))
+
+
+def test_batches_hold_the_rows_of_their_keys(click_store):
+    store, keys, rows = click_store
+    dm = ModynDataModule(store, batch_size=100)
+    dm.set_training_set(keys[500:1500])
+    for batch in dm.train_dataloader():
+        x, y = batch
+        idx = batch.keys.numpy() - keys[0]
+        np.testing.assert_array_equal(x["dense"].numpy(), rows["dense"][idx])
+        np.testing.assert_array_equal(x["cat"].numpy(), rows["cat"][idx])
+        np.testing.assert_array_equal(y.numpy(), rows["label"][idx])
+
+
+def test_shuffle_is_deterministic_in_seed_epoch_and_set(click_store):
+    store, keys, _ = click_store
+
+    def order(seed, epoch, subset):
+        dm = ModynDataModule(store, batch_size=64, seed=seed)
+        dm.set_training_set(subset)
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [k for b in loader for k in b.keys.tolist()]
+
+    assert order(3, 0, keys[:1000]) == order(3, 0, keys[:1000])
+    assert order(3, 0, keys[:1000]) != order(3, 1, keys[:1000])
+    assert order(3, 0, keys[:1000]) != order(4, 0, keys[:1000])
+    assert sorted(order(3, 1, keys[:1000])) == keys[:1000].tolist()
+
+
+@pytest.mark.parametrize("n, world, batch", [(1000, 2, 64), (1001, 3, 50), (7, 4, 2), (5, 8, 3)])
+def test_ranks_disjoint_equal_batches_union_is_the_set(n, world, batch):
+    keys = np.arange(10_000, 10_000 + n, dtype=np.int64)
+    per_rank = []
+    for rank in range(world):
+        s = SelectionSampler(keys, np.ones(n, np.float32), batch, num_replicas=world, rank=rank, seed=9)
+        s.set_epoch(2)
+        batches = list(s)
+        assert len(batches) == len(s)
+        per_rank.append(batches)
+    assert len({len(b) for b in per_rank}) == 1  # every rank the same number of batches
+    real = [k for batches in per_rank for b in batches for k in b.keys[b.weights > 0].tolist()]
+    assert sorted(real) == keys.tolist()  # disjoint, union = the training set
+    padding = [k for batches in per_rank for b in batches for k in b.keys[b.weights == 0].tolist()]
+    assert len(padding) == (-n) % world and set(padding) <= set(keys.tolist())
+
+
+def test_locality_window_keeps_neighbours_together():
+    keys = np.arange(1000, dtype=np.int64)
+    s = SelectionSampler(keys, np.ones(1000, np.float32), 100, seed=0, locality_window=100)
+    order = np.concatenate([b.keys for b in s])
+    assert sorted(order.tolist()) == keys.tolist()
+    windows = [set((order[i : i + 100] // 100).tolist()) for i in range(0, 1000, 100)]
+    assert all(len(w) == 1 for w in windows)  # each window of the epoch comes from one key neighbourhood
+    assert not np.array_equal(order, keys)
+
+
+def test_drop_last_and_len():
+    keys = np.arange(105, dtype=np.int64)
+    assert len(SelectionSampler(keys, np.ones(105, np.float32), 10)) == 11
+    s = SelectionSampler(keys, np.ones(105, np.float32), 10, drop_last=True)
+    assert len(s) == 10 and all(len(b) == 10 for b in s)
+
+
+def test_resume_mid_epoch_sees_the_same_samples_as_an_uninterrupted_run(click_store, tmp_path):
+    store, keys, _ = click_store
+
+    def run(ckpt_path=None, max_steps=-1, checkpoint=None):
+        dm = ModynDataModule(store, batch_size=100, seed=4)
+        dm.set_training_set(keys[:2000])
+        rec = RecordKeys()
+        callbacks = [rec] + ([checkpoint] if checkpoint else [])
+        t = trainer(max_epochs=2, max_steps=max_steps, callbacks=callbacks,
+                    enable_checkpointing=checkpoint is not None)
+        t.fit(PlainClickModel(), datamodule=dm, ckpt_path=ckpt_path)
+        return rec.batches
+
+    full = run()
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=7, save_top_k=-1)
+    first = run(max_steps=27, checkpoint=ckpt)  # stops in epoch 1 (20 batches an epoch)
+    path = tmp_path / "ckpt" / "epoch=1-step=21.ckpt"
+    assert path.exists(), sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    rest = run(ckpt_path=str(path))
+    assert first[:21] + rest == full
+
+
+def test_resume_with_another_training_set_is_refused(click_store, tmp_path):
+    store, keys, _ = click_store
+    dm = ModynDataModule(store, batch_size=100)
+    dm.set_training_set(keys[:500])
+    state = dm.train_dataloader().state_dict()
+    dm.set_training_set(keys[:400])
+    with pytest.raises(ValueError, match="different training set"):
+        dm.train_dataloader().load_state_dict(state)
+
+
+def test_samples_with_array_member_decode_and_workers(tmp_path):
+    store = SampleStore.create(tmp_path / "images")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (300, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, 300)
+    keys = store.append([{"raw": im.tobytes(), "cls": int(c)} for im, c in zip(images, labels)], labels="cls")
+    dm = ModynDataModule(store.url, decode=ArrayMember("raw", [8, 8, 3], scale=1 / 255, channels_first=True),
+                         batch_size=64, num_workers=2)
+    dm.set_training_set(keys)
+    seen = []
+    for batch in dm.train_dataloader():
+        x, y = batch
+        idx = batch.keys.numpy() - keys[0]
+        assert x.shape[1:] == (3, 8, 8) and x.dtype == torch.float32
+        np.testing.assert_allclose(x.numpy(), images[idx].transpose(0, 3, 1, 2) / 255, rtol=1e-6)
+        np.testing.assert_array_equal(y.numpy(), labels[idx])
+        seen += batch.keys.tolist()
+    assert sorted(seen) == keys.tolist()
+    store.close()
+
+
+def test_sample_store_without_decode_is_a_clear_error(tmp_path):
+    store = SampleStore.create(tmp_path / "s")
+    keys = store.append([{"txt": "a"}])
+    dm = ModynDataModule(store)
+    dm.set_training_set(keys)
+    with pytest.raises(ValueError, match="need a decode function"):
+        dm.train_dataloader()
+
+
+def test_growing_store_and_deleted_keys(tmp_path):
+    writer = SampleStore.create(tmp_path / "s")
+    first = writer.append_records(synthetic_criteo_rows(500), labels="label")
+    dm = ModynDataModule(writer.url, batch_size=100)  # a read-only view of the growing store
+    dm.set_training_set(first)
+    trainer(max_epochs=1).fit(PlainClickModel(), datamodule=dm)
+    more = writer.append_records(synthetic_criteo_rows(300, seed=1), labels="label")
+    dm.set_training_set(np.concatenate([first, more]))  # keys appended after setup
+    writer.delete(first[:50])
+    rec = RecordKeys()
+    with pytest.warns(RuntimeWarning, match="50 key\\(s\\) of the train set were deleted"):
+        trainer(max_epochs=1, callbacks=[rec]).fit(PlainClickModel(), datamodule=dm)
+    seen = sorted(k for b in rec.batches for k in b)
+    assert seen == sorted(first[50:].tolist() + more.tolist())
+    writer.close()
+
+
+def test_key_deleted_during_an_epoch_is_skipped_with_a_warning(click_store):
+    store, keys, _ = click_store
+    dm = ModynDataModule(store.url, batch_size=100, shuffle=False)
+    dm.set_training_set(keys[:300])
+    loader = iter(dm.train_dataloader())
+    next(loader)
+    store.delete(keys[150:160])
+    with pytest.warns(RuntimeWarning, match="10 key\\(s\\) of batch 1 were deleted"):
+        batch = next(loader)
+    assert len(batch.keys) == 90
+
+
+@pytest.mark.parametrize(
+    "keys, weights, error, match",
+    [
+        ([10**9], None, UnknownKeyError, "unknown key 1000000000"),
+        ([0, 1], [1.0, -1.0], ValueError, "key 1 is negative"),
+        ([0, 1], [1.0, float("nan")], ValueError, "key 1 is nan"),
+        ([0, 1], [float("inf"), 1.0], ValueError, "key 0 is inf"),
+        ([0, 1], [1.0], ValueError, "one value per key"),
+        ([], None, ValueError, "training set is empty"),
+        ([0.5], None, TypeError, "must be integers"),
+    ],
+)
+def test_bad_training_sets(click_store, keys, weights, error, match):
+    store, _, _ = click_store
+    dm = ModynDataModule(store)
+    with pytest.raises(error, match=match):
+        dm.set_training_set(keys, weights)
+    assert dm.training_set is None
+
+
+def test_deleted_key_in_training_set_is_refused_at_set_time(click_store):
+    store, keys, _ = click_store
+    store.delete(keys[:1])
+    with pytest.raises(DeletedKeyError, match=f"key {keys[0]} was deleted"):
+        ModynDataModule(store).set_training_set(keys[:5])
+
+
+def test_decode_error_names_key_and_store(click_store):
+    store, keys, _ = click_store
+
+    def broken(batch):
+        raise ValueError("bad bytes")
+
+    dm = ModynDataModule(store, decode=broken, batch_size=10, shuffle=False)
+    dm.set_training_set(keys[:20])
+    with pytest.raises(RuntimeError, match=f"keys \\[{keys[0]}, {keys[1]}.*{store.url}: bad bytes"):
+        next(iter(dm.train_dataloader()))
+
+
+def test_store_disappearing_mid_epoch_is_a_clear_error(tmp_path):
+    import shutil
+
+    store = SampleStore.create(tmp_path / "gone")
+    keys = store.append([{"raw": bytes(12), "cls": 1}] * 50, labels="cls")
+    dm = ModynDataModule(store.url, decode=ArrayMember("raw", [12]), batch_size=10, shuffle=False)
+    dm.set_training_set(keys)
+    loader = iter(dm.train_dataloader())
+    next(loader)
+    store.close()
+    shutil.rmtree(tmp_path / "gone")
+    dm.store.files.close()
+    dm.store._row_views.clear()
+    with pytest.raises(Exception, match="shard-000000.tar"):
+        next(loader)
+
+
+def test_validation_and_test_sets_by_time_window(click_store):
+    store, keys, rows = click_store
+    dm = ModynDataModule(store, batch_size=256)
+    dm.set_training_set(keys[:1000])
+    dm.set_validation_set(start=20, end=25)
+    val_keys = [k for b in dm.val_dataloader() for k in b.keys.tolist()]
+    assert val_keys == keys[2000:2500].tolist()  # in key order, not shuffled
+    dm.set_test_set(keys[:10])
+    assert [k for b in dm.test_dataloader() for k in b.keys.tolist()] == keys[:10].tolist()
+    with pytest.raises(ValueError, match="either keys or a time window"):
+        dm.set_validation_set(keys[:3], start=1)
+    trainer(max_epochs=1, limit_val_batches=2).fit(PlainClickModel(), datamodule=dm)
+
+
+def test_changing_the_training_set_between_epochs(click_store):
+    store, keys, _ = click_store
+
+    class Shrink(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.datamodule.set_training_set(keys[:200])
+
+    rec = RecordKeys()
+    dm = ModynDataModule(store, batch_size=100)
+    dm.set_training_set(keys[:1000])
+    trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1, callbacks=[Shrink(), rec]).fit(
+        PlainClickModel(), datamodule=dm)
+    assert len(rec.batches) == 10 + 2
+    assert sorted(k for b in rec.batches[10:] for k in b) == keys[:200].tolist()
+    dm.set_training_set(keys[:1000])
+    with pytest.raises(RuntimeError, match="reload_dataloaders_every_n_epochs=1"):
+        trainer(max_epochs=2, callbacks=[Shrink()]).fit(PlainClickModel(), datamodule=dm)
