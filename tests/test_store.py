@@ -360,3 +360,19 @@ def test_get_member_last_sample_of_shard_shorter_than_a_row(tmp_path):
     store.compact()
     assert store.get_member(keys[1:], "bin").tolist() == [bytes([2]) * 37]
     store.close()
+
+
+def test_create_finishes_a_create_that_was_killed_before_its_marker(tmp_path):
+    from lightning_modyn.store.catalog import Catalog
+
+    root = tmp_path / "s"
+    (root / "shards").mkdir(parents=True)
+    Catalog(str(root / "catalog.sqlite")).initialise({})
+    store = SampleStore.create(root)
+    assert store.append(make_samples(1)).tolist() == [0]
+    store.close()
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "user-file.txt").write_text("keep me")
+    with pytest.raises(Exception, match="not empty"):
+        SampleStore.create(tmp_path / "t")
+    assert (tmp_path / "t" / "user-file.txt").read_text() == "keep me"

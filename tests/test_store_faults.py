@@ -29,6 +29,7 @@ WRITER = textwrap.dedent(
         store = SampleStore.open(url)
     except StoreNotFoundError:
         store = SampleStore.create(url, shard_max_samples=7, block_bytes=1024)
+    print("READY", flush=True)
     while True:
         op = rng.random()
         nxt = int(store.catalog.get_meta("next_key"))
@@ -72,7 +73,9 @@ def test_sigkill_during_append_delete_compact_keeps_acknowledged_data(tmp_path):
     for attempt in range(10):
         proc = subprocess.Popen([sys.executable, str(script), url, str(attempt)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(float(rng.uniform(1.0, 3.0)) if attempt == 0 else float(rng.uniform(0.2, 1.5)))
+        ready = proc.stdout.readline()  # the kill lands in the writing loop, not in interpreter start-up
+        assert ready.strip() == "READY", proc.stderr.read()
+        time.sleep(float(rng.uniform(0.05, 1.5)))
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate()
         assert proc.returncode == -signal.SIGKILL, err

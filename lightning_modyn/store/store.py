@@ -218,7 +218,8 @@ class SampleStore:
         if files.local and os.path.exists(files.root) and not os.path.isdir(files.root):
             raise StoreExistsError(f"{self.url}: a file exists here; create a store in a new directory")
         if files.exists("") and files.local and os.listdir(files.root):
-            raise StoreExistsError(f"{self.url}: the directory is not empty; create a store in a new directory")
+            if not _remove_unfinished_create(files.root):
+                raise StoreExistsError(f"{self.url}: the directory is not empty; create a store in a new directory")
         files.makedirs(SHARDS)
         self._take_lock()
         path = self._catalog_local_path()
@@ -1215,6 +1216,21 @@ class MemberBatch:
 
     def tolist(self) -> list[bytes]:
         return [self[i] for i in range(len(self))]
+
+
+def _remove_unfinished_create(root: str) -> bool:
+    """A ``create`` killed before writing its marker leaves only an empty catalog: remove it and say so."""
+    names = set(os.listdir(root))
+    ours = {CATALOG, CATALOG + "-wal", CATALOG + "-shm", CATALOG + "-journal", SHARDS, LOCK}
+    if not names <= ours or (SHARDS in names and os.listdir(os.path.join(root, SHARDS))):
+        return False
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            os.rmdir(path)
+        else:
+            os.remove(path)
+    return True
 
 
 def aligned_block_rows(block_bytes: int, itemsize: int) -> int:
