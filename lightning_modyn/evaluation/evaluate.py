@@ -1,0 +1,149 @@
+"""Evaluate every model on every window: the evaluation matrix, the composite model over time, and reports.
+
+The *currently active* composite model of a window is the newest model whose trigger point lies before the
+window starts (it is what would serve requests then); before the first trigger there is none. Forgetting and
+backward transfer are read off the matrix.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightning_modyn.evaluation.windows import SlicingWindows
+from lightning_modyn.pipeline.registry import write_json_atomic
+
+_METRICS = ("accuracy", "f1", "roc_auc")
+
+
+def _metric(name: str, pred: np.ndarray, scores: np.ndarray, y: np.ndarray, num_classes: int) -> float:
+    import torchmetrics.functional as tmf
+
+    p, t = torch.from_numpy(pred), torch.from_numpy(y.astype(np.int64))
+    task = "binary" if num_classes <= 2 else "multiclass"
+    if name == "accuracy":
+        return float(tmf.accuracy(p, t, task=task, num_classes=num_classes))
+    if name == "f1":
+        return float(tmf.f1_score(p, t, task=task, num_classes=num_classes, average="macro"))
+    s = torch.from_numpy(scores)
+    if task == "binary":
+        s = s[:, -1] if s.ndim == 2 and s.shape[1] > 1 else s.reshape(-1)
+        return float(tmf.auroc(s.sigmoid() if s.ndim == 1 and scores.shape[1] == 1 else s, t, task="binary"))
+    return float(tmf.auroc(s.softmax(-1), t, task="multiclass", num_classes=num_classes))
+
+
+class Evaluation:
+    """Evaluate every trained model on windows of the replayed stream after a run.
+
+    Args:
+        windows: A windows object (default: ``SlicingWindows(every)``).
+        every: Window length when ``windows`` is not given.
+        metrics: Any of ``"accuracy"``, ``"f1"``, ``"roc_auc"``.
+        plots: Write PNG plots (accuracy over time with trigger marks; the matrix heatmap).
+    """
+
+    def __init__(self, windows: Any = None, every: int | None = None, metrics: tuple[str, ...] = ("accuracy",),
+                 plots: bool = True) -> None:
+        if windows is None and every is None:
+            raise ValueError("give windows=... or every=<window length>")
+        unknown = [m for m in metrics if m not in _METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {_METRICS}")
+        self.windows = windows or SlicingWindows(every)
+        self.metrics = tuple(metrics)
+        self.plots = plots
+
+    def run(self, loop, registry, stream) -> dict[str, Any]:
+        entries = registry.entries()
+        spans = self.windows.windows(int(stream.timestamps[0]), int(stream.timestamps[-1]))
+        masks = [(stream.timestamps >= a) & (stream.timestamps < b) for a, b in spans]
+        kept = [i for i, m in enumerate(masks) if m.any()]
+        if not kept:
+            raise ValueError("every evaluation window is empty; choose windows inside the stream's time range")
+        spans = [spans[i] for i in kept]
+        masks = [masks[i] for i in kept]
+        num_classes = int(max(2, stream.labels.max() + 1))
+        matrix = {m: np.full((len(entries), len(spans)), np.nan) for m in self.metrics}
+        scratch = copy.deepcopy(loop.model)
+        for i, entry in enumerate(entries):
+            registry.load_into(entry["trigger_id"], scratch)
+            for j, mask in enumerate(masks):
+                scores, y = loop.context.outputs(stream.keys[mask], scratch)
+                pred = scores.argmax(-1) if scores.shape[1] > 1 else (scores[:, 0] > 0).astype(np.int64)
+                for m in self.metrics:
+                    matrix[m][i, j] = _metric(m, pred, scores, y, num_classes)
+        trigger_ts = [e["timestamp"] for e in entries]
+        active = [int(np.searchsorted(trigger_ts, a, side="left")) - 1 for a, _ in spans]
+        composite = {m: [None if k < 0 else float(matrix[m][k, j]) for j, k in enumerate(active)]
+                     for m in self.metrics}
+        result = {
+            "triggers": entries,
+            "windows": [{"start": a, "end": b, "samples": int(mask.sum())} for (a, b), mask in zip(spans, masks)],
+            "matrix": {m: matrix[m].tolist() for m in self.metrics},
+            "active_model": active,
+            "composite": composite,
+            "summary": {m: _summary(matrix[m], composite[m]) for m in self.metrics},
+            "total_train_seconds": float(sum(e["train_seconds"] for e in entries)),
+        }
+        self.write(loop.output_dir, result)
+        return result
+
+    def write(self, out: str, result: dict[str, Any]) -> None:
+        write_json_atomic(os.path.join(out, "results.json"), result)
+        with open(os.path.join(out, "results.csv"), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["model_trigger", "window_start", "window_end", "metric", "value", "active"])
+            for m, rows in result["matrix"].items():
+                for i, row in enumerate(rows):
+                    for j, value in enumerate(row):
+                        w = result["windows"][j]
+                        writer.writerow([result["triggers"][i]["trigger_id"], w["start"], w["end"], m, value,
+                                         int(result["active_model"][j] == i)])
+        if self.plots:
+            plot_results(out, result)
+
+
+def _summary(matrix: np.ndarray, composite: list) -> dict[str, float | None]:
+    values = [v for v in composite if v is not None]
+    n = matrix.shape[0]
+    # forgetting: how much each model's best accuracy on a window drops by the final model
+    diag_best = [np.nanmax(matrix[: n, j]) - matrix[n - 1, j] for j in range(matrix.shape[1])] if n else []
+    return {"composite_mean": float(np.mean(values)) if values else None,
+            "mean_forgetting": float(np.nanmean(diag_best)) if len(diag_best) else None}
+
+
+def plot_results(out: str, result: dict[str, Any]) -> None:
+    """``accuracy_over_time.png`` (composite model with trigger marks) and ``matrix_<metric>.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mids = [(w["start"] + w["end"]) / 2 for w in result["windows"]]
+    for metric, values in result["composite"].items():
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.plot(mids, [np.nan if v is None else v for v in values], marker="o", label="currently active model")
+        for t in result["triggers"]:
+            ax.axvline(t["timestamp"], color="grey", alpha=0.4, linewidth=1)
+        ax.set_xlabel("time")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} over time ({len(result['triggers'])} triggers, grey lines)")
+        ax.legend(loc="lower left")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"{metric}_over_time.png"), dpi=100)
+        plt.close(fig)
+        matrix = np.array(result["matrix"][metric], dtype=float)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        ax.set_xlabel("evaluation window")
+        ax.set_ylabel("model (trigger)")
+        ax.set_title(f"{metric}: every model on every window")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"matrix_{metric}.png"), dpi=100)
+        plt.close(fig)

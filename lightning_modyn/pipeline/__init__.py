@@ -1,0 +1,7 @@
+"""The trigger-aware loop: replay a stream, retrain when a trigger fires, keep a model per trigger."""
+
+from lightning_modyn.pipeline.loop import ContinualLoop, LoopContext, RunResult
+from lightning_modyn.pipeline.registry import ModelRegistry
+from lightning_modyn.pipeline.stream import Chunk, ReplayStream
+
+__all__ = ["Chunk", "ContinualLoop", "LoopContext", "ModelRegistry", "ReplayStream", "RunResult"]

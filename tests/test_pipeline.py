@@ -1,0 +1,163 @@
+"""ContinualLoop: replay, trigger, select, fit, register, evaluate, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_modyn import ModynDataModule, SampleStore
+from lightning_modyn.evaluation import Evaluation
+from lightning_modyn.pipeline import ContinualLoop, ModelRegistry
+from lightning_modyn.selection import AllData, NewData
+from lightning_modyn.triggers.base import Trigger
+
+DTYPE = np.dtype([("label", "<i4"), ("x", "<f4", (2,))])
+
+
+class EveryN(Trigger):
+    """A test trigger: fires at every n-th sample of the stream."""
+
+    def __init__(self, n: int, fail_after_model: int | None = None) -> None:
+        self.n, self.seen, self.models = n, 0, []
+        self.fail_after_model = fail_after_model
+
+    def inform(self, keys, timestamps, labels):
+        positions = [i for i in range(len(keys)) if (self.seen + i + 1) % self.n == 0]
+        self.seen += len(keys)
+        return np.array(positions, dtype=np.int64)
+
+    def inform_new_model(self, model_id, trained_keys, train_seconds):
+        self.models.append((model_id, len(trained_keys)))
+        if self.fail_after_model is not None and model_id == self.fail_after_model:
+            raise KeyboardInterrupt("simulated crash")
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+
+
+class Classifier(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+@pytest.fixture
+def drifting_store(tmp_path):
+    """1200 samples over t = 0..1199; the class boundary flips sign at t = 600 (an abrupt drift)."""
+    rng = np.random.default_rng(0)
+    rows = np.zeros(1200, DTYPE)
+    rows["x"] = rng.normal(size=(1200, 2)).astype(np.float32)
+    t = np.arange(1200)
+    rows["label"] = np.where(t < 600, rows["x"][:, 0] > 0, rows["x"][:, 0] < 0).astype(np.int32)
+    store = SampleStore.create(tmp_path / "stream")
+    store.append_records(rows, timestamps=t, labels="label")
+    yield store
+    store.close()
+
+
+def make_loop(store, out, trigger, **kwargs):
+    dm = ModynDataModule(store, batch_size=50, seed=0)
+    torch.manual_seed(0)  # the same initial weights in every run
+    return ContinualLoop(Classifier(), dm, trigger, trainer={"max_epochs": 3}, output_dir=str(out),
+                         chunk_size=128, progress=False, **kwargs)
+
+
+def test_loop_trains_a_model_per_trigger_and_evaluates(drifting_store, tmp_path):
+    loop = make_loop(drifting_store, tmp_path / "run", EveryN(300), evaluation=Evaluation(every=100))
+    result = loop.run()
+    assert result.num_triggers == 4 and result.stream_samples == 1200
+    assert [t["samples_trained"] for t in result.triggers] == [300] * 4
+    assert [t["timestamp"] for t in result.triggers] == [299, 599, 899, 1199]
+    assert all(os.path.exists(tmp_path / "run" / t["path"]) for t in result.triggers)
+    ev = json.load(open(tmp_path / "run" / "results.json"))
+    assert len(ev["windows"]) == 12 and len(ev["matrix"]["accuracy"]) == 4
+    acc = np.array(ev["matrix"]["accuracy"])
+    assert acc[1, :6].mean() > 0.85 and acc[1, 6:].mean() < 0.2  # trained before the flip: wrong after it
+    assert acc[3, 6:].mean() > 0.85  # retrained after the flip
+    assert ev["active_model"][:3] == [-1, -1, -1] and ev["active_model"][3] == 0
+    assert (tmp_path / "run" / "accuracy_over_time.png").exists()
+    assert (tmp_path / "run" / "matrix_accuracy.png").exists()
+    assert "model_trigger" in open(tmp_path / "run" / "results.csv").readline()
+
+
+def test_selection_policy_decides_the_training_data(drifting_store, tmp_path):
+    result = make_loop(drifting_store, tmp_path / "all", EveryN(400), selection=AllData()).run()
+    assert [t["samples_trained"] for t in result.triggers] == [400, 800, 1200]
+    limited = make_loop(drifting_store, tmp_path / "lim", EveryN(400),
+                        selection=NewData(tail_triggers=1, limit=500)).run()
+    assert [t["samples_trained"] for t in limited.triggers] == [400, 500, 500]
+
+
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(drifting_store, tmp_path):
+    clean = make_loop(drifting_store, tmp_path / "clean", EveryN(300)).run()
+    with pytest.raises(KeyboardInterrupt):
+        make_loop(drifting_store, tmp_path / "killed", EveryN(300, fail_after_model=1)).run()
+    assert len(ModelRegistry(str(tmp_path / "killed"))) == 2
+    resumed_trigger = EveryN(300)
+    resumed = make_loop(drifting_store, tmp_path / "killed", resumed_trigger).run()
+    assert resumed.num_triggers == 4
+    for a, b in zip(clean.triggers, resumed.triggers):
+        wa = torch.load(tmp_path / "clean" / a["path"], weights_only=True)
+        wb = torch.load(tmp_path / "killed" / b["path"], weights_only=True)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), f"model of trigger {a['trigger_id']} differs"
+        assert a["samples_trained"] == b["samples_trained"]
+
+
+def test_from_scratch_resets_weights_before_each_fit(drifting_store, tmp_path):
+    seen = []
+
+    class Spy(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            seen.append(pl_module.net.weight.detach().clone())
+
+    loop = make_loop(drifting_store, tmp_path / "scratch", EveryN(600), warm_start=False)
+    loop.trainer_args = {"max_epochs": 1, "callbacks": [Spy()]}
+    loop.run()
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])
+
+
+def test_trigger_that_never_fires_finishes_and_says_so(drifting_store, tmp_path, capsys):
+    loop = make_loop(drifting_store, tmp_path / "never", EveryN(10_000))
+    loop.progress = True
+    with pytest.warns(RuntimeWarning, match="never fired over 1200 samples"):
+        result = loop.run()
+    assert result.num_triggers == 0
+    assert "never fired" in capsys.readouterr().out
+
+
+def test_bad_inputs(drifting_store, tmp_path):
+    dm = ModynDataModule(drifting_store)
+    with pytest.raises(TypeError, match="must be a lightning_modyn Trigger"):
+        ContinualLoop(Classifier(), dm, trigger=lambda *a: [])
+    with pytest.raises(TypeError, match="must be a LightningModule"):
+        ContinualLoop(torch.nn.Linear(2, 2), dm, EveryN(5))
+
+    class Bad(EveryN):
+        def inform(self, keys, timestamps, labels):
+            return np.array([5, 3])
+
+    with pytest.raises(ValueError, match="must increase within the chunk"):
+        make_loop(drifting_store, tmp_path / "bad", Bad(1)).run()
+    with pytest.raises(ValueError, match="the stream is empty"):
+        make_loop(drifting_store, tmp_path / "empty", EveryN(5), start=5000).run()
+    with pytest.raises(ValueError, match="unknown metric"):
+        Evaluation(every=10, metrics=("accuracy", "bleu"))
