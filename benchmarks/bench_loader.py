@@ -1,0 +1,623 @@
+#!/usr/bin/env python
+"""Loader throughput benchmark (Modyn's throughput experiment): samples/s delivered as torch tensors.
+
+Run from the repository root::
+
+    python benchmarks/bench_loader.py                 # full run: 2 M Criteo rows, 100 k 3 KiB images
+    python benchmarks/bench_loader.py --quick         # tiny smoke configuration (well under a minute)
+    python benchmarks/bench_loader.py --workers 0 2 --rows 500000 --images 20000 --max-seconds-b 10
+
+Workloads:
+
+* ``rows``: Criteo-format rows (160 B, ``CRITEO_DTYPE``), stored with ``store.append_records(rows, labels="label")``;
+  batches of 4096 rows; output ``({"dense": float32 (B, 13), "cat": int32 (B, 26)}, label int64 (B,))``.
+* ``images``: 3 KiB images (32x32x3 uint8), one sample per key, stored with
+  ``store.append([{"raw": img.tobytes(), "cls": label}], labels="cls")``; batches of 256;
+  output ``(uint8 (B, 32, 32, 3), label int64 (B,))``.
+
+Loaders, each run for every ``--workers`` value (DataLoader ``num_workers``):
+
+* ``a``: contiguous big chunks of a local binary file (``np.memmap``) through the same DataLoader path — Modyn's
+  baseline "loading big chunks locally without sample-level selection". A map-style Dataset whose item ``i`` is
+  batch ``i`` (a contiguous slice, converted to the same tensors as the DataModule delivers);
+  ``DataLoader(batch_size=None, sampler=RandomSampler(batch indices))``.
+* ``b``: plain ``webdataset.WebDataset`` streaming of the same data stored one sample per key (shards written with
+  ``webdataset.ShardWriter``; rows as a raw 160 B ``row`` member + ``cls``, images as ``raw`` + ``cls``), shard
+  shuffle only, batched with ``.batched(B)`` and a vectorized collation (favourable to webdataset). Capped at
+  ``--max-seconds-b`` seconds per run; its rate is over what ran, excluding the first batch (worker start-up).
+  For rows only the first ``--wds-rows`` rows are written as shards: writing is slow and a capped run reads a
+  fraction of them anyway.
+* ``c100`` / ``c50`` / ``c10``: ``ModynDataModule`` trained on 100 % (shuffled), a random 50 % and a random 10 %
+  of the keys (``dm.set_training_set(keys)``; iterate ``dm.train_dataloader()``); rows with the default decode
+  (``RecordsToTensors``), images with ``decode=ArrayMember("raw", [32, 32, 3])``.
+* ``d`` (other libraries, e.g. FFCV / DALI / Mosaic streaming): not measured.
+
+Method: ``a`` and ``c*`` use persistent workers; each gets one warm-up epoch (page cache, worker start-up), then
+``--epochs`` timed epochs, the loaders taking turns epoch by epoch so that noise from other processes spreads
+evenly; the table shows the median epoch rate. Each batch's tensors are only referenced (no compute).
+``--max-batches`` caps every epoch. Before timing, one batch of every loader is checked against the source data.
+
+Prints progress, then markdown tables, and writes every number to ``--out`` (JSON). Generated data goes to
+``benchmarks/_work/loader_data`` and is reused by later runs with the same sizes (``--regen`` rebuilds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from lightning_modyn.data import ArrayMember, ModynDataModule  # noqa: E402
+from lightning_modyn.datasets import CRITEO_DTYPE, synthetic_criteo_rows  # noqa: E402
+from lightning_modyn.store import SampleStore  # noqa: E402
+
+DEFAULT_OUT = os.path.join(REPO, "benchmarks", "_work", "loader.json")
+DEFAULT_DATA = os.path.join(REPO, "benchmarks", "_work", "loader_data")
+IMG_SHAPE = (32, 32, 3)
+IMG_BYTES = int(np.prod(IMG_SHAPE))  # 3072
+DATA_VERSION = 1
+WDS_MTIME = 1_700_000_000  # integer mtime: webdataset's TarWriter adds a PAX header per member for a float one
+LOADERS = ("a", "b", "c100", "c50", "c10")
+LOADER_NAMES = {
+    "a": "(a) contiguous chunks, local memmap",
+    "b": "(b) webdataset.WebDataset streaming",
+    "c100": "(c) ModynDataModule, 100 % shuffled",
+    "c50": "(c) ModynDataModule, 50 % random subset",
+    "c10": "(c) ModynDataModule, 10 % random subset",
+}
+FRACTIONS = {"c100": 1.0, "c50": 0.5, "c10": 0.1}
+
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
+
+
+# ====================================================================== data
+def warm_files(path: str) -> int:
+    """Read every file under ``path`` (or the file) once so it sits in the page cache; returns bytes read."""
+    paths = [path] if os.path.isfile(path) else [os.path.join(r, f) for r, _d, fs in os.walk(path) for f in fs]
+    buf = bytearray(16 << 20)
+    total = 0
+    for p in paths:
+        with open(p, "rb", buffering=0) as fh:
+            while True:
+                k = fh.readinto(buf)
+                if not k:
+                    break
+                total += k
+    return total
+
+
+def _load_meta(root: str, want: dict) -> dict | None:
+    try:
+        with open(os.path.join(root, "meta.json")) as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return meta if all(meta.get(k) == v for k, v in want.items()) else None
+
+
+def _write_wds(pattern: str, maxcount: int, samples) -> list[str]:
+    import webdataset as wds
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with wds.ShardWriter(pattern, maxcount=maxcount, verbose=0, encoder=False, mtime=WDS_MTIME) as writer:
+            for sample in samples:
+                writer.write(sample)
+    root = os.path.dirname(pattern)
+    return sorted(os.path.join(root, f) for f in os.listdir(root) if f.endswith(".tar"))
+
+
+def prepare_rows(args) -> dict:
+    root = os.path.join(args.data_dir, f"rows-{args.rows}-seed{args.seed}")
+    want = {"version": DATA_VERSION, "n": args.rows, "seed": args.seed, "wds_n": args.wds_rows,
+            "shard_max_bytes": args.shard_max_bytes}
+    meta = None if args.regen else _load_meta(root, want)
+    if meta is not None:
+        log(f"rows: reusing {root}")
+        return meta
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(os.path.join(root, "wds"))
+    t = time.perf_counter()
+    rows = synthetic_criteo_rows(args.rows, seed=args.seed)
+    assert rows.dtype == CRITEO_DTYPE and rows.dtype.itemsize == 160
+    log(f"rows: generated {len(rows):,} rows in {time.perf_counter() - t:.1f}s")
+    bin_path = os.path.join(root, "rows.bin")
+    rows.tofile(bin_path)
+    t = time.perf_counter()
+    create = {} if args.shard_max_bytes is None else {"shard_max_bytes": args.shard_max_bytes}
+    store = SampleStore.create(os.path.join(root, "store"), **create)
+    keys = store.append_records(rows, labels="label")
+    shards = len(store.catalog.shards())
+    store.close()
+    assert np.array_equal(keys, np.arange(keys[0], keys[0] + len(rows))), "append_records keys are not contiguous"
+    log(f"rows: store.append_records {len(rows):,} rows in {time.perf_counter() - t:.1f}s ({shards} shard(s))")
+    t = time.perf_counter()
+    raw = rows.view(np.dtype((np.void, rows.dtype.itemsize)))
+    wds_n = min(args.wds_rows, len(rows))
+    labels = rows["label"]
+    urls = _write_wds(os.path.join(root, "wds", "rows-%06d.tar"), args.wds_rows_per_shard,
+                      ({"__key__": f"{int(keys[i]):012d}", "row": raw[i].tobytes(), "cls": b"%d" % labels[i]}
+                       for i in range(wds_n)))
+    log(f"rows: webdataset.ShardWriter wrote {wds_n:,} samples to {len(urls)} shard(s) in "
+        f"{time.perf_counter() - t:.1f}s")
+    meta = dict(want, first_key=int(keys[0]), bin=bin_path, store=os.path.join(root, "store"), wds=urls,
+                wds_rows=wds_n, store_shards=shards)
+    with open(os.path.join(root, "meta.json"), "w") as fh:
+        json.dump(meta, fh, indent=1)
+    return meta
+
+
+def prepare_images(args) -> dict:
+    root = os.path.join(args.data_dir, f"images-{args.images}-seed{args.seed}")
+    want = {"version": DATA_VERSION, "n": args.images, "seed": args.seed}
+    meta = None if args.regen else _load_meta(root, want)
+    if meta is not None:
+        log(f"images: reusing {root}")
+        return meta
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(os.path.join(root, "wds"))
+    rng = np.random.default_rng(args.seed)
+    n = args.images
+    images = rng.integers(0, 256, size=(n,) + IMG_SHAPE, dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n).astype(np.int64)
+    images.tofile(os.path.join(root, "images.bin"))
+    np.save(os.path.join(root, "labels.npy"), labels)
+    t = time.perf_counter()
+    store = SampleStore.create(os.path.join(root, "store"))
+    chunk = 100_000  # the store's default shard_max_samples: one shard per append
+    keys = []
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        keys.append(store.append([{"raw": images[i].tobytes(), "cls": int(labels[i])} for i in range(s, e)],
+                                 labels="cls"))
+        log(f"images: store.append {e:,}/{n:,}")
+    keys = np.concatenate(keys)
+    shards = len(store.catalog.shards())
+    store.close()
+    assert np.array_equal(keys, np.arange(keys[0], keys[0] + n)), "append keys are not contiguous"
+    log(f"images: store.append {n:,} samples in {time.perf_counter() - t:.1f}s ({shards} shard(s))")
+    t = time.perf_counter()
+    urls = _write_wds(os.path.join(root, "wds", "images-%06d.tar"), args.wds_images_per_shard,
+                      ({"__key__": f"{int(keys[i]):012d}", "raw": images[i].tobytes(), "cls": b"%d" % labels[i]}
+                       for i in range(n)))
+    log(f"images: webdataset.ShardWriter wrote {n:,} samples to {len(urls)} shard(s) in "
+        f"{time.perf_counter() - t:.1f}s")
+    meta = dict(want, first_key=int(keys[0]), bin=os.path.join(root, "images.bin"),
+                labels=os.path.join(root, "labels.npy"), store=os.path.join(root, "store"), wds=urls,
+                wds_rows=n, store_shards=shards)
+    with open(os.path.join(root, "meta.json"), "w") as fh:
+        json.dump(meta, fh, indent=1)
+    return meta
+
+
+# ====================================================================== (a) contiguous chunks
+def rows_to_tensors(rows: np.ndarray) -> tuple:
+    """The structure RecordsToTensors delivers: ({"dense", "cat"}, label as int64)."""
+    x = {"dense": torch.from_numpy(np.ascontiguousarray(rows["dense"])),
+         "cat": torch.from_numpy(np.ascontiguousarray(rows["cat"]))}
+    return x, torch.from_numpy(np.ascontiguousarray(rows["label"])).long()
+
+
+class ChunkDataset(Dataset):
+    """Item ``i`` is batch ``i``: a contiguous slice of a memory-mapped file, as tensors (opened per process)."""
+
+    def __init__(self, kind: str, meta: dict, batch_size: int) -> None:
+        self.kind, self.meta, self.batch_size, self.n = kind, meta, batch_size, meta["n"]
+        self._mm = self._labels = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_mm": None, "_labels": None}
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def _open(self):
+        if self.kind == "rows":
+            self._mm = np.memmap(self.meta["bin"], dtype=CRITEO_DTYPE, mode="r", shape=(self.n,))
+        else:
+            self._mm = np.memmap(self.meta["bin"], dtype=np.uint8, mode="r", shape=(self.n,) + IMG_SHAPE)
+            self._labels = np.load(self.meta["labels"], mmap_mode="r")
+
+    def __getitem__(self, i: int) -> tuple:
+        if self._mm is None:
+            self._open()
+        s = i * self.batch_size
+        e = min(self.n, s + self.batch_size)
+        if self.kind == "rows":
+            return rows_to_tensors(self._mm[s:e])
+        return torch.from_numpy(np.array(self._mm[s:e])), torch.from_numpy(np.array(self._labels[s:e]))
+
+
+def loader_a(kind: str, meta: dict, batch_size: int, workers: int, seed: int) -> DataLoader:
+    ds = ChunkDataset(kind, meta, batch_size)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(ds, batch_size=None, sampler=RandomSampler(ds, generator=gen), num_workers=workers,
+                      persistent_workers=workers > 0)
+
+
+# ====================================================================== (b) webdataset
+def collate_rows(samples: list) -> tuple:
+    rows = np.frombuffer(b"".join(s[0] for s in samples), dtype=CRITEO_DTYPE)
+    x, _ = rows_to_tensors(rows)
+    return x, torch.tensor([int(s[1]) for s in samples], dtype=torch.long)
+
+
+def collate_images(samples: list) -> tuple:
+    x = np.frombuffer(b"".join(s[0] for s in samples), dtype=np.uint8).reshape((len(samples),) + IMG_SHAPE)
+    return torch.from_numpy(x.copy()), torch.tensor([int(s[1]) for s in samples], dtype=torch.long)
+
+
+def wds_dataset(kind: str, meta: dict, batch_size: int | None, shuffle: int, seed: int, with_key: bool = False):
+    import webdataset as wds
+
+    member = "row" if kind == "rows" else "raw"
+    with warnings_off():
+        ds = wds.WebDataset(meta["wds"], shardshuffle=100, seed=seed, empty_check=False)
+    if shuffle:
+        ds = ds.shuffle(shuffle)
+    ds = ds.to_tuple(member, "cls", "__key__") if with_key else ds.to_tuple(member, "cls")
+    if batch_size:
+        ds = ds.batched(batch_size, collation_fn=collate_rows if kind == "rows" else collate_images, partial=True)
+    return ds
+
+
+def loader_b(kind: str, meta: dict, batch_size: int, workers: int, shuffle: int, seed: int) -> DataLoader:
+    return DataLoader(wds_dataset(kind, meta, batch_size, shuffle, seed), batch_size=None, num_workers=workers)
+
+
+@contextlib.contextmanager
+def warnings_off():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# ====================================================================== (c) ModynDataModule
+def modyn_loaders(kind: str, meta: dict, batch_size: int, workers: int, seed: int) -> tuple[dict, ModynDataModule]:
+    decode = None if kind == "rows" else ArrayMember("raw", list(IMG_SHAPE))
+    dm = ModynDataModule(meta["store"], decode=decode, batch_size=batch_size, num_workers=workers, seed=seed,
+                         persistent_workers=workers > 0)
+    keys = np.arange(meta["first_key"], meta["first_key"] + meta["n"], dtype=np.int64)
+    rng = np.random.default_rng(seed + 1)
+    loaders = {}
+    for name, frac in FRACTIONS.items():
+        subset = keys if frac == 1.0 else np.sort(rng.choice(keys, int(round(frac * len(keys))), replace=False))
+        dm.set_training_set(subset)
+        loaders[name] = dm.train_dataloader()
+    return loaders, dm
+
+
+# ====================================================================== timing
+def batch_size_of(batch) -> int:
+    return len(batch[1])
+
+
+def time_epoch(loader, epoch: int, max_batches: int | None, max_seconds: float | None = None) -> dict:
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)  # as Lightning does every epoch: a new permutation
+    n = nb = 0
+    first_t = first_n = None
+    keep = None
+    t0 = time.perf_counter()
+    it = iter(loader)
+    try:
+        for batch in it:
+            keep = batch  # only hold a reference: measure loading, not compute  # noqa: F841
+            n += batch_size_of(batch)
+            nb += 1
+            if nb == 1:
+                first_t, first_n = time.perf_counter(), n
+            if max_batches and nb >= max_batches:
+                break
+            if max_seconds and time.perf_counter() - t0 >= max_seconds:
+                break
+        t1 = time.perf_counter()
+    finally:
+        if hasattr(it, "close"):
+            it.close()
+        elif hasattr(it, "_shutdown_workers") and not getattr(loader, "persistent_workers", False):
+            it._shutdown_workers()
+        del it, keep
+    out = {"samples": n, "batches": nb, "seconds": t1 - t0, "rate": n / (t1 - t0) if t1 > t0 else 0.0,
+           "first_batch_s": None if first_t is None else first_t - t0}
+    if nb > 1:
+        out["steady_rate"] = (n - first_n) / (t1 - first_t)
+    return out
+
+
+def shutdown(loader) -> None:
+    it = getattr(loader, "_iterator", None)
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+    with contextlib.suppress(Exception):
+        loader._iterator = None
+
+
+# ====================================================================== verification
+def verify(kind: str, meta: dict, batch_size: int, seed: int) -> dict:
+    """One batch of every loader (num_workers=0) against the source data; raises on a mismatch."""
+    first, n = meta["first_key"], meta["n"]
+    if kind == "rows":
+        src = np.memmap(meta["bin"], dtype=CRITEO_DTYPE, mode="r", shape=(n,))
+    else:
+        src = np.memmap(meta["bin"], dtype=np.uint8, mode="r", shape=(n,) + IMG_SHAPE)
+        src_labels = np.load(meta["labels"])
+
+    def check(x, y, idx, what):
+        if kind == "rows":
+            rows = src[idx]
+            ok = (torch.equal(x["dense"], torch.from_numpy(np.ascontiguousarray(rows["dense"])))
+                  and torch.equal(x["cat"], torch.from_numpy(np.ascontiguousarray(rows["cat"])))
+                  and torch.equal(y, torch.from_numpy(rows["label"].astype(np.int64)))
+                  and x["dense"].dtype == torch.float32 and x["cat"].dtype == torch.int32 and y.dtype == torch.int64)
+        else:
+            ok = (torch.equal(x, torch.from_numpy(np.array(src[idx]))) and x.dtype == torch.uint8
+                  and tuple(x.shape[1:]) == IMG_SHAPE and torch.equal(y, torch.from_numpy(src_labels[idx])))
+        if not ok:
+            raise AssertionError(f"{kind} {what}: batch does not match the source data")
+
+    # (c): keys of the first batch -> same rows/images (and, for rows, get_records agrees)
+    loaders, dm = modyn_loaders(kind, meta, batch_size, 0, seed)
+    checked = {}
+    for name, loader in loaders.items():
+        batch = next(iter(loader))
+        (x, y), keys = tuple(batch), batch.keys.numpy()
+        if len(keys) != min(batch_size, len(loader.sampler.keys)) or not np.isin(keys, loader.sampler.keys).all():
+            raise AssertionError(f"{kind} {name}: batch keys are not from the training set")
+        check(x, y, keys - first, name)
+        if kind == "rows":
+            got = dm.store.get_records(keys)
+            if not np.array_equal(got, src[keys - first]):
+                raise AssertionError(f"{kind} {name}: store.get_records differs from the source rows")
+        if not torch.equal(batch.weights, torch.ones(len(keys))):
+            raise AssertionError(f"{kind} {name}: weights are not all 1")
+        checked[name] = len(keys)
+    dm.store.close()
+    # (a): batch 1 is rows [B, 2B)
+    ds = ChunkDataset(kind, meta, batch_size)
+    i = min(1, len(ds) - 1)
+    x, y = ds[i]
+    check(x, y, np.arange(i * batch_size, min(n, (i + 1) * batch_size)), "a")
+    checked["a"] = len(y)
+    # (b): the first batch, with the samples' __key__ to know which rows it holds
+    ds = wds_dataset(kind, meta, None, 0, seed, with_key=True)
+    samples = []
+    for s in ds:
+        samples.append(s)
+        if len(samples) == batch_size:
+            break
+    idx = np.array([int(s[2]) for s in samples]) - first
+    x, y = (collate_rows if kind == "rows" else collate_images)([s[:2] for s in samples])
+    check(x, y, idx, "b")
+    checked["b"] = len(y)
+    return checked
+
+
+# ====================================================================== one workload
+def run_workload(kind: str, meta: dict, batch_size: int, args) -> dict:
+    results: dict = {}
+    log(f"{kind}: verifying one batch of every loader against the source data")
+    verification = verify(kind, meta, batch_size, args.seed)
+    log(f"{kind}: verified {verification}")
+    for w in args.workers:
+        res = results[f"w{w}"] = {}
+        loaders, dm = modyn_loaders(kind, meta, batch_size, w, args.seed)
+        timed = {"a": loader_a(kind, meta, batch_size, w, args.seed), **loaders}
+        log(f"{kind} w={w}: warm-up epoch of each of {', '.join(timed)}")
+        for name, loader in timed.items():
+            r = time_epoch(loader, 0, args.max_batches)
+            log(f"{kind} w={w}: warm-up {name}: {r['samples']:,} samples in {r['seconds']:.2f}s "
+                f"({r['rate']:,.0f}/s)")
+        runs = {name: [] for name in timed}
+        for e in range(1, args.epochs + 1):
+            for name, loader in timed.items():
+                r = time_epoch(loader, e, args.max_batches)
+                runs[name].append(r)
+                log(f"{kind} w={w}: epoch {e} {name}: {r['samples']:,} samples in {r['seconds']:.2f}s "
+                    f"({r['rate']:,.0f}/s)")
+        for name, loader in timed.items():
+            shutdown(loader)
+        dm.store.close()
+        del timed, loaders, dm
+        gc.collect()
+        for name, rs in runs.items():
+            expected = None
+            if not args.max_batches:
+                expected = meta["n"] if name == "a" else int(round(FRACTIONS[name] * meta["n"]))
+            if expected is not None and any(r["samples"] != expected for r in rs):
+                raise AssertionError(f"{kind} {name} w={w}: epochs delivered {[r['samples'] for r in rs]} samples, "
+                                     f"expected {expected}")
+            rates = [r["rate"] for r in rs]
+            res[name] = {"rate": statistics.median(rates), "rates": rates, "epochs": rs}
+        # (b): warm its shards into the page cache, then one capped run
+        t = time.perf_counter()
+        nbytes = sum(warm_files(u) for u in meta["wds"])
+        log(f"{kind} w={w}: warmed {nbytes / 2**20:,.0f} MiB of webdataset shards in {time.perf_counter() - t:.1f}s; "
+            f"(b) for up to {args.max_seconds_b:g}s")
+        loader = loader_b(kind, meta, batch_size, w, args.wds_shuffle, args.seed)
+        r = time_epoch(loader, 0, args.max_batches, args.max_seconds_b)
+        del loader
+        gc.collect()
+        rate = r.get("steady_rate", r["rate"])
+        res["b"] = {"rate": rate, "rates": [rate], "epochs": [r],
+                    "full_epoch": r["samples"] >= meta["wds_rows"]}
+        log(f"{kind} w={w}: (b) {r['samples']:,} samples in {r['seconds']:.2f}s "
+            f"(first batch after {r['first_batch_s'] or 0:.2f}s; steady {rate:,.0f}/s)")
+    return {"results": results, "verification": verification}
+
+
+# ====================================================================== report
+def fmt_rate(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} k" if x >= 1e3 else f"{x:.0f}"
+
+
+def ratios(results: dict) -> dict:
+    out = {}
+    for wkey, res in results.items():
+        a, b, c = res.get("a", {}).get("rate"), res.get("b", {}).get("rate"), res.get("c100", {}).get("rate")
+        paired = [ci["rate"] / ai["rate"] for ai, ci in zip(res["a"]["epochs"], res["c100"]["epochs"])]
+        out[wkey] = {"c100_over_a": c / a if a else None, "c100_over_a_paired_median": statistics.median(paired),
+                     "c100_over_b": c / b if b else None,
+                     "c50_over_a": res["c50"]["rate"] / a if a else None,
+                     "c10_over_a": res["c10"]["rate"] / a if a else None}
+    return out
+
+
+def report(out: dict, args) -> str:
+    lines = []
+    for kind, bs in (("rows", args.row_batch), ("images", args.image_batch)):
+        if kind not in out["workloads"]:
+            continue
+        results = out["workloads"][kind]["results"]
+        wkeys = list(results)
+        title = ("Criteo rows (160 B)" if kind == "rows" else "3 KiB images (32x32x3 uint8)")
+        lines.append(f"\n### {title}, batch {bs}, {out['workloads'][kind]['n']:,} samples — samples/s "
+                     f"(median of {args.epochs} epochs; (b): one run of ≤ {args.max_seconds_b:g} s)\n")
+        lines.append("| loader | " + " | ".join(f"num_workers={k[1:]}" for k in wkeys) + " |")
+        lines.append("|---|" + "---:|" * len(wkeys))
+        for name in LOADERS:
+            lines.append(f"| {LOADER_NAMES[name]} | " + " | ".join(fmt_rate(results[k][name]["rate"]) for k in wkeys)
+                         + " |")
+        lines.append("| (d) other libraries | " + " | ".join("not measured" for _ in wkeys) + " |")
+        rat = out["workloads"][kind]["ratios"]
+        lines.append("")
+        lines.append("| ratio | " + " | ".join(f"num_workers={k[1:]}" for k in wkeys) + " | target |")
+        lines.append("|---|" + "---:|" * len(wkeys) + "---|")
+
+        def row(label, key, fmt, target, ok):
+            cells = []
+            for k in wkeys:
+                v = rat[k][key]
+                cells.append("—" if v is None else fmt(v) + ("" if ok is None else (" ✓" if ok(v) else " ✗")))
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
+
+        is_rows = kind == "rows"
+        row("(c, 100 %) / (a)", "c100_over_a", lambda v: f"{v:.2f}", "≥ 0.8" if is_rows else "—",
+            (lambda v: v >= 0.8) if is_rows else None)
+        row("(c, 100 %) / (a), paired by epoch (median)", "c100_over_a_paired_median", lambda v: f"{v:.2f}", "—", None)
+        row("(c, 100 %) / (b)", "c100_over_b", lambda v: f"{v:,.0f}×", "≥ 100×" if is_rows else "—",
+            (lambda v: v >= 100) if is_rows else None)
+        row("(c, 50 %) / (a)", "c50_over_a", lambda v: f"{v:.2f}", "—", None)
+        row("(c, 10 %) / (a)", "c10_over_a", lambda v: f"{v:.2f}", "—", None)
+    lines.append("\n(d) other libraries (FFCV, DALI, Mosaic streaming, ...): not measured.")
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    import webdataset
+
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "numpy": np.__version__, "webdataset": webdataset.__version__,
+            "commit": commit, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "loadavg_start": os.getloadavg()}
+
+
+# ====================================================================== main
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rows", type=int, default=2_000_000, help="Criteo rows (default 2M)")
+    p.add_argument("--images", type=int, default=100_000, help="3 KiB images (default 100k)")
+    p.add_argument("--row-batch", type=int, default=4096)
+    p.add_argument("--image-batch", type=int, default=256)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="num_workers values (default 0 1 2)")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader after the warm-up (default 3)")
+    p.add_argument("--max-batches", type=int, default=None, help="cap every epoch at this many batches")
+    p.add_argument("--max-seconds-b", type=float, default=20.0, help="cap of each webdataset run (default 20 s)")
+    p.add_argument("--wds-rows", type=int, default=300_000,
+                   help="rows written as webdataset shards for (b) (default 300k; at most --rows)")
+    p.add_argument("--wds-rows-per-shard", type=int, default=25_000)
+    p.add_argument("--wds-images-per-shard", type=int, default=10_000)
+    p.add_argument("--wds-shuffle", type=int, default=0, help="(b) sample shuffle buffer (default 0: shards only)")
+    p.add_argument("--shard-max-bytes", type=int, default=None,
+                   help="SampleStore.create(shard_max_bytes=...) for the rows store (default: the store's, 1 GiB)")
+    p.add_argument("--workloads", nargs="+", choices=["rows", "images"], default=["rows", "images"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=DEFAULT_DATA)
+    p.add_argument("--regen", action="store_true", help="rebuild the generated data even if it exists")
+    p.add_argument("--out", default=DEFAULT_OUT, help="JSON results (default benchmarks/_work/loader.json)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny smoke configuration: 100k rows, 5k images, 2 epochs, (b) capped at 2 s")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.images, args.epochs = min(args.rows, 100_000), min(args.images, 5_000), min(args.epochs, 2)
+        args.max_seconds_b = min(args.max_seconds_b, 2.0)
+        args.wds_rows = min(args.wds_rows, 20_000)
+        args.wds_rows_per_shard, args.wds_images_per_shard = 5_000, 1_000
+    args.wds_rows = min(args.wds_rows, args.rows)
+    if min(args.workers) < 0 or args.epochs < 1:
+        p.error("--workers must be >= 0 and --epochs >= 1")
+    os.makedirs(args.data_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    log(f"config: {vars(args)}")
+
+    out = {"benchmark": "loader throughput (Modyn throughput experiment)", "config": vars(args),
+           "environment": environment(), "workloads": {},
+           "notes": {
+               "a": "contiguous batch-sized slices of an np.memmap, RandomSampler over batch indices, same tensors",
+               "b": "webdataset.WebDataset(shardshuffle=100), one sample per key (row/raw + cls members), "
+                    ".batched(B) with a vectorized collation; one run capped at --max-seconds-b; rate excludes the "
+                    "first batch (worker start-up); rows: only --wds-rows rows written as shards",
+               "c": "ModynDataModule.set_training_set(subset); train_dataloader(); persistent workers; "
+                    "set_epoch(e) before each epoch",
+               "d": "other libraries: not measured",
+               "method": "one warm-up epoch per loader, then --epochs timed epochs with loaders taking turns; "
+                         "median epoch rate reported; tensors only referenced, no compute",
+           }}
+    t_all = time.perf_counter()
+    for kind in args.workloads:
+        t = time.perf_counter()
+        meta = prepare_rows(args) if kind == "rows" else prepare_images(args)
+        prep_s = time.perf_counter() - t
+        bs = args.row_batch if kind == "rows" else args.image_batch
+        t = time.perf_counter()
+        w = run_workload(kind, meta, bs, args)
+        w.update(n=meta["n"], batch_size=bs, wds_samples=meta["wds_rows"], wds_shards=len(meta["wds"]),
+                 store_shards=meta["store_shards"], prepare_s=prep_s, run_s=time.perf_counter() - t)
+        w["ratios"] = ratios(w["results"])
+        out["workloads"][kind] = w
+        log(f"{kind}: prepared in {prep_s:.1f}s, measured in {w['run_s']:.1f}s")
+        with open(args.out, "w") as fh:  # partial results survive a later failure
+            json.dump(out, fh, indent=1)
+    out["total_s"] = time.perf_counter() - t_all
+    out["environment"]["loadavg_end"] = os.getloadavg()
+    table = report(out, args)
+    out["table"] = table
+    with open(args.out, "w") as fh:
+        json.dump(out, fh, indent=1)
+    print(table)
+    log(f"total {out['total_s']:.1f}s; results in {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
