@@ -1,6 +1,7 @@
 """The ``lightning-modyn`` command.
 
 Subcommands:
+    run     replay a stream, trigger, select, fit and evaluate, from a LightningCLI recipe (--config recipe.yaml)
     ingest  index existing WebDataset tar shards into a store (created if needed), with a progress bar
     info    what a store holds: samples, shards, bytes, time range, labels, deleted
     demo    the end-to-end store walk-through: generate data, ingest, append records, read, delete, compact
@@ -75,10 +76,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(argv: Sequence[str]) -> int:
+    from lightning_modyn.pipeline.cli import run_recipe
+
+    run_recipe(list(argv))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightning-modyn", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    sub.add_parser("run", help="run a recipe: lightning-modyn run --config recipes/rotating_digits.yaml",
+                   add_help=False)
     p = sub.add_parser("ingest", help="index existing WebDataset tar shards into a store")
     p.add_argument("shards", nargs="+", help="uncompressed .tar shards (paths or fsspec URLs)")
     p.add_argument("--store", required=True, help="store directory or fsspec URL")
@@ -104,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":  # LightningCLI parses the recipe (model, data, trainer, pipeline)
+        return cmd_run(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

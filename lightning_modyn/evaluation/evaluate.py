@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_modyn.evaluation.windows import SlicingWindows
+from lightning_modyn.evaluation.windows import PeriodicWindows, SlicingWindows
 from lightning_modyn.pipeline.registry import write_json_atomic
 
 _METRICS = ("accuracy", "f1", "roc_auc")
@@ -47,8 +47,8 @@ class Evaluation:
         plots: Write PNG plots (accuracy over time with trigger marks; the matrix heatmap).
     """
 
-    def __init__(self, windows: Any = None, every: int | None = None, metrics: tuple[str, ...] = ("accuracy",),
-                 plots: bool = True) -> None:
+    def __init__(self, windows: SlicingWindows | PeriodicWindows | None = None, every: int | None = None,
+                 metrics: tuple[str, ...] = ("accuracy",), plots: bool = True) -> None:
         if windows is None and every is None:
             raise ValueError("give windows=... or every=<window length>")
         unknown = [m for m in metrics if m not in _METRICS]

@@ -1,0 +1,57 @@
+"""A tiny DLRM-style click model for Criteo-format rows: embeddings of hashed categoricals + an MLP."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TinyDLRM(L.LightningModule):
+    """Bottom MLP on dense features, one embedding table per categorical feature (ids taken modulo
+    ``num_embeddings``), pairwise dot-product interactions, top MLP to one click logit.
+
+    Args:
+        num_dense: Dense features (13 for Criteo).
+        num_sparse: Categorical features (26 for Criteo).
+        num_embeddings: Rows per embedding table (ids are hashed into it).
+        embedding_dim: Embedding width.
+        lr: Adam learning rate.
+
+    >>> model = TinyDLRM(num_embeddings=100)
+    >>> x = {"dense": torch.zeros(4, 13), "cat": torch.zeros(4, 26, dtype=torch.int32)}
+    >>> model(x).shape
+    torch.Size([4, 1])
+    """
+
+    def __init__(self, num_dense: int = 13, num_sparse: int = 26, num_embeddings: int = 10_000,
+                 embedding_dim: int = 16, lr: float = 1e-3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.bottom = nn.Sequential(nn.Linear(num_dense, 64), nn.ReLU(), nn.Linear(64, embedding_dim), nn.ReLU())
+        self.tables = nn.Parameter(torch.randn(num_sparse, num_embeddings, embedding_dim) * 0.01)
+        pairs = (num_sparse + 1) * num_sparse // 2
+        self.top = nn.Sequential(nn.Linear(embedding_dim + pairs, 64), nn.ReLU(), nn.Linear(64, 1))
+        self.register_buffer("_rows", torch.arange(num_sparse), persistent=False)
+        self._triu = torch.triu_indices(num_sparse + 1, num_sparse + 1, offset=1)
+
+    def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        dense = self.bottom(x["dense"].float())
+        ids = x["cat"].long() % self.hparams.num_embeddings
+        sparse = self.tables[self._rows, ids]  # (B, num_sparse, dim)
+        z = torch.cat([dense.unsqueeze(1), sparse], dim=1)
+        inter = torch.bmm(z, z.transpose(1, 2))[:, self._triu[0], self._triu[1]]
+        return torch.cat([dense, inter], dim=1)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.top(self.embed(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.binary_cross_entropy_with_logits(self(x).squeeze(1), y.float())
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -1,0 +1,111 @@
+"""``lightning-modyn run``: a recipe is a LightningCLI config — ``model``, ``data``, ``trainer`` as in Lightning,
+plus ``pipeline`` (trigger, selection, evaluation) and an optional ``dataset`` generator. Only ``class_path`` /
+``init_args`` select code: no field is evaluated as Python source."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_modyn.data import ModynDataModule
+from lightning_modyn.pipeline.config import Pipeline, StreamGenerator
+from lightning_modyn.pipeline.loop import ContinualLoop, RunResult
+from lightning_modyn.store import SampleStore, StoreNotFoundError
+
+
+class ModynCLI(LightningCLI):
+    """LightningCLI with the ``pipeline`` and ``dataset`` sections."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(Pipeline, "pipeline", fail_untyped=True)
+        parser.add_subclass_arguments(StreamGenerator, "dataset", required=False)
+
+
+_REFUSED_MODULES = {"builtins", "os", "posix", "nt", "sys", "subprocess", "shutil", "importlib", "pickle", "marshal",
+                    "runpy", "code", "codeop", "ctypes", "pty", "socket", "webbrowser", "pdb", "shelve"}
+
+
+def refuse_code_execution(config: Any, path: str = "") -> None:
+    """Refuse config values that are functions of modules that run programs, evaluate code or unpickle.
+
+    jsonargparse already refuses source strings (``lambda ...``); this closes the other door, an import path
+    such as ``os.system`` given where a callable is expected.
+    """
+    items = vars(config).items() if hasattr(config, "__dict__") and not callable(config) else (
+        config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, (list, tuple)) else ())
+    for key, value in items:
+        where = f"{path}.{key}" if path else str(key)
+        if callable(value) and not isinstance(value, type):
+            module = (getattr(value, "__module__", None) or "").split(".")[0]
+            if module in _REFUSED_MODULES and (inspect.isroutine(value) or isinstance(value, functools.partial)):
+                raise ValueError(f"config field {where!r} names {module}.{getattr(value, '__name__', value)}: refused, "
+                                 "a recipe may not run programs, evaluate code or unpickle")
+        if isinstance(value, (dict, list, tuple)) or type(value).__name__ == "Namespace":
+            refuse_code_execution(value, where)
+
+
+def _store_exists(url: str) -> bool:
+    try:
+        SampleStore.open(url, readonly=True).close()
+        return True
+    except StoreNotFoundError:
+        return False
+
+
+def summary_table(result: RunResult) -> str:
+    """The table printed at the end of a run."""
+    lines = ["", f"{'trigger':>7} {'timestamp':>12} {'new':>8} {'trained':>8} {'seconds':>8}"]
+    for t in result.triggers:
+        lines.append(f"{t['trigger_id']:>7} {t['timestamp']:>12} {t['new_samples']:>8} {t['samples_trained']:>8} "
+                     f"{t['train_seconds']:>8.1f}")
+    total = sum(t["train_seconds"] for t in result.triggers)
+    lines.append(f"{result.num_triggers} trigger(s) over {result.stream_samples:,} samples; "
+                 f"{total:.1f}s of training")
+    if result.evaluation:
+        for metric, s in result.evaluation["summary"].items():
+            mean = s["composite_mean"]
+            lines.append(f"{metric} of the currently active model, mean over windows: "
+                         f"{'-' if mean is None else f'{mean:.4f}'}")
+    lines.append(f"output: {os.path.abspath(result.output_dir)}")
+    return "\n".join(lines)
+
+
+def run_recipe(argv: list[str]) -> RunResult | None:
+    """Parse a recipe, make the store if a ``dataset`` is given and the store is missing, run the loop."""
+    cli = ModynCLI(model_class=L.LightningModule, subclass_mode_model=True, datamodule_class=ModynDataModule,
+                   run=False, args=argv, save_config_callback=None, auto_configure_optimizers=False,
+                   parser_kwargs={"prog": "lightning-modyn run", "parser_mode": "yaml"})
+    config: Any = cli.config_init
+    refuse_code_execution(config)
+    datamodule: ModynDataModule = cli.datamodule
+    pipeline: Pipeline = config["pipeline"]
+    generator: StreamGenerator | None = config.get("dataset")
+    if not _store_exists(datamodule._store_url):
+        if generator is None:
+            raise StoreNotFoundError(f"no store at {datamodule._store_url} and the recipe has no dataset section "
+                                     "to generate one")
+        t0 = time.perf_counter()
+        print(f"[lightning-modyn] writing {type(generator).__name__} into {datamodule._store_url}", flush=True)
+        keys = generator.write(datamodule._store_url)
+        print(f"[lightning-modyn] wrote {len(keys):,} samples in {time.perf_counter() - t0:.1f}s", flush=True)
+    os.makedirs(pipeline.output_dir, exist_ok=True)
+    cli.parser.save(cli.config, os.path.join(pipeline.output_dir, "config.yaml"), overwrite=True,
+                    skip_check=True)
+    base_callbacks = list(config["trainer"].get("callbacks") or [])
+
+    def make_trainer() -> L.Trainer:
+        return cli.instantiate_trainer(callbacks=list(base_callbacks))
+
+    loop = ContinualLoop(cli.model, datamodule, pipeline.trigger, pipeline.selection, make_trainer,
+                         output_dir=pipeline.output_dir, warm_start=pipeline.warm_start, start=pipeline.start,
+                         end=pipeline.end, chunk_size=pipeline.chunk_size, seed=pipeline.seed,
+                         evaluation=pipeline.evaluation)
+    result = loop.run()
+    print(summary_table(result), flush=True)
+    return result

@@ -1,0 +1,44 @@
+"""The ``pipeline`` section of a recipe: what the loop adds to LightningCLI's ``model``, ``data`` and ``trainer``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from lightning_modyn.evaluation import Evaluation
+from lightning_modyn.selection import SelectionPolicy
+from lightning_modyn.triggers.base import Trigger
+
+
+class Pipeline:
+    """How to retrain: a trigger, a selection policy, optional evaluation, and where to write results.
+
+    Args:
+        trigger: When to retrain (``class_path`` of a :class:`~lightning_modyn.triggers.base.Trigger`).
+        selection: Which data each fit uses (default ``NewData()``: the data since the last trigger).
+        evaluation: Evaluate every model on windows of the stream at the end.
+        output_dir: Models, loop state, results and plots go here.
+        warm_start: Fit each model from the previous one (True) or from the initial weights (False).
+        start, end: Replay samples with ``start <= timestamp < end``.
+        chunk_size: Samples the trigger sees per call.
+        seed: Fits are seeded with ``seed + trigger_id``.
+    """
+
+    def __init__(self, trigger: Trigger, selection: SelectionPolicy | None = None,
+                 evaluation: Evaluation | None = None, output_dir: str = "runs/continual", warm_start: bool = True,
+                 start: int | None = None, end: int | None = None, chunk_size: int = 1000, seed: int = 0) -> None:
+        self.trigger = trigger
+        self.selection = selection
+        self.evaluation = evaluation
+        self.output_dir = output_dir
+        self.warm_start = warm_start
+        self.start, self.end, self.chunk_size, self.seed = start, end, chunk_size, seed
+
+
+class StreamGenerator(ABC):
+    """The optional ``dataset`` section: writes a bundled dynamic dataset into the store if it is not there."""
+
+    @abstractmethod
+    def write(self, url: str) -> np.ndarray:
+        """Create a store at ``url`` holding the stream; return its keys."""
