@@ -21,6 +21,10 @@ Loaders, each run for every ``--workers`` value (DataLoader ``num_workers``):
   baseline "loading big chunks locally without sample-level selection". A map-style Dataset whose item ``i`` is
   batch ``i`` (a contiguous slice, converted to the same tensors as the DataModule delivers);
   ``DataLoader(batch_size=None, sampler=RandomSampler(batch indices))``.
+* ``akw`` (diagnostic, ``--no-diagnostics`` skips it): ``a`` returning a ``KeyedBatch`` that also carries keys and
+  weights tensors — the DataModule's output structure without the store. With ``num_workers > 0`` every tensor of a
+  batch crosses from the worker through its own shared-memory segment, so this separates that transfer cost from
+  the cost of the store's gather: ``c100/a = (akw/a) * (c100/akw)``.
 * ``b``: plain ``webdataset.WebDataset`` streaming of the same data stored one sample per key (shards written with
   ``webdataset.ShardWriter``; rows as a raw 160 B ``row`` member + ``cls``, images as ``raw`` + ``cls``), shard
   shuffle only, batched with ``.batched(B)`` and a vectorized collation (favourable to webdataset). Capped at
@@ -36,6 +40,10 @@ Method: ``a`` and ``c*`` use persistent workers; each gets one warm-up epoch (pa
 ``--epochs`` timed epochs, the loaders taking turns epoch by epoch so that noise from other processes spreads
 evenly; the table shows the median epoch rate. Each batch's tensors are only referenced (no compute).
 ``--max-batches`` caps every epoch. Before timing, one batch of every loader is checked against the source data.
+
+Cost: the full default run was estimated (from ``--quick`` rates on a busy 2-core VM) at about 6 minutes: ~1.5 min to
+generate the data (mostly ``ShardWriter``, ~6 k samples/s) and ~4.5 min to measure, 2 x 6 x 20 s of it in ``b``;
+about 2.3 GB of generated data. A second run reuses the data.
 
 Prints progress, then markdown tables, and writes every number to ``--out`` (JSON). Generated data goes to
 ``benchmarks/_work/loader_data`` and is reused by later runs with the same sizes (``--regen`` rebuilds it).
@@ -64,7 +72,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from lightning_modyn.data import ArrayMember, ModynDataModule  # noqa: E402
+from lightning_modyn.data import ArrayMember, KeyedBatch, ModynDataModule  # noqa: E402
 from lightning_modyn.datasets import CRITEO_DTYPE, synthetic_criteo_rows  # noqa: E402
 from lightning_modyn.store import SampleStore  # noqa: E402
 
@@ -74,9 +82,10 @@ IMG_SHAPE = (32, 32, 3)
 IMG_BYTES = int(np.prod(IMG_SHAPE))  # 3072
 DATA_VERSION = 1
 WDS_MTIME = 1_700_000_000  # integer mtime: webdataset's TarWriter adds a PAX header per member for a float one
-LOADERS = ("a", "b", "c100", "c50", "c10")
+LOADERS = ("a", "akw", "b", "c100", "c50", "c10")
 LOADER_NAMES = {
     "a": "(a) contiguous chunks, local memmap",
+    "akw": "(a+kw) diagnostic: (a) + keys & weights tensors (KeyedBatch)",
     "b": "(b) webdataset.WebDataset streaming",
     "c100": "(c) ModynDataModule, 100 % shuffled",
     "c50": "(c) ModynDataModule, 50 % random subset",
@@ -221,8 +230,9 @@ def rows_to_tensors(rows: np.ndarray) -> tuple:
 class ChunkDataset(Dataset):
     """Item ``i`` is batch ``i``: a contiguous slice of a memory-mapped file, as tensors (opened per process)."""
 
-    def __init__(self, kind: str, meta: dict, batch_size: int) -> None:
+    def __init__(self, kind: str, meta: dict, batch_size: int, keyed: bool = False) -> None:
         self.kind, self.meta, self.batch_size, self.n = kind, meta, batch_size, meta["n"]
+        self.keyed = keyed  # also carry keys and weights, as the DataModule's KeyedBatch does (diagnostic)
         self._mm = self._labels = None
 
     def __getstate__(self):
@@ -244,12 +254,17 @@ class ChunkDataset(Dataset):
         s = i * self.batch_size
         e = min(self.n, s + self.batch_size)
         if self.kind == "rows":
-            return rows_to_tensors(self._mm[s:e])
-        return torch.from_numpy(np.array(self._mm[s:e])), torch.from_numpy(np.array(self._labels[s:e]))
+            out = rows_to_tensors(self._mm[s:e])
+        else:
+            out = torch.from_numpy(np.array(self._mm[s:e])), torch.from_numpy(np.array(self._labels[s:e]))
+        if not self.keyed:
+            return out
+        first = self.meta["first_key"]
+        return KeyedBatch(out, keys=torch.arange(first + s, first + e), weights=torch.ones(e - s))
 
 
-def loader_a(kind: str, meta: dict, batch_size: int, workers: int, seed: int) -> DataLoader:
-    ds = ChunkDataset(kind, meta, batch_size)
+def loader_a(kind: str, meta: dict, batch_size: int, workers: int, seed: int, keyed: bool = False) -> DataLoader:
+    ds = ChunkDataset(kind, meta, batch_size, keyed)
     gen = torch.Generator()
     gen.manual_seed(seed)
     return DataLoader(ds, batch_size=None, sampler=RandomSampler(ds, generator=gen), num_workers=workers,
@@ -398,11 +413,16 @@ def verify(kind: str, meta: dict, batch_size: int, seed: int) -> dict:
         checked[name] = len(keys)
     dm.store.close()
     # (a): batch 1 is rows [B, 2B)
-    ds = ChunkDataset(kind, meta, batch_size)
-    i = min(1, len(ds) - 1)
-    x, y = ds[i]
-    check(x, y, np.arange(i * batch_size, min(n, (i + 1) * batch_size)), "a")
-    checked["a"] = len(y)
+    for name, keyed in (("a", False), ("akw", True)):
+        ds = ChunkDataset(kind, meta, batch_size, keyed)
+        i = min(1, len(ds) - 1)
+        batch = ds[i]
+        x, y = batch
+        idx = np.arange(i * batch_size, min(n, (i + 1) * batch_size))
+        check(x, y, idx, name)
+        if keyed and not np.array_equal(batch.keys.numpy(), idx + first):
+            raise AssertionError(f"{kind} {name}: wrong keys")
+        checked[name] = len(y)
     # (b): the first batch, with the samples' __key__ to know which rows it holds
     ds = wds_dataset(kind, meta, None, 0, seed, with_key=True)
     samples = []
@@ -426,7 +446,10 @@ def run_workload(kind: str, meta: dict, batch_size: int, args) -> dict:
     for w in args.workers:
         res = results[f"w{w}"] = {}
         loaders, dm = modyn_loaders(kind, meta, batch_size, w, args.seed)
-        timed = {"a": loader_a(kind, meta, batch_size, w, args.seed), **loaders}
+        timed = {"a": loader_a(kind, meta, batch_size, w, args.seed)}
+        if args.diagnostics:
+            timed["akw"] = loader_a(kind, meta, batch_size, w, args.seed, keyed=True)
+        timed.update(loaders)
         log(f"{kind} w={w}: warm-up epoch of each of {', '.join(timed)}")
         for name, loader in timed.items():
             r = time_epoch(loader, 0, args.max_batches)
@@ -447,7 +470,7 @@ def run_workload(kind: str, meta: dict, batch_size: int, args) -> dict:
         for name, rs in runs.items():
             expected = None
             if not args.max_batches:
-                expected = meta["n"] if name == "a" else int(round(FRACTIONS[name] * meta["n"]))
+                expected = int(round(FRACTIONS.get(name, 1.0) * meta["n"]))
             if expected is not None and any(r["samples"] != expected for r in rs):
                 raise AssertionError(f"{kind} {name} w={w}: epochs delivered {[r['samples'] for r in rs]} samples, "
                                      f"expected {expected}")
@@ -484,6 +507,8 @@ def ratios(results: dict) -> dict:
         paired = [ci["rate"] / ai["rate"] for ai, ci in zip(res["a"]["epochs"], res["c100"]["epochs"])]
         out[wkey] = {"c100_over_a": c / a if a else None, "c100_over_a_paired_median": statistics.median(paired),
                      "c100_over_b": c / b if b else None,
+                     "c100_over_akw": c / res["akw"]["rate"] if "akw" in res else None,
+                     "akw_over_a": res["akw"]["rate"] / a if "akw" in res and a else None,
                      "c50_over_a": res["c50"]["rate"] / a if a else None,
                      "c10_over_a": res["c10"]["rate"] / a if a else None}
     return out
@@ -502,6 +527,8 @@ def report(out: dict, args) -> str:
         lines.append("| loader | " + " | ".join(f"num_workers={k[1:]}" for k in wkeys) + " |")
         lines.append("|---|" + "---:|" * len(wkeys))
         for name in LOADERS:
+            if name not in results[wkeys[0]]:
+                continue
             lines.append(f"| {LOADER_NAMES[name]} | " + " | ".join(fmt_rate(results[k][name]["rate"]) for k in wkeys)
                          + " |")
         lines.append("| (d) other libraries | " + " | ".join("not measured" for _ in wkeys) + " |")
@@ -523,6 +550,9 @@ def report(out: dict, args) -> str:
         row("(c, 100 %) / (a), paired by epoch (median)", "c100_over_a_paired_median", lambda v: f"{v:.2f}", "—", None)
         row("(c, 100 %) / (b)", "c100_over_b", lambda v: f"{v:,.0f}×", "≥ 100×" if is_rows else "—",
             (lambda v: v >= 100) if is_rows else None)
+        if "akw" in results[wkeys[0]]:
+            row("(a+kw) / (a): cost of carrying keys & weights", "akw_over_a", lambda v: f"{v:.2f}", "—", None)
+            row("(c, 100 %) / (a+kw): cost of the store gather", "c100_over_akw", lambda v: f"{v:.2f}", "—", None)
         row("(c, 50 %) / (a)", "c50_over_a", lambda v: f"{v:.2f}", "—", None)
         row("(c, 10 %) / (a)", "c10_over_a", lambda v: f"{v:.2f}", "—", None)
     lines.append("\n(d) other libraries (FFCV, DALI, Mosaic streaming, ...): not measured.")
@@ -538,7 +568,8 @@ def environment() -> dict:
         commit = None
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "torch": torch.__version__, "numpy": np.__version__, "webdataset": webdataset.__version__,
-            "commit": commit, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "commit": commit, "sharing_strategy": torch.multiprocessing.get_sharing_strategy(),
+            "start_method": __import__("multiprocessing").get_start_method(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "loadavg_start": os.getloadavg()}
 
 
@@ -553,13 +584,17 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader after the warm-up (default 3)")
     p.add_argument("--max-batches", type=int, default=None, help="cap every epoch at this many batches")
     p.add_argument("--max-seconds-b", type=float, default=20.0, help="cap of each webdataset run (default 20 s)")
-    p.add_argument("--wds-rows", type=int, default=300_000,
-                   help="rows written as webdataset shards for (b) (default 300k; at most --rows)")
+    p.add_argument("--wds-rows", type=int, default=200_000,
+                   help="rows written as webdataset shards for (b) (default 200k; at most --rows)")
     p.add_argument("--wds-rows-per-shard", type=int, default=25_000)
     p.add_argument("--wds-images-per-shard", type=int, default=10_000)
     p.add_argument("--wds-shuffle", type=int, default=0, help="(b) sample shuffle buffer (default 0: shards only)")
     p.add_argument("--shard-max-bytes", type=int, default=None,
                    help="SampleStore.create(shard_max_bytes=...) for the rows store (default: the store's, 1 GiB)")
+    p.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
+                   help="skip the (a+kw) diagnostic loader: (a) plus keys & weights tensors like a KeyedBatch")
+    p.add_argument("--sharing-strategy", choices=["file_descriptor", "file_system"], default=None,
+                   help="torch.multiprocessing sharing strategy (default: torch's, file_descriptor on Linux)")
     p.add_argument("--workloads", nargs="+", choices=["rows", "images"], default=["rows", "images"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA)
@@ -576,6 +611,8 @@ def main(argv=None) -> dict:
     args.wds_rows = min(args.wds_rows, args.rows)
     if min(args.workers) < 0 or args.epochs < 1:
         p.error("--workers must be >= 0 and --epochs >= 1")
+    if args.sharing_strategy:
+        torch.multiprocessing.set_sharing_strategy(args.sharing_strategy)
     os.makedirs(args.data_dir, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     log(f"config: {vars(args)}")
@@ -589,6 +626,9 @@ def main(argv=None) -> dict:
                     "first batch (worker start-up); rows: only --wds-rows rows written as shards",
                "c": "ModynDataModule.set_training_set(subset); train_dataloader(); persistent workers; "
                     "set_epoch(e) before each epoch",
+               "akw": "diagnostic: (a) returning a KeyedBatch with keys and weights tensors, i.e. the DataModule's "
+                      "output structure without the store: separates the DataLoader transfer cost of the two extra "
+                      "tensors from the cost of the store's gather",
                "d": "other libraries: not measured",
                "method": "one warm-up epoch per loader, then --epochs timed epochs with loaders taking turns; "
                          "median epoch rate reported; tensors only referenced, no compute",

@@ -119,19 +119,35 @@ def bench_alternating(methods: dict, n_keys: int, batch: int, repeats: int, seed
         for name in names:
             methods[name](idx)
     times: dict[str, list[float]] = {name: [] for name in names}
+    faults = {name: 0 for name in names}
     for r in range(repeats):
         idx = rng.integers(0, n_keys, batch)
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
+            f0 = page_faults()
             t0 = time.perf_counter()
             methods[name](idx)
             times[name].append(time.perf_counter() - t0)
+            faults[name] += page_faults() - f0
     out = {}
     for name in names:
         st = stats(times[name])
         st["rows_per_s"] = batch / st["median_s"]
+        st["page_faults_per_batch"] = faults[name] / repeats
         out[name] = st
     return out
+
+
+def page_faults() -> int:
+    """Minor + major page faults of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_minflt + ru.ru_majflt
+
+
+def prefault(read, n: int, chunk: int = 1 << 18) -> None:
+    """Read every key once through ``read`` so that its memory maps are populated (not just the page cache)."""
+    for start in range(0, n, chunk):
+        read(np.arange(start, min(n, start + chunk)))
 
 
 CEILING = "numpy memmap mm[idx]"
@@ -146,7 +162,8 @@ def add_ratios(timing: dict, unit: str) -> None:
         st["ratio_to_memmap"] = st["rows_per_s"] / ceiling
         st["ratio_to_best_numpy"] = st["rows_per_s"] / best
         log(f"  {name:55s} median {fmt_s(st['median_s'])}  {fmt_rate(st['rows_per_s'])} {unit}  "
-            f"{st['ratio_to_memmap']:.2f}x mm[idx], {st['ratio_to_best_numpy']:.2f}x best numpy")
+            f"{st['ratio_to_memmap']:.2f}x mm[idx], {st['ratio_to_best_numpy']:.2f}x best numpy, "
+            f"{st['page_faults_per_batch']:.0f} page faults/batch")
 
 
 def fmt_rate(x: float) -> str:
@@ -263,6 +280,11 @@ def part_records(args, work: str, res: dict, SampleStore) -> None:
     assert reader.get_records(check).tobytes() == mm[check].tobytes(), "store rows differ from the written rows"
     assert reader1.get_records(check).tobytes() == mm[check].tobytes(), "store rows differ from the written rows"
     mm_bytes = np.memmap(raw_path, dtype=np.uint8, mode="r").reshape(n, 160)
+    log("records: populating every memory map (each method reads all rows once), so that timed batches measure "
+        "steady state rather than first-touch page faults")
+    for read in (reader.get_records, reader1.get_records, lambda idx: mm[idx],
+                 lambda idx: np.take(mm_bytes, idx, axis=0)):
+        prefault(read, n)
     methods = {
         f"store.get_records ({info['shards']} shards)": reader.get_records,
         f"store.get_records ({single_shards} shard)": reader1.get_records,
@@ -332,6 +354,10 @@ def part_samples(args, work: str, res: dict, SampleStore) -> None:
     assert all(g["bin"] == mm[k].tobytes() for g, k in zip(got, check.tolist())), "store bytes differ"
     assert reader.get_member(check, "bin").array().tobytes() == mm[check].tobytes(), "get_member bytes differ"
     assert reader1.get_member(check, "bin").array().tobytes() == mm[check].tobytes(), "get_member bytes differ"
+    log("samples: populating every memory map (each store and the memmap read in full once)")
+    for read in (lambda idx: reader.get_member(idx, "bin"), lambda idx: reader1.get_member(idx, "bin"),
+                 lambda idx: np.take(mm, idx, axis=0)):
+        prefault(read, n, chunk=1 << 14)
     sh = f"{info['shards']} shards"
     methods = {
         f"store.get(keys) ({sh})": reader.get,
@@ -483,19 +509,22 @@ def query_worker(spec: dict) -> dict:
         out["queries"][name] = {"keys": got, "expected": expect, **stats(times),
                                 "tracemalloc_peak_bytes": peak, "result_bytes": result_bytes,
                                 "maxrss_growth_kib": rss_after - rss_before}
-    # random reads over the whole store (not pre-warmed: the shards may or may not be in the page cache)
+    # random reads over the whole store, freshly mapped in this process (the shards were just written, so they are
+    # mostly in the page cache, but not mapped): pass 1 pays first-touch page faults, pass 2 repeats the same keys
     rng = np.random.default_rng(13)
-    for _ in range(3):
-        store.get_records(rng.integers(0, n, spec["batch"]))
-    times = []
-    for _ in range(spec["read_repeats"]):
-        idx = rng.integers(0, n, spec["batch"])
-        t0 = time.perf_counter()
-        store.get_records(idx)
-        times.append(time.perf_counter() - t0)
-    st = stats(times)
-    st["rows_per_s"] = spec["batch"] / st["median_s"]
-    out["get_records_random"] = st
+    batches = [rng.integers(0, n, spec["batch"]) for _ in range(spec["read_repeats"])]
+    for label in ("fresh_maps", "same_keys_again"):
+        times, faults = [], 0
+        for idx in batches:
+            f0 = page_faults()
+            t0 = time.perf_counter()
+            store.get_records(idx)
+            times.append(time.perf_counter() - t0)
+            faults += page_faults() - f0
+        st = stats(times)
+        st["rows_per_s"] = spec["batch"] / st["median_s"]
+        st["page_faults_per_batch"] = faults / len(batches)
+        out[f"get_records_random_{label}"] = st
     store.close()
     return out
 
@@ -551,7 +580,10 @@ def part_scale(args, work: str, res: dict, SampleStore) -> None:
         for name, q in fp["queries"].items():
             log(f"  {name:18s} {q['keys']:>9,} keys  median {fmt_s(q['median_s'])}  "
                 f"peak {fmt_b(q['tracemalloc_peak_bytes'])} (result {fmt_b(q['result_bytes'])})")
-        log(f"  get_records {args.batch} random keys: {fmt_rate(fp['get_records_random']['rows_per_s'])} rows")
+        for phase in ("fresh_maps", "same_keys_again"):
+            st = fp[f"get_records_random_{phase}"]
+            log(f"  get_records {args.batch} random keys ({phase}): {fmt_rate(st['rows_per_s'])} rows, "
+                f"{st['page_faults_per_batch']:.0f} page faults/batch")
         out[label] = built
         if not args.keep:
             shutil.rmtree(url)
@@ -617,9 +649,12 @@ def markdown(res: dict, args) -> str:
                      if qs else "n/a | n/a")
             lines.append(f"| `{name}` | {fmt_s(q['median_s'])} ({q['keys']:,} keys) | "
                          f"{fmt_b(q['tracemalloc_peak_bytes'])} | {right} |")
-        lines.append(f"| `get_records` {args.batch} random keys (not pre-warmed) | "
-                     f"{fmt_rate(bf['get_records_random']['rows_per_s'])} rows | | "
-                     f"{fmt_rate(sf['get_records_random']['rows_per_s'])} rows | |")
+        for label, what in (("fresh_maps", "fresh process, maps not yet populated"),
+                            ("same_keys_again", "same batches again")):
+            b, sm = bf[f"get_records_random_{label}"], sf[f"get_records_random_{label}"]
+            lines.append(f"| `get_records` {args.batch} random keys ({what}) | {fmt_rate(b['rows_per_s'])} rows | "
+                         f"{b['page_faults_per_batch']:.0f} page faults/batch | {fmt_rate(sm['rows_per_s'])} rows | "
+                         f"{sm['page_faults_per_batch']:.0f} page faults/batch |")
     return "\n".join(lines)
 
 
@@ -662,7 +697,8 @@ def main() -> None:
     if args.profile and os.path.exists(args.profile_path):
         os.remove(args.profile_path)
     parts = args.only or ["records", "samples", "ingest"] + ([] if args.skip_scale else ["scale"])
-    res: dict = {"machine": machine(), "argv": sys.argv[1:], "batch": args.batch, "repeats": args.repeats}
+    res: dict = {"machine": machine(), "argv": sys.argv[1:], "batch": args.batch, "repeats": args.repeats,
+                 "loadavg_start": open("/proc/loadavg").read().split()[:3]}
     m = res["machine"]
     log(f"machine: {m['cpu']}, {m['cores']} cores, {fmt_b(m['mem_bytes'])} RAM, numpy {m['numpy']}, "
         f"package at {m['git_commit']}{' (uncommitted changes)' if m['package_dirty'] else ''}")
@@ -683,9 +719,12 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     res["total_seconds"] = time.perf_counter() - t_start
+    res["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(res, fh, indent=1)
     table = markdown(res, args)
     res["markdown"] = table
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=1)
     print()

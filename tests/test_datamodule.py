@@ -320,3 +320,23 @@ def test_changing_the_training_set_between_epochs(click_store):
     dm.set_training_set(keys[:1000])
     with pytest.raises(RuntimeError, match="reload_dataloaders_every_n_epochs=1"):
         trainer(max_epochs=2, callbacks=[Shrink()]).fit(PlainClickModel(), datamodule=dm)
+
+
+def test_forked_workers_reopen_the_store_instead_of_sharing_its_connection(click_store):
+    import multiprocessing as mp
+
+    store, keys, rows = click_store
+    store.get_records(keys[:3])  # the parent has a loaded snapshot and an open SQLite connection
+    parent_catalog = store.catalog
+
+    def child(queue):
+        got = store.get_records(keys[10:13])
+        queue.put((store.catalog is not parent_catalog, store.readonly, got.tobytes() == rows[10:13].tobytes()))
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(queue,))
+    proc.start()
+    proc.join(60)
+    assert queue.get(timeout=5) == (True, True, True)
+    assert store.catalog is parent_catalog and not store.readonly

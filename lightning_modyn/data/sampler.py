@@ -121,11 +121,12 @@ class SelectionSampler(DistributedSampler):
         start = self._resume_batches if self._resume_epoch == epoch else 0
         self._resume_epoch, self._resume_batches = None, 0
         positions, pad = self.rank_positions(epoch)
+        keys = self.keys[positions]  # one gather per epoch; batches are slices of it
+        weights = self.weights[positions]
+        weights[pad] = 0.0
         for b in range(start, len(self)):
-            sel = positions[b * self.batch_size : (b + 1) * self.batch_size]
-            weights = self.weights[sel].copy()
-            weights[pad[b * self.batch_size : (b + 1) * self.batch_size]] = 0.0
-            yield KeyBatch(self.keys[sel], weights, epoch, b)
+            sel = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield KeyBatch(keys[sel], weights[sel], epoch, b)
 
     # -------------------------------------------------------------- resume
     def state_dict(self, batches_done: int) -> dict[str, Any]:

@@ -365,34 +365,35 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 def _render(sources: np.ndarray, angles: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
     """Rotate (counter-clockwise, radians) and upsample (n, 8, 8) images to (n, size, size), bilinearly."""
     n, h, w = sources.shape
-    padded = np.zeros((n, h + 2, w + 2), np.float32)  # a zero border: samples outside the source read 0
-    padded[:, 1:-1, 1:-1] = sources
-    flat = padded.reshape(n, -1)
+    stride = w + 3
+    plane = (h + 3) * stride
+    padded = np.zeros((n, h + 3, stride), np.float32)  # a zero border: samples outside the source read 0
+    padded[:, 1 : h + 1, 1 : w + 1] = sources
+    flat = padded.reshape(-1)
     scale = np.float32(w / (_FILL * size))  # source pixels per output pixel
-    grid = (np.arange(size, dtype=np.float32) - (size - 1) / 2) * scale
-    dy, dx = np.meshgrid(grid, grid, indexing="ij")
-    dy, dx = dy.reshape(1, -1), dx.reshape(1, -1)
+    grid = (np.arange(size, dtype=np.float32) - np.float32((size - 1) / 2)) * scale
+    dy, dx = (g.reshape(1, -1) for g in np.meshgrid(grid, grid, indexing="ij"))
     out = np.empty((n, size * size), np.float32)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         cos, sin = np.cos(angles[lo:hi])[:, None], np.sin(angles[lo:hi])[:, None]
-        # output pixel -> source position (inverse rotation; rows grow downwards)
-        # (clipped into the zero border so that far-away pixels read only zeros)
-        sx = np.clip(cos * dx - sin * dy + (w - 1) / 2, -1, w)
-        sy = np.clip(sin * dx + cos * dy + (h - 1) / 2, -1, h)
+        # output pixel -> source position (inverse rotation; rows grow downwards), clipped into the zero
+        # border so that pixels far outside the source read only zeros
+        sx = np.clip(cos * dx - sin * dy + np.float32((w - 1) / 2), -1, w)
+        sy = np.clip(sin * dx + cos * dy + np.float32((h - 1) / 2), -1, h)
         x0, y0 = np.floor(sx), np.floor(sy)
         fx, fy = sx - x0, sy - y0
-        x0 = x0.astype(np.int64) + 1  # index into the padded image
-        y0 = y0.astype(np.int64) + 1
-        x1, y1 = np.minimum(x0 + 1, w + 1), np.minimum(y0 + 1, h + 1)
-        rows = flat[lo:hi]
-
-        def at(yy, xx):
-            return np.take_along_axis(rows, yy * (w + 2) + xx, axis=1)
-
-        top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
-        bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
-        out[lo:hi] = top * (1 - fy) + bottom * fy
+        # flat index of each sample's top-left neighbour in this chunk's padded images (exact in float32)
+        first = np.float32(stride + 1) + np.arange(hi - lo, dtype=np.float32)[:, None] * np.float32(plane)
+        i00 = (y0 * np.float32(stride) + x0 + first).astype(np.int64)
+        part = flat[lo * plane : hi * plane]
+        top = part[i00]
+        top += fx * (part[i00 + 1] - top)
+        i00 += stride
+        bottom = part[i00]
+        bottom += fx * (part[i00 + 1] - bottom)
+        top += fy * (bottom - top)
+        out[lo:hi] = top
     return out.reshape(n, size, size)
 
 
@@ -409,15 +410,23 @@ def _stroke(images: np.ndarray, amount: float) -> np.ndarray:
     return images
 
 
-def _neighbours(images: np.ndarray) -> list[np.ndarray]:
-    """The image and its four axis neighbours (a plus-shaped structuring element), zero outside."""
-    p = np.pad(images, ((0, 0), (1, 1), (1, 1)))
-    return [p[:, 1:-1, 1:-1], p[:, :-2, 1:-1], p[:, 2:, 1:-1], p[:, 1:-1, :-2], p[:, 1:-1, 2:]]
-
-
 def _dilate(images: np.ndarray) -> np.ndarray:
-    return functools.reduce(np.maximum, _neighbours(images))
+    """Grayscale dilation with a plus-shaped structuring element (each pixel and its four neighbours)."""
+    out = images.copy()
+    np.maximum(out[:, 1:], images[:, :-1], out=out[:, 1:])
+    np.maximum(out[:, :-1], images[:, 1:], out=out[:, :-1])
+    np.maximum(out[:, :, 1:], images[:, :, :-1], out=out[:, :, 1:])
+    np.maximum(out[:, :, :-1], images[:, :, 1:], out=out[:, :, :-1])
+    return out
 
 
 def _erode(images: np.ndarray) -> np.ndarray:
-    return functools.reduce(np.minimum, _neighbours(images))
+    """Grayscale erosion with the same element; outside the image counts as black."""
+    out = images.copy()
+    np.minimum(out[:, 1:], images[:, :-1], out=out[:, 1:])
+    np.minimum(out[:, :-1], images[:, 1:], out=out[:, :-1])
+    np.minimum(out[:, :, 1:], images[:, :, :-1], out=out[:, :, 1:])
+    np.minimum(out[:, :, :-1], images[:, :, 1:], out=out[:, :, :-1])
+    out[:, [0, -1], :] = 0
+    out[:, :, [0, -1]] = 0
+    return out

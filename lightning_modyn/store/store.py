@@ -173,6 +173,7 @@ class SampleStore:
         self._snap_token: tuple[int, int] | None = None
         self._row_views: dict[tuple[int, int, int], np.ndarray] = {}
         self._record_dtype: np.dtype | None = None
+        self._pid = os.getpid()
         if _create is not None:
             self._create(_create)
         else:
@@ -291,6 +292,31 @@ class SampleStore:
             rel = f"{SHARDS}/{name}"
             if rel not in known:
                 self.files.remove(rel)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog connection of this process. A forked child (a DataLoader worker) must not use its parent's
+        SQLite connection or file maps, so on first use there it reopens the store read-only."""
+        if self._pid != os.getpid():
+            self._reopen_in_child()
+        return self._catalog
+
+    @catalog.setter
+    def catalog(self, value: Catalog) -> None:
+        self._catalog = value
+
+    def _reopen_in_child(self) -> None:
+        self._pid = os.getpid()
+        self._lock_handle = None  # the parent holds the writer lock; a child never writes
+        self.readonly = True
+        self.files = StoreFS(self.url, self.storage_options)
+        self._snap = None
+        self._snap_token = None
+        self._row_views = {}
+        if self.files.local:
+            self._catalog = Catalog(self.files.path(CATALOG), readonly=True, wal=True)
+        else:  # the parent's downloaded copy is a file: open our own connection to it
+            self._catalog = Catalog(self._catalog.path, readonly=False, wal=False)
 
     def refresh(self) -> None:
         """See commits made since this store was opened (remote readers re-download the catalog)."""
