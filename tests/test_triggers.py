@@ -182,16 +182,19 @@ def test_drift_without_model_uses_warmup_trigger_or_first_point():
     assert [e["phase"] for e in t.evaluations] == ["unready"] * 12
 
 
-def test_drift_warmup_calibrates_dynamic_policy():
+def test_drift_warmup_calibrates_dynamic_policies():
     f = shifted_features(n=1000, switch=700, shift=2.0)
     policy = DynamicQuantileThreshold(quantile=0.1, window_size=20)
-    t = DataDriftTrigger({"mmd": policy}, detection_interval=50, warmup_intervals=5, overlap=True,
+    t = DataDriftTrigger({"mmd": policy}, detection_interval=50, warmup_intervals=10, overlap=True,
                          reference_size=100)
-    fires = run(t, np.arange(1000), context=FakeContext(f))
-    phases = [e["phase"] for e in t.evaluations]
-    assert phases[:6] == ["unready", "warmup", "warmup", "warmup", "warmup", "warmup"]
-    assert len(policy.observations) >= 5
-    assert fires[0] == 49 and fires[1] == 749  # calibrated on no-drift values: quiet until the switch
+    # 49: no reference; 99..549 warm-up (no warm-up trigger: no fire); quiet until the switch at 700; the
+    # reference after 749 is 650..749, half old, so 750..799 drifts from it too
+    assert run(t, np.arange(1000), context=FakeContext(f)) == [49, 749, 799]
+    assert [e["phase"] for e in t.evaluations][:12] == ["unready"] + ["warmup"] * 10 + ["detect"]
+    assert len(policy.observations) == 19  # 10 warm-up values + 9 decided ones (window 20)
+    t = DataDriftTrigger({"mmd": DynamicRollingAverageThreshold(deviation=0.1, absolute=True)},
+                         detection_interval=50, warmup_intervals=5, overlap=True, reference_size=100)
+    assert run(t, np.arange(1000), context=FakeContext(f)) == [49, 749]
 
 
 def test_drift_windows_by_time_and_sampling():
@@ -203,9 +206,10 @@ def test_drift_windows_by_time_and_sampling():
     assert run(DataDriftTrigger({"mmd": StaticThreshold(0.1)}, detection_interval_seconds=100), ts,
                chunks=[50, 250, 50, 250], context=FakeContext(f)) == [49, 349]
     ctx = FakeContext(f)
-    t = drift_trigger(window_size=50, reference_size=200, sample_size=20)
-    assert run(t, np.arange(600), context=ctx) == [49, 349]
+    assert run(drift_trigger(sample_size=20), np.arange(600), context=ctx) == [49, 349]
     assert max(ctx.embedded) == 20
+    # a reference of 200 samples is 3/4 old data after the fire at 349, then 1/2: two more fires
+    assert run(drift_trigger(reference_size=200), np.arange(600), context=FakeContext(f)) == [49, 349, 399, 449]
 
 
 def test_drift_embeds_reference_once_per_model():
@@ -256,22 +260,25 @@ def test_performance_avoidable_misclassifications():
     # expectation estimated from the first window after each fire: no avoidable ones when accuracy stays put
     t = PerformanceTrigger(detection_interval=20, avoidable_misclassifications=5)
     assert run(t, np.arange(200), context=FakeContext(correct=correct)) == []
-    correct[100:] = np.arange(100) % 2 == 0  # accuracy 0.8 -> 0.5: 6 avoidable per interval of 20
+    correct[100:] = np.arange(100) % 2 == 0  # accuracy 0.8 -> 0.5
     t = PerformanceTrigger(detection_interval=20, avoidable_misclassifications=5)
-    assert run(t, np.arange(200), context=FakeContext(correct=correct)) == [119, 159, 179, 199]
+    # expected 0.8 (window 0..19): 100..119 has 10 - 4 = 6 avoidable -> fire. No model is retrained here, so the
+    # first window after the fire (0.5) joins the expectation (0.65): 3 + 3 -> fire at 159; then 0.6: 2 + 2 < 5
+    assert run(t, np.arange(200), context=FakeContext(correct=correct)) == [119, 159]
 
 
 # ------------------------------------------------------------------------------------------------- cost
 def test_data_incorporation_latency_cost():
-    # one sample a second, forecast 0.1 s per sample; at the k-th point of 10 samples since the last fire,
-    # regret = 10k (10k - 1) / 2 and forecast 1k: factor 0.01 -> 0.5 k (10k - 1) >= k  <=> k >= 1 (4.5 >= 1)
-    t = DataIncorporationLatencyCostTrigger(conversion_factor=0.01, detection_interval=10)
+    # one sample a second, forecast 0.1 s per sample; at the k-th point (10 samples each) since the last fire,
+    # regret = 10k (10k - 1) / 2 and forecast k: factor 0.1 -> 0.5 k (10k - 1) >= k  <=> k >= 1: every point
+    t = DataIncorporationLatencyCostTrigger(conversion_factor=0.1, detection_interval=10)
     assert run(t, np.arange(50), context=FakeContext()) == [9, 19, 29, 39, 49]
-    # factor 0.001: 0.05 k (10k - 1) >= k  <=> 10k - 1 >= 20  <=> k >= 3 -> every third point
-    t = DataIncorporationLatencyCostTrigger(conversion_factor=0.001, detection_interval=10)
+    # factor 0.01: 0.05 k (10k - 1) >= k  <=> 10k - 1 >= 20  <=> k >= 3 -> every third point
+    t = DataIncorporationLatencyCostTrigger(conversion_factor=0.01, detection_interval=10)
     assert run(t, np.arange(120), context=FakeContext()) == [29, 59, 89, 119]
+    assert [e["regret"] for e in t.evaluations[:3]] == [45.0, 190.0, 435.0]
     # without a model the first point fires, then nothing (cannot forecast)
-    t = DataIncorporationLatencyCostTrigger(conversion_factor=0.001, detection_interval=10)
+    t = DataIncorporationLatencyCostTrigger(conversion_factor=0.01, detection_interval=10)
     assert run(t, np.arange(120), context=FakeContext(has_model=False)) == [9]
 
 
@@ -293,7 +300,7 @@ def test_ensemble_aggregations():
     subs = lambda: {"a": DataAmountTrigger(10), "b": DataAmountTrigger(20), "c": DataAmountTrigger(30)}  # noqa: E731
     ts = np.arange(60)
     # per interval of 10 (ending 9, 19, ..., 59): a always; b at 19, 39, 59; c at 29, 59
-    assert run(EnsembleTrigger(subs(), 10, "majority"), ts) == [19, 39, 59]
+    assert run(EnsembleTrigger(subs(), 10, "majority"), ts) == [19, 29, 39, 59]
     assert run(EnsembleTrigger(subs(), 10, "at_least", n=3), ts) == [59]
     assert run(EnsembleTrigger(subs(), 10, "at_least", n=1), ts) == [9, 19, 29, 39, 49, 59]
     custom = lambda d: d[2] and not d[1]  # noqa: E731
@@ -305,8 +312,9 @@ def test_ensemble_with_model_aware_member():
     ctx = FakeContext(features=shifted_features(), correct=np.ones(600, bool))
     e = EnsembleTrigger({"drift": drift_trigger(), "time": TimeTrigger(every=100)}, detection_interval=50,
                         aggregation="at_least", n=2)
-    # drift fires at 49 and 349; the time trigger fires at 99, 199, ... reported in the next interval
-    assert run(e, np.arange(600), context=ctx) == []
+    # drift fires at 49 and 349; the time trigger fires at 99, 199, ..., each reported by the next sample, so
+    # counted in the intervals ending 149, 249, 349, ...: both agree only on 300..349
+    assert run(e, np.arange(600), context=ctx) == [349]
     e = EnsembleTrigger({"drift": drift_trigger(), "time": TimeTrigger(every=100)}, detection_interval=50,
                         aggregation="at_least", n=1)
     assert run(e, np.arange(600), context=FakeContext(shifted_features())) == [49, 149, 249, 349, 449, 549]
@@ -335,6 +343,7 @@ def test_ensemble_with_model_aware_member():
     (lambda: DataDriftTrigger({}, detection_interval=5), "metrics must be a non-empty dict"),
     (lambda: DataDriftTrigger({"energy": StaticThreshold(1)}, detection_interval=5), "metric must be a callable or"),
     (lambda: DataDriftTrigger({"mmd": ("mmd", 0.5)}, detection_interval=5), "must hold DecisionPolicy objects"),
+    (lambda: DataDriftTrigger({"mmd": 0.5}, detection_interval=5), r"pair \(metric, DecisionPolicy\)"),
     (lambda: PerformanceTrigger(detection_interval=5), "give policies .* and/or avoidable_misclassifications"),
     (lambda: PerformanceTrigger(detection_interval=5, policies=StaticThreshold(0.9)), "direction='lower'"),
     (lambda: PerformanceTrigger(detection_interval=5, avoidable_misclassifications=0), "must be None or > 0"),

@@ -161,8 +161,10 @@ def _day_rows(rng: np.random.Generator, n: int, num_categories: int, drift: floa
     keep_click, keep_other = (1.0, math.exp(-shift)) if shift >= 0 else (math.exp(shift), 1.0)
     parts, have = [], 0
     while have < n:
-        rate = 0.25 * keep_click + 0.75 * keep_other  # a rough guess of the acceptance; any guess is correct
-        draw = max(1024, int((n - have) / rate * 1.1))
+        if shift:  # a rough guess of the acceptance rate: it only sets how many rows to draw per round
+            draw = max(1024, int((n - have) / (0.25 * keep_click + 0.75 * keep_other) * 1.1))
+        else:
+            draw = n
         rows = synthetic_criteo_rows(draw, seed=int(rng.integers(2**63)), num_categories=num_categories, drift=drift)
         if shift:
             keep = rng.random(draw) < np.where(rows["label"] == 1, keep_click, keep_other)

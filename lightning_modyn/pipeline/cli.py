@@ -5,8 +5,11 @@ plus ``pipeline`` (trigger, selection, evaluation) and an optional ``dataset`` g
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import re
 import os
+import sys
 import time
 from typing import Any
 
@@ -41,6 +44,9 @@ def refuse_code_execution(config: Any, path: str = "") -> None:
         config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, (list, tuple)) else ())
     for key, value in items:
         where = f"{path}.{key}" if path else str(key)
+        if isinstance(value, str) and _names_refused_routine(value):
+            raise ValueError(f"config field {where!r} names {value}: refused, a recipe may not run programs, "
+                             "evaluate code or unpickle")
         if callable(value) and not isinstance(value, type):
             module = (getattr(value, "__module__", None) or "").split(".")[0]
             if module in _REFUSED_MODULES and (inspect.isroutine(value) or isinstance(value, functools.partial)):
@@ -48,6 +54,18 @@ def refuse_code_execution(config: Any, path: str = "") -> None:
                                  "a recipe may not run programs, evaluate code or unpickle")
         if isinstance(value, (dict, list, tuple)) or type(value).__name__ == "Namespace":
             refuse_code_execution(value, where)
+
+
+def _names_refused_routine(text: str) -> bool:
+    """Whether ``text`` is an import path (``os.system``) of a function of a refused module."""
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", text) or text.split(".")[0] not in _REFUSED_MODULES:
+        return False
+    module_name, _, attr = text.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return False
+    return inspect.isroutine(target)
 
 
 def _store_exists(url: str) -> bool:
@@ -78,11 +96,15 @@ def summary_table(result: RunResult) -> str:
 
 def run_recipe(argv: list[str]) -> RunResult | None:
     """Parse a recipe, make the store if a ``dataset`` is given and the store is missing, run the loop."""
-    cli = ModynCLI(model_class=L.LightningModule, subclass_mode_model=True, datamodule_class=ModynDataModule,
-                   run=False, args=argv, save_config_callback=None, auto_configure_optimizers=False,
-                   parser_kwargs={"prog": "lightning-modyn run", "parser_mode": "yaml"})
+    saved_argv, sys.argv = sys.argv, sys.argv[:1]  # the recipe arguments come through ``args`` only
+    try:
+        cli = ModynCLI(model_class=L.LightningModule, subclass_mode_model=True, datamodule_class=ModynDataModule,
+                       run=False, args=argv, save_config_callback=None, auto_configure_optimizers=False,
+                       parser_kwargs={"prog": "lightning-modyn run", "parser_mode": "yaml"})
+    finally:
+        sys.argv = saved_argv
+    refuse_code_execution(cli.config)
     config: Any = cli.config_init
-    refuse_code_execution(config)
     datamodule: ModynDataModule = cli.datamodule
     pipeline: Pipeline = config["pipeline"]
     generator: StreamGenerator | None = config.get("dataset")

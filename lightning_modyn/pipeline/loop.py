@@ -184,7 +184,10 @@ class ContinualLoop:
         self.datamodule.set_training_set(keys, weights)
         L.seed_everything(self.seed + trigger_id, workers=True, verbose=False)
         t0 = time.perf_counter()
-        self._trainer(trigger_id).fit(self.model, datamodule=self.datamodule)
+        with warnings.catch_warnings():
+            # a ModynDataModule without a validation set returns no val loader, which Lightning remarks on
+            warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+            self._trainer(trigger_id).fit(self.model, datamodule=self.datamodule)
         return time.perf_counter() - t0
 
     def _save_state(self, position: int, intervals: list[tuple[int, int]]) -> None:
@@ -214,11 +217,14 @@ class ContinualLoop:
         last_end = intervals[-1][1] if intervals else 0
         for chunk in stream.chunks(position):
             fired = np.asarray(self.trigger.inform(chunk.keys, chunk.timestamps, chunk.labels), dtype=np.int64)
-            if len(fired) and (fired.min() < 0 or fired.max() >= len(chunk) or np.any(np.diff(fired) <= 0)):
+            if len(fired) and (fired.min() < -1 or fired.max() >= len(chunk) or np.any(np.diff(fired) <= 0)):
                 raise ValueError(f"{type(self.trigger).__name__}.inform returned positions {fired.tolist()}; they "
-                                 f"must increase within the chunk of {len(chunk)} samples")
+                                 f"must increase within the chunk of {len(chunk)} samples (-1: the previous "
+                                 "chunk's last sample)")
             for p in fired.tolist():
                 end = chunk.start + p + 1
+                if end <= last_end:  # nothing new since the last trigger (e.g. -1 right after a fire)
+                    continue
                 intervals.append((last_end, end))
                 last_end = end
                 self._run_trigger(registry, stream, intervals)

@@ -2,7 +2,9 @@
 
 A trigger is told about the stream chunk by chunk — numpy arrays of keys, timestamps and labels in stream
 order — and returns the positions *within the chunk* where it fires. Firing at position ``i`` means: retrain now,
-on data up to and including sample ``i``; the next trigger's data starts at ``i + 1``. Model-aware triggers
+on data up to and including sample ``i``; the next trigger's data starts at ``i + 1``. A position of ``-1`` means
+the last sample of the previous chunk (a time period can only close when the next sample, the first of a new
+chunk, arrives). Model-aware triggers
 (drift, performance, cost) reach the current model through the :class:`TriggerContext` the loop gives them and
 are told when a new model is ready. Every trigger is resumable through ``state_dict`` / ``load_state_dict``.
 """
@@ -42,7 +44,8 @@ class Trigger(ABC):
 
     @abstractmethod
     def inform(self, keys: np.ndarray, timestamps: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Positions (int64, increasing, within this chunk) where the trigger fires."""
+        """Positions (int64, increasing, within this chunk; ``-1`` for the previous chunk's last sample) where the
+        trigger fires."""
 
     def inform_new_model(self, model_id: int, trained_keys: np.ndarray, train_seconds: float) -> None:
         """A new model was trained at the last firing point (on ``trained_keys``, taking ``train_seconds``)."""

@@ -84,6 +84,9 @@ class DataDriftTrigger(BatchedTrigger):
                              f"DecisionPolicy (name a metric of drift_metrics.METRICS), got {metrics!r}")
         self.metrics: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], DecisionPolicy]] = {}
         for name, spec in metrics.items():
+            if not isinstance(spec, DecisionPolicy) and (not isinstance(spec, (tuple, list)) or len(spec) != 2):
+                raise ValueError(f"metrics[{name!r}] must be a DecisionPolicy or a pair (metric, DecisionPolicy), "
+                                 f"got {spec!r}")
             metric, policy = (name, spec) if isinstance(spec, DecisionPolicy) else tuple(spec)
             _check_policies([policy], f"metrics[{name!r}]")
             self.metrics[name] = (get_metric(metric), policy)

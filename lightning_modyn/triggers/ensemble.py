@@ -53,7 +53,8 @@ class EnsembleTrigger(Trigger):
         if not isinstance(triggers, dict):
             triggers = {str(i): t for i, t in enumerate(triggers)}
         if not triggers or not all(isinstance(t, Trigger) for t in triggers.values()):
-            raise ValueError(f"triggers must be a non-empty dict name → Trigger or list of Triggers, got {triggers!r}")
+            raise ValueError(f"triggers must be a non-empty dict name → Trigger or a list of Triggers, "
+                             f"got {triggers!r}")
         if isinstance(detection_interval, bool) or not isinstance(detection_interval, (int, np.integer)) \
                 or detection_interval < 1:
             raise ValueError(f"detection_interval must be a positive integer, got {detection_interval!r}")

@@ -18,6 +18,32 @@ Intervals are counted from the start of the stream, not from the last fire, and 
 ends before anything is evaluated, so chunking never changes a decision. Time intervals end like
 :class:`~lightning_modyn.triggers.time.TimeTrigger` periods: at the sample before the first one at or past the
 boundary, which may be the previous chunk's last sample (reported as position ``-1``).
+
+Examples
+--------
+A trigger measuring the interval's mean timestamp (4.5, 14.5, 24.5, 34.5), firing from 20 on, warming up for two
+points:
+
+>>> from lightning_modyn.triggers.decision import StaticThreshold
+>>> class MeanTime(BatchedTrigger):
+...     policy = StaticThreshold(20.0)
+...     def _evaluate(self, position, calibrate):
+...         value = float(self.interval()[1].mean())
+...         return (not calibrate and self.policy.decide(value)), {"value": value}
+>>> class Context:
+...     has_model = True
+>>> t = MeanTime(detection_interval=10, warmup_intervals=2)
+>>> t.setup(Context())
+>>> keys = np.arange(40)
+>>> t.inform(keys, keys, np.zeros(40)).tolist()
+[29, 39]
+>>> [e["phase"] for e in t.evaluations]
+['warmup', 'warmup', 'detect', 'detect']
+
+References
+----------
+Böther et al., "Modyn: Data-Centric Machine Learning Pipeline Orchestration", SIGMOD 2025 (batched triggers,
+warm-up policies).
 """
 
 from __future__ import annotations
@@ -68,7 +94,8 @@ class BatchedTrigger(Trigger):
             raise ValueError(f"warmup_trigger must be None or a Trigger (e.g. TimeTrigger, DataAmountTrigger), "
                              f"got {warmup_trigger!r}")
         self.detection_interval = None if detection_interval is None else int(detection_interval)
-        self.detection_interval_seconds = None if detection_interval_seconds is None else int(detection_interval_seconds)
+        self.detection_interval_seconds = (None if detection_interval_seconds is None
+                                           else int(detection_interval_seconds))
         self.warmup_intervals = int(warmup_intervals)
         self.warmup_trigger = warmup_trigger
         self.evaluations: list[dict[str, Any]] = []

@@ -1,0 +1,44 @@
+"""The bundled streams as ``dataset`` sections of a recipe: typed parameters, ``write(url)`` fills a store."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lightning_modyn.pipeline.config import StreamGenerator
+
+
+class RotatingDigitsStream(StreamGenerator):
+    """Rotating digits (scikit-learn's 8×8 digits, upsampled), drifting in rotation, stroke and class priors.
+
+    Samples are ``{"raw": uint8 image bytes, "cls": label}`` with one timestamp per period of ``period_seconds``;
+    see :func:`lightning_modyn.datasets.rotating_digits.rotating_digits_arrays` for every parameter.
+    """
+
+    def __init__(self, num_periods: int = 12, samples_per_period: int = 1000, image_size: int = 16, seed: int = 0,
+                 rotation_per_period: float = 15.0, rotation_noise: float = 5.0, stroke_per_period: float = 0.0,
+                 prior_drift: float = 0.0, abrupt_shifts: list[int] | None = None, shift_kind: str = "invert",
+                 new_classes: dict[int, list[int]] | None = None, period_seconds: int = 86400) -> None:
+        self.options = dict(num_periods=num_periods, samples_per_period=samples_per_period, image_size=image_size,
+                            seed=seed, rotation_per_period=rotation_per_period, rotation_noise=rotation_noise,
+                            stroke_per_period=stroke_per_period, prior_drift=prior_drift,
+                            abrupt_shifts=tuple(abrupt_shifts or ()), shift_kind=shift_kind,
+                            new_classes=new_classes, period_seconds=period_seconds)
+
+    def write(self, url: str) -> np.ndarray:
+        from lightning_modyn.datasets.rotating_digits import write_rotating_digits
+
+        return write_rotating_digits(url, **self.options)
+
+
+class SyntheticClicksStream(StreamGenerator):
+    """Criteo-format click rows over ``days`` days with drifting categorical popularity and click rates."""
+
+    def __init__(self, days: int = 7, rows_per_day: int = 10_000, seed: int = 0, drift_per_day: float = 1e-4,
+                 ctr_drift_per_day: float = 0.0, num_categories: int = 100_000) -> None:
+        self.options = dict(days=days, rows_per_day=rows_per_day, seed=seed, drift_per_day=drift_per_day,
+                            ctr_drift_per_day=ctr_drift_per_day, num_categories=num_categories)
+
+    def write(self, url: str) -> np.ndarray:
+        from lightning_modyn.datasets.clicks import write_synthetic_clicks
+
+        return write_synthetic_clicks(url, **self.options)

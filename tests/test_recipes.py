@@ -1,0 +1,118 @@
+"""``lightning-modyn run``: recipes on LightningCLI, end to end, and the errors a bad recipe gets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lightning_modyn.pipeline.cli import run_recipe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_recipe(tmp_path, **overrides) -> dict:
+    recipe = {
+        "seed_everything": 0,
+        "dataset": {"class_path": "lightning_modyn.datasets.streams.RotatingDigitsStream",
+                    "init_args": {"num_periods": 4, "samples_per_period": 150, "image_size": 16}},
+        "data": {"store": str(tmp_path / "store"), "batch_size": 64,
+                 "decode": {"class_path": "lightning_modyn.data.ArrayMember",
+                            "init_args": {"member": "raw", "shape": [16, 16, 1], "scale": 0.0039,
+                                          "channels_first": True}}},
+        "model": {"class_path": "lightning_modyn.models.DigitsConvNet", "init_args": {"channels": 8}},
+        "trainer": {"accelerator": "cpu", "max_epochs": 1, "logger": False, "enable_checkpointing": False,
+                    "enable_progress_bar": False, "enable_model_summary": False},
+        "pipeline": {"trigger": {"class_path": "lightning_modyn.triggers.DataAmountTrigger",
+                                 "init_args": {"num_samples": 200}},
+                     "evaluation": {"every": 86400},
+                     "output_dir": str(tmp_path / "out"), "chunk_size": 100},
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition(".")
+        if value is None:
+            recipe[section].pop(field) if field else recipe.pop(section)
+        elif field:
+            recipe[section][field] = value
+        else:
+            recipe[section] = value
+    return recipe
+
+
+def write(tmp_path, recipe) -> str:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_recipe_runs_end_to_end(tmp_path, capsys):
+    result = run_recipe(["--config", write(tmp_path, small_recipe(tmp_path))])
+    assert result.num_triggers == 3  # 600 samples, a trigger every 200
+    out = capsys.readouterr().out
+    assert "3 trigger(s) over 600 samples" in out and f"output: {tmp_path / 'out'}" in out
+    results = json.load(open(tmp_path / "out" / "results.json"))
+    assert len(results["triggers"]) == 3 and len(results["windows"]) == 4
+    assert (tmp_path / "out" / "accuracy_over_time.png").exists()
+    assert (tmp_path / "out" / "config.yaml").exists()
+    again = run_recipe(["--config", write(tmp_path, small_recipe(tmp_path))])  # resumes: nothing left to do
+    assert again.num_triggers == 3
+
+
+def test_print_config_works(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lightning_modyn.cli", "run", "--config",
+                             write(tmp_path, small_recipe(tmp_path)), "--print_config"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["pipeline"]["trigger"]["class_path"] == "lightning_modyn.triggers.DataAmountTrigger"
+    assert printed["data"]["batch_size"] == 64
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"pipeline.trigger": {"class_path": "lightning_modyn.triggers.NoSuchTrigger"}}, "NoSuchTrigger"),
+        ({"pipeline": None}, "pipeline"),
+        ({"pipeline.trigger": None}, "trigger"),
+        ({"data.decode": "lambda batch: batch"}, "decode"),
+        ({"data.decode": "os.system"}, "refused"),
+        ({"data.decode": "builtins.eval"}, "refused"),
+    ],
+)
+def test_bad_recipes_are_refused_clearly(tmp_path, overrides, match, capsys):
+    with pytest.raises((SystemExit, ValueError)) as info:
+        run_recipe(["--config", write(tmp_path, small_recipe(tmp_path, **overrides))])
+    text = str(info.value) + capsys.readouterr().err
+    assert match in text
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_missing_store_without_dataset_section(tmp_path):
+    from lightning_modyn.store import StoreNotFoundError
+
+    with pytest.raises(StoreNotFoundError, match="no dataset section"):
+        run_recipe(["--config", write(tmp_path, small_recipe(tmp_path, dataset=None))])
+
+
+def test_trigger_that_never_fires_still_finishes(tmp_path, capsys):
+    recipe = small_recipe(tmp_path)
+    recipe["pipeline"]["trigger"]["init_args"]["num_samples"] = 10_000
+    recipe["pipeline"].pop("evaluation")
+    with pytest.warns(RuntimeWarning, match="never fired"):
+        result = run_recipe(["--config", write(tmp_path, recipe)])
+    assert result.num_triggers == 0
+    assert "never fired" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "recipes")) if f.endswith(".yaml")))
+def test_shipped_recipes_parse(name, tmp_path):
+    """Every recipe in recipes/ is a valid config (checked without running it)."""
+    result = subprocess.run([sys.executable, "-m", "lightning_modyn.cli", "run", "--config",
+                             os.path.join(ROOT, "recipes", name), "--print_config"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pipeline" in yaml.safe_load(result.stdout)
