@@ -1,11 +1,25 @@
 """lightning-modyn: train PyTorch Lightning models on dynamic datasets.
 
-A key-addressable sample store over WebDataset shards, data selection, and trigger-aware retraining.
+A key-addressable sample store over WebDataset shards, data selection, and trigger-aware retraining. The store
+imports without torch or lightning; the DataModule and the rest load on first use.
 """
 
-from lightning_modyn.data import KeyedBatch, ModynDataModule
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from lightning_modyn.store import SampleStore, Slice, decode_sample
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["KeyedBatch", "ModynDataModule", "SampleStore", "Slice", "decode_sample", "__version__"]
+_LAZY = {"ModynDataModule": "lightning_modyn.data", "KeyedBatch": "lightning_modyn.data",
+         "ContinualLoop": "lightning_modyn.pipeline"}
+
+__all__ = ["ContinualLoop", "KeyedBatch", "ModynDataModule", "SampleStore", "Slice", "decode_sample", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_modyn' has no attribute {name!r}")

@@ -376,3 +376,15 @@ def test_create_finishes_a_create_that_was_killed_before_its_marker(tmp_path):
     with pytest.raises(Exception, match="not empty"):
         SampleStore.create(tmp_path / "t")
     assert (tmp_path / "t" / "user-file.txt").read_text() == "keep me"
+
+
+def test_remote_records_only_store_reads_rows():
+    import uuid
+
+    url = f"memory://lm-rec-{uuid.uuid4().hex}/s"
+    store = SampleStore.create(url)
+    rows = synthetic_criteo_rows(5000, seed=9)
+    keys = store.append_records(rows)
+    pick = np.random.default_rng(2).choice(keys, 300)
+    assert store.get_records(pick).tobytes() == rows[pick - keys[0]].tobytes()
+    store.close()

@@ -941,39 +941,39 @@ class SampleStore:
     def _read_rows(self, snap: _Snapshot, keys: np.ndarray, pos: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
         dtype = dtype or self.record_dtype
         itemsize = dtype.itemsize
+        local = self.files.local
         if snap.single_group:
+            group = None
             lo = hi = 0
         else:
             group = snap.group[pos]
             lo, hi = group.min(), group.max()
+        rows_idx = snap.row0[pos] + keys  # row index in the (shard, residue) view of each key
         if lo == hi:  # one shard, one row alignment: a single gather, no scatter
             p = int(pos[0])
             shard_id, residue = int(snap.shard[p]), int(snap.residue[p])
             rel = snap.path_of_shard[shard_id]
-            if self.files.local and "://" not in rel:
+            if local and "://" not in rel:
                 rows = self._row_view(shard_id, rel, residue, itemsize)
-                return np.take(rows, snap.row0[pos] + keys, axis=0).view(dtype).reshape(-1)
-        byte_pos = snap.offset[pos] + (keys - snap.first[pos]) * itemsize
-        shard = snap.shard[pos]
-        residue = snap.residue[pos]
-        if lo == hi:
-            return self._gather_rows(snap, int(shard[0]), int(residue[0]), byte_pos, dtype)
-        out = np.empty(len(keys), dtype)
-        order = np.argsort(group, kind="stable")
-        cuts = np.flatnonzero(np.diff(group[order])) + 1
-        for sel in np.split(order, cuts):
-            out[sel] = self._gather_rows(snap, int(shard[sel[0]]), int(residue[sel[0]]), byte_pos[sel], dtype)
-        return out
-
-    def _gather_rows(self, snap: _Snapshot, shard_id: int, residue: int, byte_pos: np.ndarray, dtype: np.dtype):
-        """Rows at ``byte_pos`` (all ``≡ residue`` mod the row size) of one shard, as a structured array."""
-        rel = snap.path_of_shard[shard_id]
-        itemsize = dtype.itemsize
-        if self.files.local and "://" not in rel:
-            rows = self._row_view(shard_id, rel, residue, itemsize)
-            return np.take(rows, (byte_pos - residue) // itemsize, axis=0).view(dtype).reshape(-1)
-        blobs = self._read_ranges(rel, byte_pos, byte_pos + itemsize)
-        return np.frombuffer(b"".join(blobs), dtype=dtype)
+                return np.take(rows, rows_idx, axis=0).view(dtype).reshape(-1)
+        if group is None:
+            group = np.zeros(len(keys), np.int64)
+        out = np.empty((len(keys), itemsize), np.uint8)
+        order = np.argsort(group)
+        sorted_group = group[order]
+        cuts = np.concatenate([[0], np.flatnonzero(sorted_group[1:] != sorted_group[:-1]) + 1, [len(order)]])
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            sel = order[a:b]
+            p = int(pos[sel[0]])
+            shard_id, residue = int(snap.shard[p]), int(snap.residue[p])
+            rel = snap.path_of_shard[shard_id]
+            if local and "://" not in rel:
+                out[sel] = np.take(self._row_view(shard_id, rel, residue, itemsize), rows_idx[sel], axis=0)
+            else:
+                byte_pos = rows_idx[sel] * itemsize + residue
+                blobs = self._read_ranges(rel, byte_pos, byte_pos + itemsize)
+                out[sel] = np.frombuffer(b"".join(blobs), np.uint8).reshape(-1, itemsize)
+        return out.view(dtype).reshape(-1)
 
     def _row_view(self, shard_id: int, rel: str, residue: int, itemsize: int) -> np.ndarray:
         """A mapped shard seen as a 2-D uint8 array of rows that start at ``residue`` mod ``itemsize``."""
