@@ -187,6 +187,7 @@ class ContinualLoop:
         with warnings.catch_warnings():
             # a ModynDataModule without a validation set returns no val loader, which Lightning remarks on
             warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+            warnings.filterwarnings("ignore", message="You passed in a `val_dataloader` but have no `validation_step`")
             self._trainer(trigger_id).fit(self.model, datamodule=self.datamodule)
         return time.perf_counter() - t0
 
