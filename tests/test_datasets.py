@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -12,8 +11,6 @@ from lightning_modyn.datasets.criteo import CRITEO_DTYPE
 from lightning_modyn.datasets.rotating_digits import _digits, _render, rotating_digits_arrays, write_rotating_digits
 from lightning_modyn.store import SampleStore
 
-needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
-                                   reason="rotating digits are built from scikit-learn's bundled digits")
 
 SMALL = dict(image_size=16)  # fast; the drift checks hold at 28 pixels too
 
@@ -31,7 +28,6 @@ def corr(a, b):
 
 
 # ====================================================================== rotating digits: basics
-@needs_sklearn
 @pytest.mark.parametrize("size", [16, 28])
 def test_digits_shapes_dtypes_and_periods(size):
     images, labels, ts = rotating_digits_arrays(3, 50, image_size=size, period_seconds=1000, start=10_000,
@@ -44,7 +40,6 @@ def test_digits_shapes_dtypes_and_periods(size):
     assert images.max() > 200 and images[:50, [0, -1]].max() == 0  # bright strokes; unrotated: empty border
 
 
-@needs_sklearn
 def test_digits_deterministic_by_seed_and_prefix_stable():
     a = digits(seed=3, prior_drift=0.3, stroke_per_period=0.5, abrupt_shifts=[2])
     b = digits(seed=3, prior_drift=0.3, stroke_per_period=0.5, abrupt_shifts=[2])
@@ -58,7 +53,6 @@ def test_digits_deterministic_by_seed_and_prefix_stable():
         np.testing.assert_array_equal(x, y[: len(x)])
 
 
-@needs_sklearn
 def test_digits_rotation_is_counter_clockwise_and_exact():
     sources, _ = _digits()
     four = np.repeat(sources[4:5], 4, axis=0)
@@ -70,7 +64,6 @@ def test_digits_rotation_is_counter_clockwise_and_exact():
 
 
 # ====================================================================== rotating digits: drift
-@needs_sklearn
 def test_gradual_rotation_lowers_similarity_to_period_zero():
     n = 6
     drifting = period_means(digits(n, 300, rotation_per_period=12)[0], n)
@@ -81,7 +74,6 @@ def test_gradual_rotation_lowers_similarity_to_period_zero():
     assert min(corr(steady[0], steady[p]) for p in range(1, n)) > 0.95  # no drift configured: none seen
 
 
-@needs_sklearn
 def test_stroke_drift_thickens_and_thins():
     n = 4
     ink = lambda **kw: period_means(digits(n, 200, rotation_per_period=0, **kw)[0], n).mean(axis=1)  # noqa: E731
@@ -90,7 +82,6 @@ def test_stroke_drift_thickens_and_thins():
     assert all(np.diff(thin) < 0) and thin[-1] < 0.7 * thin[0]
 
 
-@needs_sklearn
 def test_prior_drift_shifts_the_class_mix():
     n = 5
     _, labels, _ = digits(n, 2000, prior_drift=0.4)
@@ -102,7 +93,6 @@ def test_prior_drift_shifts_the_class_mix():
     assert all(np.diff(freq[:, 9]) > 0) and freq[-1, 9] > 0.3 and freq[-1, 0] < 0.03
 
 
-@needs_sklearn
 def test_explicit_class_priors_are_followed():
     priors = np.zeros((3, 10))
     priors[0, [0, 1]] = 1  # period 0: only 0 and 1, evenly
@@ -116,7 +106,6 @@ def test_explicit_class_priors_are_followed():
     assert freq[0] == 0 and np.abs(freq - np.arange(10) / 45).max() < 0.03
 
 
-@needs_sklearn
 def test_new_classes_absent_before_their_period_and_present_after():
     _, labels, ts = digits(5, 300, new_classes={2: [7, 8], 4: 3}, period_seconds=100)
     period = ts // 100
@@ -126,7 +115,6 @@ def test_new_classes_absent_before_their_period_and_present_after():
     assert set(labels[period == 0].tolist()) == set(range(10)) - {3, 7, 8}
 
 
-@needs_sklearn
 def test_abrupt_inversion_is_sudden():
     n = 5
     images = digits(n, 300, abrupt_shifts=[3], rotation_per_period=5)[0]
@@ -139,7 +127,6 @@ def test_abrupt_inversion_is_sudden():
     assert b[0] < 128 and b[1] < 128 and b[2] > 128 and b[3] > 128 and b[4] < 128
 
 
-@needs_sklearn
 def test_abrupt_rotation_is_sudden():
     n = 5
     means = period_means(digits(n, 400, abrupt_shifts=[3], shift_kind="rotate", shift_rotation=90,
@@ -149,7 +136,6 @@ def test_abrupt_rotation_is_sudden():
 
 
 # ====================================================================== rotating digits: store
-@needs_sklearn
 def test_write_rotating_digits_round_trips_through_a_new_store(tmp_path):
     url = str(tmp_path / "digits")
     kwargs = dict(image_size=16, seed=1, prior_drift=0.2, new_classes={1: [5]})
@@ -168,7 +154,6 @@ def test_write_rotating_digits_round_trips_through_a_new_store(tmp_path):
     store.close()
 
 
-@needs_sklearn
 def test_write_rotating_digits_appends_to_an_open_store(tmp_path):
     store = SampleStore.create(str(tmp_path / "s"))
     first = write_rotating_digits(store, num_periods=1, samples_per_period=20, image_size=16)

@@ -1310,9 +1310,9 @@ def _dtype_from_json(text: str) -> np.dtype:
         if isinstance(obj, str):
             return obj
         fields = []
-        for field in obj:
-            name, typ = field[0], descr(field[1])
-            fields.append((name, typ, tuple(field[2])) if len(field) == 3 else (name, typ))
+        for item in obj:
+            name, typ = item[0], descr(item[1])
+            fields.append((name, typ, tuple(item[2])) if len(item) == 3 else (name, typ))
         return fields
 
     return np.lib.format.descr_to_dtype(descr(json.loads(text)))

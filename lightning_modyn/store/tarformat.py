@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from lightning_modyn.store.errors import (
-    CompressedShardError,
     ShardFormatError,
     TruncatedShardError,
     UnsafeMemberError,
