@@ -629,14 +629,16 @@ class SampleStore:
             for ref, spans, size in scanned:
                 shard_id = self.catalog.allocate("next_shard", 1)
                 self.catalog.add_shard(shard_id, ref, False, KIND_SAMPLES, size, len(spans))
+                member_rows = []
                 for span in spans:
                     entries.append(Entry(int(keys[i]), 1, shard_id, span.start, span.end - span.start, int(ts[i]),
                                          int(ts[i]), None if label_arr is None else int(label_arr[i]), span.key))
-                    self.catalog.add_members(
+                    member_rows.extend(
                         (tarformat.split_name(m.name)[1], int(keys[i]), m.data_offset - span.start, m.size)
                         for m in span.members
                     )
                     i += 1
+                self.catalog.add_members(member_rows)
             self.catalog.add_entries(entries, _now())
             self.catalog.bump()
         self._publish_catalog()
@@ -655,6 +657,21 @@ class SampleStore:
 
     def _scan_shard(self, ref: str) -> tuple[list[tarformat.SampleSpan], int]:
         size = self.files.size(ref)
+        if self.files.local and "://" not in ref and size:
+            data = self.files.array(ref)  # one map of the file: headers are sliced from memory
+            kind = tarformat.detect_compression(data[:6].tobytes())
+            if kind is not None:
+                raise CompressedShardError(
+                    f"{ref}: the shard is {kind}-compressed; random access needs byte offsets into an uncompressed "
+                    f"tar, which a {kind} stream does not have — decompress it first and ingest the plain .tar"
+                )
+            try:
+                members = tarformat.iter_members(lambda o, n: data[o : o + n].tobytes(), size, ref)
+                spans = list(tarformat.iter_samples(members, ref))
+            finally:
+                self.files.forget(ref)
+            self._check_duplicate_keys(ref, spans)
+            return spans, size
         with self.files.open_read(ref) as handle:
             head = handle.read(6)
             kind = tarformat.detect_compression(head)
@@ -670,6 +687,11 @@ class SampleStore:
 
             members = tarformat.iter_members(read_at, size, ref)
             spans = list(tarformat.iter_samples(members, ref))
+        self._check_duplicate_keys(ref, spans)
+        return spans, size
+
+    @staticmethod
+    def _check_duplicate_keys(ref: str, spans: list[tarformat.SampleSpan]) -> None:
         seen: dict[str, int] = {}
         for span in spans:
             if span.key in seen:
@@ -677,7 +699,6 @@ class SampleStore:
                     f"{ref}: duplicate __key__ {span.key!r} at offsets {seen[span.key]} and {span.start}"
                 )
             seen[span.key] = span.start
-        return spans, size
 
     def _values_from_members(self, scanned, spec: Any, n: int, what: str, default: Any) -> np.ndarray | None:
         if spec is None:

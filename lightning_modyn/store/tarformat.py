@@ -16,6 +16,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import numpy as np
 from lightning_modyn.store.errors import (
     ShardFormatError,
     TruncatedShardError,
@@ -127,11 +128,11 @@ def _checksum_ok(header: bytes) -> bool:
         expected = int(stored, 8)
     except ValueError:
         return False
-    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    unsigned = sum(header) - sum(header[148:156]) + 8 * 32
     if unsigned == expected:
         return True
-    signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 8 * 32
-    return signed == expected
+    signed = np.frombuffer(header, dtype=np.int8)  # some old tars sum signed bytes
+    return int(signed.sum(dtype=np.int64)) - int(signed[148:156].sum(dtype=np.int64)) + 8 * 32 == expected
 
 
 def _pax_records(data: bytes, where: str) -> dict[str, str]:
@@ -229,19 +230,22 @@ def iter_members(
 def iter_samples(members: Iterator[Member], where: str) -> Iterator[SampleSpan]:
     """Group consecutive members with the same key into samples; members without an extension are skipped."""
     current: SampleSpan | None = None
+    exts: set[str] = set()
     for member in members:
         key, ext = split_name(member.name)
         if key is None:
             continue
         if current is not None and key == current.key:
-            if any(split_name(m.name)[1] == ext for m in current.members):
+            if ext in exts:
                 raise ShardFormatError(f"{where}: sample {key!r} has two members with extension {ext!r}")
+            exts.add(ext)
             current.members.append(member)
             current.end = member.end
             continue
         if current is not None:
             yield current
         current = SampleSpan(key=key, start=member.start, end=member.end, members=[member])
+        exts = {ext}
     if current is not None:
         yield current
 
