@@ -161,3 +161,19 @@ def test_bad_inputs(drifting_store, tmp_path):
         make_loop(drifting_store, tmp_path / "empty", EveryN(5), start=5000).run()
     with pytest.raises(ValueError, match="unknown metric"):
         Evaluation(every=10, metrics=("accuracy", "bleu"))
+
+
+def test_stateful_selection_resumes_with_the_loop(drifting_store, tmp_path):
+    from lightning_modyn.selection import RandomNoReplacement
+
+    clean = make_loop(drifting_store, tmp_path / "clean", EveryN(300),
+                      selection=RandomNoReplacement(num_samples=250, seed=1)).run()
+    with pytest.raises(KeyboardInterrupt):
+        make_loop(drifting_store, tmp_path / "killed", EveryN(300, fail_after_model=1),
+                  selection=RandomNoReplacement(num_samples=250, seed=1)).run()
+    resumed = make_loop(drifting_store, tmp_path / "killed", EveryN(300),
+                        selection=RandomNoReplacement(num_samples=250, seed=1)).run()
+    for a, b in zip(clean.triggers, resumed.triggers):
+        wa = torch.load(tmp_path / "clean" / a["path"], weights_only=True)
+        wb = torch.load(tmp_path / "killed" / b["path"], weights_only=True)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), f"model of trigger {a['trigger_id']} differs"

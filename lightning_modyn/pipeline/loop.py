@@ -194,6 +194,7 @@ class ContinualLoop:
     def _save_state(self, position: int, intervals: list[tuple[int, int]]) -> None:
         write_json_atomic(os.path.join(self.output_dir, STATE_FILE), {
             "position": position, "intervals": intervals, "trigger": _jsonable(self.trigger.state_dict()),
+            "selection": _jsonable(self.selection.state_dict()) if hasattr(self.selection, "state_dict") else None,
             "fit_history": self.context.fit_history, "models_trained": self.models_trained})
 
     # ------------------------------------------------------------------ run
@@ -210,6 +211,8 @@ class ContinualLoop:
                 state = json.load(handle)
             position, intervals = state["position"], [tuple(i) for i in state["intervals"]]
             self.trigger.load_state_dict(state["trigger"])
+            if state.get("selection") is not None and hasattr(self.selection, "load_state_dict"):
+                self.selection.load_state_dict(state["selection"])
             self.context.fit_history = [tuple(h) for h in state["fit_history"]]
             self.models_trained = state["models_trained"]
             if intervals:

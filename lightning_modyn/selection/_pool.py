@@ -1,0 +1,185 @@
+"""Shared pieces of the presampling policies: candidate pools, warm-up, argument checks, water filling, and the
+record of which keys earlier triggers trained on."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from lightning_modyn.selection.base import TriggerHistory
+
+
+def live(keys: np.ndarray, store: Any) -> np.ndarray:
+    """``keys`` without those deleted from ``store`` since they arrived (all of them when ``store`` is None)."""
+    if store is not None and len(keys):
+        keys = keys[np.asarray(store.contains(keys), bool)]
+    return keys
+
+
+def pool(history: TriggerHistory, store: Any, tail_triggers: int | None) -> np.ndarray:
+    """Live keys of the current trigger and the ``tail_triggers`` before it (None: all seen so far)."""
+    k = None if tail_triggers is None else tail_triggers + 1
+    return live(history.last(k), store)
+
+
+def ones(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.asarray(keys, np.int64)
+    return keys, np.ones(len(keys), np.float32)
+
+
+def rng(seed: int, trigger_id: int) -> np.random.Generator:
+    """The generator of one trigger's draw: the same ``(seed, trigger_id)`` always draws the same sample."""
+    return np.random.default_rng([seed, trigger_id])
+
+
+def draw(keys: np.ndarray, n: int, gen: np.random.Generator) -> np.ndarray:
+    """``n`` of ``keys`` uniformly without replacement (all when ``n >= len(keys)``), sorted."""
+    if n >= len(keys):
+        return np.sort(keys)
+    return np.sort(gen.choice(keys, n, replace=False)) if n > 0 else np.zeros(0, np.int64)
+
+
+# ---------------------------------------------------------------------------------------------- argument checks
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_count(name: str, value: Any, minimum: int = 1) -> int:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_tail(tail_triggers: Any) -> int | None:
+    if tail_triggers is not None and (not _is_int(tail_triggers) or tail_triggers < 0):
+        raise ValueError(f"tail_triggers must be None (all data) or an integer >= 0, got {tail_triggers!r}")
+    return tail_triggers
+
+
+def check_fraction(name: str, value: Any, low_open: bool = True) -> float:
+    """A number in ``(0, 1]`` (``low_open``) or ``[0, 1]``."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        value = float(value)
+        ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
+    if not ok:
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------------ warm-up
+class WarmupMixin:
+    """``warmup_triggers``: the first N triggers train on all of their new data, with no selection."""
+
+    warmup_triggers: int = 0
+
+    def _set_warmup(self, warmup_triggers: Any) -> None:
+        self.warmup_triggers = check_count("warmup_triggers", warmup_triggers, minimum=0)
+
+    def _in_warmup(self, history: TriggerHistory) -> bool:
+        return history.trigger_id < self.warmup_triggers
+
+    @staticmethod
+    def _warmup_keys(history: TriggerHistory, store: Any) -> np.ndarray:
+        """What ``NewData(tail_triggers=0)`` trains on: the live keys of the current trigger."""
+        return pool(history, store, 0)
+
+
+# ------------------------------------------------------------------------------------------------ water filling
+def water_fill(sizes: Sequence[int], budget: int, force_balance: bool = False, force_size: bool = True) -> np.ndarray:
+    """How many samples each group gets out of ``budget``: fair shares capped by the group sizes.
+
+    * ``force_size=True`` (water filling): groups smaller than the fair share ``budget // groups`` give all they
+      have and the leftover is shared again among the rest, until every group is exhausted or the budget is spent;
+      the ``budget % groups`` samples that do not divide evenly go one each to the first groups that can take
+      them. The total is ``min(budget, sum(sizes))``.
+    * ``force_size=False``: one round only — every group gets ``min(size, budget // groups)``; what small groups
+      leave over is not redistributed (the total may fall short of the budget).
+    * ``force_balance=True``: every group gets the same ``min(smallest size, budget // groups)``; this takes
+      precedence over ``force_size``.
+
+    >>> water_fill([2, 10, 10], 12).tolist()
+    [2, 5, 5]
+    >>> water_fill([2, 10, 10], 12, force_size=False).tolist()
+    [2, 4, 4]
+    >>> water_fill([2, 10, 10], 12, force_balance=True).tolist()
+    [2, 2, 2]
+    >>> water_fill([3, 3, 3], 10).tolist()
+    [3, 3, 3]
+    >>> water_fill([5, 5, 5], 7).tolist()
+    [3, 2, 2]
+    """
+    sizes = np.asarray(sizes, np.int64)
+    out = np.zeros(len(sizes), np.int64)
+    if not len(sizes) or budget <= 0:
+        return out
+    if force_balance:
+        out[:] = min(int(sizes.min()), budget // len(sizes))
+        return out
+    if not force_size:
+        return np.minimum(sizes, budget // len(sizes))
+    open_ = np.ones(len(sizes), bool)
+    left = int(budget)
+    while left > 0 and open_.any():
+        share = left // int(open_.sum())
+        small = open_ & (sizes <= share)
+        if small.any():  # these give all they have; share the rest again
+            out[small] = sizes[small]
+            left -= int(sizes[small].sum())
+            open_ &= ~small
+            continue
+        out[open_] = share  # every open group can take the share (and one more: size > share)
+        left -= share * int(open_.sum())
+        extra = np.flatnonzero(open_)[:left]
+        out[extra] += 1
+        left -= len(extra)
+        break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- used-key record
+class UsedKeys:
+    """The keys that earlier triggers trained on, as a sorted array, with an undo point for the last trigger.
+
+    Selecting again for the trigger selected last (a retried fit) starts from the record as it was before that
+    trigger, so a retry returns the same keys instead of treating its own first selection as used.
+    """
+
+    def __init__(self) -> None:
+        self.used = np.zeros(0, np.int64)
+        self.cycle = 0
+        self.last_trigger: int | None = None
+        self._before: tuple[np.ndarray, int] = (self.used, 0)
+
+    def begin(self, trigger_id: int) -> None:
+        if trigger_id == self.last_trigger:
+            self.used, self.cycle = self._before
+        self._before = (self.used, self.cycle)
+        self.last_trigger = trigger_id
+
+    def is_used(self, keys: np.ndarray) -> np.ndarray:
+        return np.isin(keys, self.used, assume_unique=False)
+
+    def add(self, keys: np.ndarray) -> None:
+        self.used = np.union1d(self.used, np.asarray(keys, np.int64))
+
+    def new_cycle(self) -> None:
+        self.used = np.zeros(0, np.int64)
+        self.cycle += 1
+
+    def forget_dead(self, pool_keys: np.ndarray) -> None:
+        """Drop keys that are no longer candidates (deleted from the store)."""
+        self.used = self.used[np.isin(self.used, pool_keys)]
+
+    def state_dict(self) -> dict[str, Any]:
+        before_used, before_cycle = self._before
+        return {"used": self.used.tolist(), "cycle": self.cycle, "last_trigger": self.last_trigger,
+                "before_used": before_used.tolist(), "before_cycle": before_cycle}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.used = np.asarray(state["used"], np.int64).reshape(-1)
+        self.cycle = int(state["cycle"])
+        self.last_trigger = None if state["last_trigger"] is None else int(state["last_trigger"])
+        self._before = (np.asarray(state["before_used"], np.int64).reshape(-1), int(state["before_cycle"]))
