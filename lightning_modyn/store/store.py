@@ -403,16 +403,19 @@ class SampleStore:
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
             wds_keys = [w if w is not None else f"{k:012d}" for w, k in zip(wds_keys, keys.tolist())]
             self._check_unique_wds_keys(wds_keys, [f"sample {i}" for i in range(n)])
-            entries, written = self._write_samples(keys, wds_keys, encoded, ts, label_arr)
-            try:
-                self.catalog.add_entries(entries, _now())
-                self.catalog.bump()
-            except BaseException:
-                for rel in written:
-                    self.files.remove(rel)
-                raise
+            self._register(*self._write_samples(keys, wds_keys, encoded, ts, label_arr))
         self._publish_catalog()
         return keys
+
+    def _register(self, entries: list[Entry], written: list[str]) -> None:
+        """Add the catalog rows of new shards inside the open transaction; on failure remove the shard files."""
+        try:
+            self.catalog.add_entries(entries, _now())
+            self.catalog.bump()
+        except BaseException:
+            for rel in written:
+                self.files.remove(rel)
+            raise
 
     def _labels_for_samples(self, samples: list, labels: Any, n: int) -> np.ndarray | None:
         if labels is None:
@@ -522,14 +525,7 @@ class SampleStore:
                 raise RecordDtypeError(f"records have dtype {rows.dtype}, but this store holds records of dtype {stored}")
             first_key = self.catalog.allocate("next_key", n)
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
-            entries, written = self._write_record_shards(keys, rows, ts, label_arr)
-            try:
-                self.catalog.add_entries(entries, _now())
-                self.catalog.bump()
-            except BaseException:
-                for rel in written:
-                    self.files.remove(rel)
-                raise
+            self._register(*self._write_record_shards(keys, rows, ts, label_arr))
         self._publish_catalog()
         return keys
 
