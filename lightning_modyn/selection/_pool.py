@@ -183,3 +183,33 @@ class UsedKeys:
         self.cycle = int(state["cycle"])
         self.last_trigger = None if state["last_trigger"] is None else int(state["last_trigger"])
         self._before = (np.asarray(state["before_used"], np.int64).reshape(-1), int(state["before_cycle"]))
+
+
+class UsageTrackingPolicy(WarmupMixin):
+    """Policies that remember which keys earlier triggers trained on (``RandomNoReplacement``, ``Freshness``).
+
+    Subclasses implement :meth:`_choose` on the live keys seen so far; warm-up, dropping deleted keys, recording
+    the choice and the state are handled here.
+    """
+
+    _used: UsedKeys
+
+    def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
+        self._used.begin(history.trigger_id)
+        if self._in_warmup(history):
+            keys = self._warmup_keys(history, store)
+            self._used.add(keys)
+            return ones(keys)
+        keys = pool(history, store, None)
+        self._used.forget_dead(keys)
+        return ones(self._choose(keys, rng(self.seed, history.trigger_id)))
+
+    def _choose(self, keys: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+        """The sorted keys to train on out of ``keys``; records them in ``self._used``."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._used.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._used.load_state_dict(state)

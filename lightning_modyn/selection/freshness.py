@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from lightning_modyn.selection._pool import (
+    UsageTrackingPolicy,
     UsedKeys,
-    WarmupMixin,
     check_count,
     check_fraction,
     draw,
-    ones,
-    pool,
-    rng,
 )
-from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory
+from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory  # noqa: F401 (doctest)
 
 
-class Freshness(WarmupMixin, SelectionPolicy):
+class Freshness(UsageTrackingPolicy, SelectionPolicy):
     """Train on ``num_samples`` keys of which a share ``unused_fraction`` was never trained on before.
 
     The pool is every live key seen so far, split into *unused* keys (no earlier trigger trained on them) and
@@ -69,27 +64,13 @@ class Freshness(WarmupMixin, SelectionPolicy):
         self._set_warmup(warmup_triggers)
         self._used = UsedKeys()
 
-    def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
-        self._used.begin(history.trigger_id)
-        if self._in_warmup(history):
-            keys = self._warmup_keys(history, store)
-            self._used.add(keys)
-            return ones(keys)
-        keys = pool(history, store, None)
-        self._used.forget_dead(keys)
+    def _choose(self, keys: np.ndarray, gen: np.random.Generator) -> np.ndarray:
         was_used = self._used.is_used(keys)
         unused, used = keys[~was_used], keys[was_used]
         n = min(self.num_samples, len(keys))
         n_unused = min(round(self.unused_fraction * n), len(unused))
         n_used = min(n - n_unused, len(used))
         n_unused = n - n_used  # fill a shortfall of used keys with unused ones
-        gen = rng(self.seed, history.trigger_id)
         chosen = np.sort(np.concatenate([draw(unused, n_unused, gen), draw(used, n_used, gen)]))
         self._used.add(chosen)
-        return ones(chosen)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._used.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._used.load_state_dict(state)
+        return chosen

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from lightning_modyn.selection._pool import (
+    UsageTrackingPolicy,
     UsedKeys,
     WarmupMixin,
     check_count,
@@ -79,7 +80,7 @@ class Random(WarmupMixin, SelectionPolicy):
         return ones(draw(keys, self._size(len(keys)), rng(self.seed, history.trigger_id)))
 
 
-class RandomNoReplacement(WarmupMixin, SelectionPolicy):
+class RandomNoReplacement(UsageTrackingPolicy, SelectionPolicy):
     """Train on random data that earlier triggers have not used yet; once everything was used, start over.
 
     The policy keeps the set of keys trained on in the current *cycle*. Each trigger draws uniformly from the
@@ -124,29 +125,15 @@ class RandomNoReplacement(WarmupMixin, SelectionPolicy):
         self._set_warmup(warmup_triggers)
         self._used = UsedKeys()
 
-    def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
-        self._used.begin(history.trigger_id)
-        if self._in_warmup(history):
-            keys = self._warmup_keys(history, store)
-            self._used.add(keys)
-            return ones(keys)
-        keys = pool(history, store, None)
-        self._used.forget_dead(keys)
-        gen = rng(self.seed, history.trigger_id)
+    def _choose(self, keys: np.ndarray, gen: np.random.Generator) -> np.ndarray:
         unused = keys[~self._used.is_used(keys)]
         if len(unused) >= self.num_samples:
             chosen = draw(unused, self.num_samples, gen)
             self._used.add(chosen)
-            return ones(chosen)
+            return chosen
         # the cycle ends: take what is left, start the next cycle with the rest
         self._used.new_cycle()
         rest = keys[~np.isin(keys, unused)]
         extra = draw(rest, self.num_samples - len(unused), gen)
         self._used.add(extra)
-        return ones(np.sort(np.concatenate([unused, extra])))
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._used.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._used.load_state_dict(state)
+        return np.sort(np.concatenate([unused, extra]))
