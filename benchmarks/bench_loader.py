@@ -69,6 +69,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from _common import warm_files  # the scripts run from benchmarks/
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -101,21 +103,6 @@ def log(msg: str) -> None:
 
 
 # ====================================================================== data
-def warm_files(path: str) -> int:
-    """Read every file under ``path`` (or the file) once so it sits in the page cache; returns bytes read."""
-    paths = [path] if os.path.isfile(path) else [os.path.join(r, f) for r, _d, fs in os.walk(path) for f in fs]
-    buf = bytearray(16 << 20)
-    total = 0
-    for p in paths:
-        with open(p, "rb", buffering=0) as fh:
-            while True:
-                k = fh.readinto(buf)
-                if not k:
-                    break
-                total += k
-    return total
-
-
 def _load_meta(root: str, want: dict) -> dict | None:
     try:
         with open(os.path.join(root, "meta.json")) as fh:

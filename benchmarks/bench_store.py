@@ -43,6 +43,8 @@ import tracemalloc
 
 import numpy as np
 
+from _common import warm_files  # the scripts run from benchmarks/
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WORK = os.path.join(REPO, "benchmarks", "_work")
 
@@ -68,21 +70,6 @@ def dir_bytes(path: str) -> int:
                 total += os.path.getsize(os.path.join(root, name))
             except FileNotFoundError:
                 pass
-    return total
-
-
-def warm_files(path: str) -> int:
-    """Read every file under ``path`` (or the file itself) once so that it sits in the page cache."""
-    paths = [path] if os.path.isfile(path) else [os.path.join(r, f) for r, _d, fs in os.walk(path) for f in fs]
-    buf = bytearray(16 << 20)
-    total = 0
-    for p in paths:
-        with open(p, "rb", buffering=0) as fh:
-            while True:
-                n = fh.readinto(buf)
-                if not n:
-                    break
-                total += n
     return total
 
 
