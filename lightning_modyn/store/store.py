@@ -653,36 +653,27 @@ class SampleStore:
 
     def _scan_shard(self, ref: str) -> tuple[list[tarformat.SampleSpan], int]:
         size = self.files.size(ref)
-        if self.files.local and "://" not in ref and size:
-            data = self.files.array(ref)  # one map of the file: headers are sliced from memory
-            kind = tarformat.detect_compression(data[:6].tobytes())
+        with contextlib.ExitStack() as stack:
+            if self.files.local and "://" not in ref and size:
+                data = self.files.array(ref)  # one map of the file: headers are sliced from memory
+                stack.callback(self.files.forget, ref)
+
+                def read_at(offset: int, n: int) -> bytes:
+                    return data[offset : offset + n].tobytes()
+            else:
+                handle = stack.enter_context(self.files.open_read(ref))
+
+                def read_at(offset: int, n: int) -> bytes:
+                    handle.seek(offset)
+                    return handle.read(n)
+
+            kind = tarformat.detect_compression(read_at(0, 6))
             if kind is not None:
                 raise CompressedShardError(
                     f"{ref}: the shard is {kind}-compressed; random access needs byte offsets into an uncompressed "
                     f"tar, which a {kind} stream does not have — decompress it first and ingest the plain .tar"
                 )
-            try:
-                members = tarformat.iter_members(lambda o, n: data[o : o + n].tobytes(), size, ref)
-                spans = list(tarformat.iter_samples(members, ref))
-            finally:
-                self.files.forget(ref)
-            self._check_duplicate_keys(ref, spans)
-            return spans, size
-        with self.files.open_read(ref) as handle:
-            head = handle.read(6)
-            kind = tarformat.detect_compression(head)
-            if kind is not None:
-                raise CompressedShardError(
-                    f"{ref}: the shard is {kind}-compressed; random access needs byte offsets into an uncompressed "
-                    f"tar, which a {kind} stream does not have — decompress it first and ingest the plain .tar"
-                )
-
-            def read_at(offset: int, n: int) -> bytes:
-                handle.seek(offset)
-                return handle.read(n)
-
-            members = tarformat.iter_members(read_at, size, ref)
-            spans = list(tarformat.iter_samples(members, ref))
+            spans = list(tarformat.iter_samples(tarformat.iter_members(read_at, size, ref), ref))
         self._check_duplicate_keys(ref, spans)
         return spans, size
 
