@@ -40,20 +40,35 @@ def refuse_code_execution(config: Any, path: str = "") -> None:
     jsonargparse already refuses source strings (``lambda ...``); this closes the other door, an import path
     such as ``os.system`` given where a callable is expected.
     """
-    items = vars(config).items() if hasattr(config, "__dict__") and not callable(config) else (
-        config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, (list, tuple)) else ())
-    for key, value in items:
+    for key, value in _children(config):
         where = f"{path}.{key}" if path else str(key)
-        if isinstance(value, str) and _names_refused_routine(value):
-            raise ValueError(f"config field {where!r} names {value}: refused, a recipe may not run programs, "
+        name = _refused_name(value)
+        if name is not None:
+            raise ValueError(f"config field {where!r} names {name}: refused, a recipe may not run programs, "
                              "evaluate code or unpickle")
-        if callable(value) and not isinstance(value, type):
-            module = (getattr(value, "__module__", None) or "").split(".")[0]
-            if module in _REFUSED_MODULES and (inspect.isroutine(value) or isinstance(value, functools.partial)):
-                raise ValueError(f"config field {where!r} names {module}.{getattr(value, '__name__', value)}: refused, "
-                                 "a recipe may not run programs, evaluate code or unpickle")
-        if isinstance(value, (dict, list, tuple)) or type(value).__name__ == "Namespace":
-            refuse_code_execution(value, where)
+        refuse_code_execution(value, where)
+
+
+def _children(config: Any):
+    """(key, value) pairs of a parsed config node: a jsonargparse Namespace, dict, list or tuple."""
+    if isinstance(config, dict):
+        return config.items()
+    if isinstance(config, (list, tuple)):
+        return enumerate(config)
+    if type(config).__name__ == "Namespace":
+        return vars(config).items()
+    return ()
+
+
+def _refused_name(value: Any) -> str | None:
+    """The dotted name of ``value`` when it is (or names) a function of a refused module, else None."""
+    if isinstance(value, str):
+        return value if _names_refused_routine(value) else None
+    if callable(value) and (inspect.isroutine(value) or isinstance(value, functools.partial)):
+        module = (getattr(value, "__module__", None) or "").split(".")[0]
+        if module in _REFUSED_MODULES:
+            return f"{module}.{getattr(value, '__name__', value)}"
+    return None
 
 
 def _names_refused_routine(text: str) -> bool:
