@@ -10,23 +10,9 @@ import sys
 
 import lightning as L
 import numpy as np
-import torch
-import torch.nn.functional as F
+from test_datamodule import PlainClickModel  # the same plain-Lightning module (this script runs from tests/)
 
 from lightning_modyn import ModynDataModule
-
-
-class PlainClickModel(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(13, 2)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self.linear(x["dense"]), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
 class Record(L.Callback):
