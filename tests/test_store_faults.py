@@ -48,6 +48,7 @@ WRITER = textwrap.dedent(
             live = store.all().keys
             if len(live):
                 victims = rng.choice(live, size=min(len(live), int(rng.integers(1, 20))), replace=False)
+                print("DELETING", ",".join(map(str, victims.tolist())), flush=True)
                 store.delete(victims)
                 print("DEL", ",".join(map(str, victims.tolist())), flush=True)
         else:
@@ -68,6 +69,7 @@ def test_sigkill_during_append_delete_compact_keeps_acknowledged_data(tmp_path):
     script.write_text(WRITER)
     acked: set[int] = set()
     deleted: set[int] = set()
+    maybe_deleted: set[int] = set()  # a delete the kill interrupted may or may not have committed
     rng = np.random.default_rng(1234)
     kills = 0
     for attempt in range(10):
@@ -80,6 +82,7 @@ def test_sigkill_during_append_delete_compact_keeps_acknowledged_data(tmp_path):
         out, err = proc.communicate()
         assert proc.returncode == -signal.SIGKILL, err
         kills += 1
+        pending: set[int] = set()
         for line in out.splitlines():
             parts = line.split()
             if not parts:
@@ -87,8 +90,12 @@ def test_sigkill_during_append_delete_compact_keeps_acknowledged_data(tmp_path):
             if parts[0] == "ACK":
                 first, n = int(parts[1]), int(parts[2])
                 acked.update(range(first, first + n))
+            elif parts[0] == "DELETING":
+                pending = {int(k) for k in parts[1].split(",")}
             elif parts[0] == "DEL":
                 deleted.update(int(k) for k in parts[1].split(","))
+                pending = set()
+        maybe_deleted |= pending
 
         store = SampleStore.open(url)  # the writable open collects a crashed writer's garbage
         try:
@@ -99,7 +106,10 @@ def test_sigkill_during_append_delete_compact_keeps_acknowledged_data(tmp_path):
             assert set(on_disk) == known
             live = store.all().keys
             # every acknowledged, not-deleted key is live; deletes that were acknowledged stay deleted
-            assert not (acked - deleted) - set(live.tolist())
+            assert not (acked - deleted - maybe_deleted) - set(live.tolist())
+            # the interrupted delete (if any) committed whole or not at all
+            interrupted = pending - deleted
+            assert not interrupted or interrupted <= set(live.tolist()) or not interrupted & set(live.tolist())
             assert not deleted & set(live.tolist())
             # every live key (acknowledged or committed just before the kill) has exactly its bytes
             dtype = store.record_dtype
