@@ -111,7 +111,10 @@ class ModynDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.prefetch_factor = prefetch_factor
         self._sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._train_subset: tuple[np.ndarray, np.ndarray] | None = None
         self._train_sampler: SelectionSampler | None = None
+        #: Which trigger the current fit trains for; set by the continual loop, read by selection callbacks.
+        self.trigger_id: int | None = None
 
     # ------------------------------------------------------------------ store
     @property
@@ -167,6 +170,7 @@ class ModynDataModule(L.LightningDataModule):
                 "train dataloader every epoch: use Trainer(reload_dataloaders_every_n_epochs=1)"
             )
         self._sets["train"] = self._check_set("training", keys, weights)
+        self._train_subset = None
 
     def set_validation_set(self, keys: Any = None, weights: Any = None, start: int | None = None,
                            end: int | None = None) -> None:
@@ -192,6 +196,26 @@ class ModynDataModule(L.LightningDataModule):
         """The current ``(keys, weights)`` to train on, or None before :meth:`set_training_set`."""
         return self._sets.get("train")
 
+    def set_training_subset(self, keys: Any, weights: Any = None) -> None:
+        """Train on this weighted subset of the training set until :meth:`clear_training_subset`.
+
+        Sample-then-batch selection callbacks use it: the training set chosen before the fit stays as it is (they
+        score all of it again every period), while the loaders built from now on read the subset. Call it before
+        the fit's first train loader is built (``on_fit_start``) or with ``reload_dataloaders_every_n_epochs=1``.
+        """
+        if "train" not in self._sets:
+            raise RuntimeError("set_training_subset needs a training set: call set_training_set(keys) first")
+        self._train_subset = self._check_set("training subset", keys, weights)
+
+    def clear_training_subset(self) -> None:
+        """Train on the whole training set again."""
+        self._train_subset = None
+
+    @property
+    def training_subset(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The subset set by a selection callback, or None (the whole training set is used)."""
+        return self._train_subset
+
     # ------------------------------------------------------------------ loaders
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -203,7 +227,7 @@ class ModynDataModule(L.LightningDataModule):
         if name not in self._sets:
             what = {"train": "set_training_set(keys)", "val": "set_validation_set(...)", "test": "set_test_set(...)"}
             raise RuntimeError(f"no {name} set: call {what[name]} on the ModynDataModule first")
-        keys, weights = self._sets[name]
+        keys, weights = self._train_subset if name == "train" and self._train_subset is not None else self._sets[name]
         live = self.store.contains(keys)
         if not live.all():
             warnings.warn(f"{int((~live).sum())} key(s) of the {name} set were deleted from the store; "

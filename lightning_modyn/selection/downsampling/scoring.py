@@ -1,0 +1,161 @@
+"""What a downsampling strategy sees: one scoring forward pass over a set of samples.
+
+A :class:`ScoringBatch` holds, for ``N`` samples, the model's outputs, the targets, the per-sample loss and (when a
+strategy needs them) the embeddings the model's last layer receives. Gradients with respect to the last layer have
+a closed form from these, so gradient-based strategies need no backward pass:
+
+* cross-entropy: ``dL/dz = softmax(z) - onehot(y)``;
+* binary cross-entropy on one logit: ``dL/dz = sigmoid(z) - y``;
+* mean squared error: ``dL/dz = 2 (z - y) / C``;
+
+and for a last layer ``z = W h + b`` the per-sample gradient is ``(dL/dz) h^T`` for ``W`` and ``dL/dz`` for ``b``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
+
+
+def resolve_loss(loss: str, logits: torch.Tensor) -> str:
+    """The loss name to use: ``"auto"`` is cross-entropy for several outputs and binary cross-entropy for one."""
+    if loss == "auto":
+        return "binary_cross_entropy" if logits.ndim == 1 or logits.shape[1] == 1 else "cross_entropy"
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be 'auto' or one of {LOSSES}, got {loss!r}")
+    return loss
+
+
+def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """The loss of every sample (no reduction), shape ``(N,)``.
+
+    >>> per_sample_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([1]), "cross_entropy")
+    tensor([0.6931])
+    """
+    if loss == "cross_entropy":
+        return F.cross_entropy(logits.float(), targets.long(), reduction="none")
+    if loss == "binary_cross_entropy":
+        return F.binary_cross_entropy_with_logits(logits.float().reshape(-1), targets.float().reshape(-1),
+                                                  reduction="none")
+    if loss == "mse":
+        diff = logits.float().reshape(len(logits), -1) - targets.float().reshape(len(logits), -1)
+        return diff.pow(2).mean(1)
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+@dataclass
+class ScoringBatch:
+    """Model outputs for ``N`` samples, everything detached.
+
+    Attributes:
+        logits: ``(N, C)`` outputs (``C = 1`` for one binary logit).
+        targets: ``(N,)`` labels (or ``(N, C)`` regression targets), None when the batch has none.
+        losses: ``(N,)`` per-sample loss.
+        loss: The loss the scores refer to (one of ``cross_entropy``, ``binary_cross_entropy``, ``mse``).
+        embeddings: ``(N, D)`` inputs of the last layer, when a strategy asked for them.
+        keys: ``(N,)`` store keys, when the batch came from a ``ModynDataModule``.
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor | None
+    losses: torch.Tensor
+    loss: str
+    embeddings: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    @classmethod
+    def from_outputs(cls, logits: torch.Tensor, targets: torch.Tensor | None, loss: str = "auto",
+                     embeddings: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> "ScoringBatch":
+        """Compute the per-sample losses from outputs and targets."""
+        logits = logits.detach().float()
+        logits = logits.reshape(len(logits), -1)
+        loss = resolve_loss(loss, logits)
+        if targets is None:
+            losses = torch.zeros(len(logits), device=logits.device)
+        else:
+            targets = targets.detach()
+            losses = per_sample_loss(logits, targets, loss)
+        emb = None if embeddings is None else embeddings.detach().float().reshape(len(logits), -1)
+        return cls(logits, targets, losses, loss, emb, None if keys is None else keys.detach())
+
+    @classmethod
+    def unscored(cls, n: int, targets: torch.Tensor | None = None, keys: torch.Tensor | None = None,
+                 device: torch.device | str = "cpu") -> "ScoringBatch":
+        """``n`` samples without a model pass (for strategies that need none, e.g. uniform or RS2)."""
+        return cls(torch.zeros(n, 0, device=device), targets, torch.zeros(n, device=device), "none", None, keys)
+
+    # ------------------------------------------------------------------ derived quantities
+    def probabilities(self) -> torch.Tensor:
+        """``(N, C)`` class probabilities; one binary logit becomes two columns ``(1 - p, p)``."""
+        if self.loss == "binary_cross_entropy" or self.logits.shape[1] == 1:
+            p = torch.sigmoid(self.logits[:, 0])
+            return torch.stack([1 - p, p], dim=1)
+        return torch.softmax(self.logits, dim=1)
+
+    def _require_targets(self, what: str) -> torch.Tensor:
+        if self.targets is None:
+            raise ValueError(f"{what} needs targets: the batches have no labels (expected (x, y, ...))")
+        return self.targets
+
+    def output_gradients(self) -> torch.Tensor:
+        """``(N, C)`` gradient of each sample's loss with respect to the model's outputs (closed form)."""
+        y = self._require_targets("the gradient of the loss")
+        if self.loss == "cross_entropy":
+            onehot = F.one_hot(y.long(), self.logits.shape[1]).float()
+            return torch.softmax(self.logits, dim=1) - onehot
+        if self.loss == "binary_cross_entropy":
+            return torch.sigmoid(self.logits) - y.float().reshape(-1, 1)
+        return 2 * (self.logits - y.float().reshape(len(self), -1)) / self.logits.shape[1]
+
+    def _require_embeddings(self, what: str) -> torch.Tensor:
+        if self.embeddings is None:
+            raise ValueError(f"{what} needs the embeddings the last layer sees; the strategy must declare "
+                             "needs_embeddings = True")
+        return self.embeddings
+
+    def last_layer_gradients(self) -> torch.Tensor:
+        """``(N, C * (D + 1))`` per-sample gradient of the last layer's weight and bias, flattened."""
+        g = self.output_gradients()
+        h = self._require_embeddings("last-layer gradients")
+        weight = (g.unsqueeze(2) * h.unsqueeze(1)).reshape(len(self), -1)
+        return torch.cat([weight, g], dim=1)
+
+    def last_layer_gradient_norms(self) -> torch.Tensor:
+        """``(N,)`` norm of :meth:`last_layer_gradients` without building them: ``|g| sqrt(|h|^2 + 1)``."""
+        g = self.output_gradients()
+        h = self._require_embeddings("last-layer gradient norms")
+        return g.norm(dim=1) * torch.sqrt(h.pow(2).sum(1) + 1)
+
+    # ------------------------------------------------------------------ structure
+    def subset(self, index: torch.Tensor) -> "ScoringBatch":
+        """The samples at ``index`` (a tensor of positions or a boolean mask)."""
+        return replace(self, **{f.name: _take(getattr(self, f.name), index) for f in fields(self) if f.name != "loss"})
+
+    @staticmethod
+    def cat(parts: list["ScoringBatch"]) -> "ScoringBatch":
+        """Concatenate batches scored with the same loss."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        merged = {}
+        for f in fields(first):
+            if f.name == "loss":
+                continue
+            values = [getattr(p, f.name) for p in parts]
+            merged[f.name] = None if any(v is None for v in values) else torch.cat(values)
+        return ScoringBatch(loss=first.loss, **merged)
+
+    def to(self, device: torch.device | str) -> "ScoringBatch":
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+
+def _take(value: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if value is None else value[index.to(value.device)]
