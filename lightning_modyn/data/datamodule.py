@@ -161,10 +161,15 @@ class ModynDataModule(L.LightningDataModule):
     def set_training_set(self, keys: Any, weights: Any = None) -> None:
         """What the next fit (or, with ``reload_dataloaders_every_n_epochs=1``, the next epoch) trains on.
 
+        Inside a fit it may be called until the first train loader is built (e.g. in ``setup`` or
+        ``on_fit_start``); later calls need ``reload_dataloaders_every_n_epochs=1``.
+
         ``keys`` may repeat (sampling with replacement). Weights default to 1; they must be finite and >= 0.
         """
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.training and trainer.reload_dataloaders_every_n_epochs != 1:
+        loader_built = self._train_sampler is not None  # before the fit's first train loader, a change is seen
+        if (trainer is not None and trainer.training and loader_built
+                and trainer.reload_dataloaders_every_n_epochs != 1):
             raise RuntimeError(
                 "set_training_set during a fit takes effect at the next epoch only if the Trainer reloads its "
                 "train dataloader every epoch: use Trainer(reload_dataloaders_every_n_epochs=1)"

@@ -132,8 +132,9 @@ def run_recipe(argv: list[str]) -> RunResult | None:
         keys = generator.write(datamodule._store_url)
         print(f"[lightning-modyn] wrote {len(keys):,} samples in {time.perf_counter() - t0:.1f}s", flush=True)
     os.makedirs(pipeline.output_dir, exist_ok=True)
-    cli.parser.save(cli.config, os.path.join(pipeline.output_dir, "config.yaml"), overwrite=True,
-                    skip_check=True)
+    if _launched_rank() == 0:  # ranks that Lightning's ddp launcher started run this again: rank 0 writes
+        cli.parser.save(cli.config, os.path.join(pipeline.output_dir, "config.yaml"), overwrite=True,
+                        skip_check=True)
     base_callbacks = list(config["trainer"].get("callbacks") or [])
 
     def make_trainer() -> L.Trainer:
@@ -144,5 +145,15 @@ def run_recipe(argv: list[str]) -> RunResult | None:
                          end=pipeline.end, chunk_size=pipeline.chunk_size, seed=pipeline.seed,
                          evaluation=pipeline.evaluation)
     result = loop.run()
-    print(summary_table(result), flush=True)
+    if loop.global_rank == 0:  # under ddp the other ranks run the CLI too; they stay quiet
+        print(summary_table(result), flush=True)
     return result
+
+
+def _launched_rank() -> int:
+    """This process's global rank as set by a launcher (torchrun, SLURM or Lightning's ddp), 0 otherwise."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    local = os.environ.get("LOCAL_RANK", "0")  # Lightning's launcher on one node sets only this
+    return int(local) if local.isdigit() else 0

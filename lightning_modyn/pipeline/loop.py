@@ -5,10 +5,16 @@ At each firing point the loop asks the selection policy for ``(keys, weights)``,
 the model — warm from the previous model or from its initial weights — saves it in the :class:`ModelRegistry` with
 its metadata, and tells the trigger about the new model. The loop's own state is written after every chunk, so a
 killed run resumes from the last completed chunk and, with seeded fits, ends with the same results.
+
+Under a multi-process strategy only rank 0 replays the stream and decides (trigger, selection); the plan is
+broadcast inside each fit (:class:`_SharePlan`) and every rank trains on it. Ranks whose processes outlive a fit
+(``strategy="ddp"``, torchrun, SLURM) follow rank 0 from fit to fit (:meth:`ContinualLoop._follow`) and write
+nothing; under ``ddp_spawn`` the loop stays in the main process and each fit spawns its workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -113,6 +119,65 @@ def _flatten_inputs(x: Any) -> torch.Tensor:
     return x.reshape(len(x), -1).float()
 
 
+@dataclass
+class _Plan:
+    """What one fit trains: rank 0's decision, the same on every rank once broadcast."""
+
+    trigger_id: int
+    seed: int
+    keys: np.ndarray
+    weights: np.ndarray
+
+
+@dataclass
+class _Word:
+    """Rank 0's word to the following ranks between two fits: ``"fit"`` again, ``"done"`` (with the run's
+    result) or ``"abort"`` (rank 0 failed outside a fit)."""
+
+    what: str
+    trigger_id: int | None = None
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    stream_samples: int = 0
+    error: str = ""
+
+
+class _SharePlan(L.Callback):
+    """Broadcasts rank 0's :class:`_Plan` at the start of a fit; the other ranks adopt it.
+
+    ``setup`` is the first callback hook that runs with the process group up (the strategy creates it in
+    ``setup_environment``) and it runs before the train loader is built (``fit_loop.setup_data``), so a rank that
+    joined at this fit without having seen the stream (``strategy="ddp"`` re-executes the script for ranks > 0)
+    still trains on exactly what rank 0 chose. Every rank seeds here, at the same point of the fit.
+    """
+
+    def __init__(self, plan: _Plan | None) -> None:
+        self.plan = plan
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        plan = trainer.strategy.broadcast(self.plan, src=0)
+        if plan is None:
+            raise RuntimeError("a ContinualLoop fit started without rank 0's plan: rank 0 must run the loop too")
+        if trainer.global_rank > 0:
+            _adopt_plan(trainer.datamodule, plan)
+        self.plan = plan
+        L.seed_everything(plan.seed, workers=True, verbose=False)
+
+
+def _adopt_plan(datamodule: ModynDataModule, plan: _Plan) -> None:
+    """Set rank 0's training set and trigger id on this rank's DataModule, inside the fit's setup (before the train
+    loader is built, so the fit trains on it)."""
+    datamodule.set_training_set(plan.keys, plan.weights)
+    datamodule.trigger_id = plan.trigger_id
+
+
+def _keeps_process_group(trainer: L.Trainer) -> bool:
+    """Whether this process stays in a process group with other ranks after a fit (``ddp``, torchrun, SLURM), as
+    opposed to one process alone (single device) or the main process of ``ddp_spawn`` (its workers are gone)."""
+    return trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 class ContinualLoop:
     """Replays a store's stream through a trigger, retraining a model per trigger.
 
@@ -122,7 +187,8 @@ class ContinualLoop:
         trigger: When to retrain.
         selection: Which data each fit trains on (default: the data since the last trigger).
         trainer: Keyword arguments of ``lightning.Trainer`` for every fit (e.g. ``max_epochs``, ``strategy``), or a
-            callable returning a fresh Trainer.
+            callable returning a fresh Trainer. Under a multi-process strategy (``ddp``, ``ddp_spawn``) rank 0
+            decides and writes, every rank trains its plan (docs/pipeline.md, "Under DDP").
         output_dir: Where models, the loop state and results go.
         warm_start: Start each fit from the previous model (True) or from the initial weights (False).
         start, end: Replay the samples with ``start <= timestamp < end``.
@@ -167,29 +233,58 @@ class ContinualLoop:
         self.progress = progress
         self.context = LoopContext(self)
         self.models_trained = 0
+        self.global_rank = 0
         self._initial_state = copy.deepcopy(model.state_dict())
+        self._followers: Any = None  # the strategy that reaches ranks waiting between fits (after a ddp fit)
+        self._fitting = False
 
     # ------------------------------------------------------------------ pieces
-    def _trainer(self, trigger_id: int) -> L.Trainer:
+    def _trainer(self, trigger_id: int | None, plan: _Plan | None = None) -> L.Trainer:
+        """A fresh Trainer from the user's arguments, with :class:`_SharePlan` as its first callback."""
         if callable(self.trainer_args):
-            return self.trainer_args()
-        args = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                "enable_model_summary": False, **self.trainer_args}
-        args.setdefault("default_root_dir", os.path.join(self.output_dir, "trainer", f"trigger-{trigger_id:04d}"))
-        return L.Trainer(**args)
+            trainer = self.trainer_args()
+        else:
+            args = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                    "enable_model_summary": False, **self.trainer_args}
+            folder = "trainer" if trigger_id is None else os.path.join("trainer", f"trigger-{trigger_id:04d}")
+            args.setdefault("default_root_dir", os.path.join(self.output_dir, folder))
+            trainer = L.Trainer(**args)
+        trainer.callbacks.insert(0, _SharePlan(plan))
+        return trainer
 
-    def _fit(self, trigger_id: int, keys: np.ndarray, weights: np.ndarray) -> float:
+    def _fit_with(self, trainer: L.Trainer) -> None:
+        """Fit the model (reset to its initial weights first when not warm-starting)."""
+        self._fitting = True  # stays True if the fit raises: the other ranks are inside that fit, not waiting
         if not self.warm_start:
             self.model.load_state_dict(self._initial_state)
-        self.datamodule.set_training_set(keys, weights)
-        L.seed_everything(self.seed + trigger_id, workers=True, verbose=False)
-        t0 = time.perf_counter()
         with warnings.catch_warnings():
             # a ModynDataModule without a validation set returns no val loader, which Lightning remarks on
             warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
             warnings.filterwarnings("ignore", message="You passed in a `val_dataloader` but have no `validation_step`")
-            self._trainer(trigger_id).fit(self.model, datamodule=self.datamodule)
-        return time.perf_counter() - t0
+            trainer.fit(self.model, datamodule=self.datamodule)
+        self._fitting = False
+
+    def _fit(self, trigger_id: int, keys: np.ndarray, weights: np.ndarray) -> float:
+        """Rank 0: fit on its decision, which :class:`_SharePlan` hands to every other rank inside the fit."""
+        self.datamodule.set_training_set(keys, weights)
+        self.datamodule.trigger_id = trigger_id
+        trainer = self._trainer(trigger_id, _Plan(trigger_id, self.seed + trigger_id, keys, weights))
+        self._tell_followers(_Word("fit", trigger_id=trigger_id))  # last: what fails before it aborts them
+        t0 = time.perf_counter()
+        self._fit_with(trainer)
+        seconds = time.perf_counter() - t0
+        if _keeps_process_group(trainer):
+            self._followers = trainer.strategy
+        return seconds
+
+    def _tell_followers(self, word: _Word) -> None:
+        """Rank 0: tell the ranks waiting between fits what comes next (no-op when none are waiting). After "done"
+        or "abort" they have left the loop, so nothing more is sent."""
+        followers = self._followers
+        if word.what != "fit":
+            self._followers = None
+        if followers is not None:
+            followers.broadcast(word, src=0)
 
     def _save_state(self, position: int, intervals: list[tuple[int, int]]) -> None:
         write_json_atomic(os.path.join(self.output_dir, STATE_FILE), {
@@ -199,7 +294,39 @@ class ContinualLoop:
 
     # ------------------------------------------------------------------ run
     def run(self) -> RunResult:
-        """Replay the stream; returns the models trained (resuming a killed run from its last chunk)."""
+        """Replay the stream; returns the models trained (resuming a killed run from its last chunk).
+
+        Under a multi-process strategy rank 0 runs the loop and every other rank follows it; all ranks return the
+        same triggers, and ``evaluation`` is set on rank 0 only (``loop.global_rank`` says which rank this is).
+        """
+        trainer = self._trainer(None)  # its global rank is the rank of this process (from the launcher's env)
+        self.global_rank = trainer.global_rank
+        self._followers, self._fitting = None, False
+        if self.global_rank > 0:
+            return self._follow(trainer)
+        try:
+            return self._lead()
+        except BaseException as error:
+            if not self._fitting:
+                with contextlib.suppress(Exception):  # the error itself matters more than telling the others
+                    self._tell_followers(_Word("abort", error=f"{type(error).__name__}: {error}"))
+            raise
+
+    def _follow(self, trainer: L.Trainer) -> RunResult:
+        """Ranks > 0: no stream, trigger, selection or files of their own. Each fit trains on rank 0's plan; between
+        fits they wait for rank 0's next word (rank 0 replays the stream meanwhile)."""
+        while True:
+            self._fit_with(trainer)
+            self.models_trained += 1
+            word = trainer.strategy.broadcast(None, src=0)
+            if word.what == "done":
+                return RunResult(self.output_dir, word.triggers, word.stream_samples)
+            if word.what == "abort":
+                raise RuntimeError(f"rank 0 stopped the continual loop: {word.error}")
+            trainer = self._trainer(word.trigger_id)
+
+    def _lead(self) -> RunResult:
+        """Rank 0 (or the only process): replay, decide, fit, and write the registry, loop state and results."""
         os.makedirs(self.output_dir, exist_ok=True)
         registry = ModelRegistry(self.output_dir)
         stream = ReplayStream(self.datamodule.store, self.start, self.end, self.chunk_size)
@@ -234,9 +361,10 @@ class ContinualLoop:
                 self._run_trigger(registry, stream, intervals)
             self._save_state(chunk.start + len(chunk), intervals)
         result = RunResult(self.output_dir, registry.entries()[: len(intervals)], len(stream))
+        self._tell_followers(_Word("done", triggers=result.triggers, stream_samples=result.stream_samples))
         if not intervals:
             warnings.warn(f"{type(self.trigger).__name__} never fired over {len(stream)} samples: no model was "
-                          "trained", RuntimeWarning, stacklevel=2)
+                          "trained", RuntimeWarning, stacklevel=3)
             self._say(f"the trigger never fired over {len(stream)} samples; no model was trained")
         if self.evaluation is not None:
             result.evaluation = self.evaluation.run(self, registry, stream)
