@@ -457,3 +457,31 @@ def test_strategy_names_cover_the_table():
     for name in ("uniform", "loss", "gradnorm", "uncertainty", "el2n", "grand", "forgetting", "selective_backprop",
                  "kcenter", "craig", "gradmatch", "submodular", "rho_loss", "rs2"):
         assert type(strategy_by_name(name)).__name__
+
+
+# ---------------------------------------------------------------------- reusing recorded scores
+def test_recorded_scores_replay_the_latest_hardest_old_samples(tmp_path):
+    from lightning_modyn.selection import RecordedScores, TriggerHistory
+    from lightning_modyn.selection.recorded_scores import latest_scores
+
+    def record(trigger, keys, scores, epoch=0):
+        np.savez(tmp_path / f"scores-trigger-{trigger:04d}.npz", keys=np.array(keys), scores=np.array(scores),
+                 epochs=np.full(len(keys), epoch), trigger_id=np.int64(trigger))
+
+    record(0, [0, 1, 2, 3], [0.9, 0.1, 0.8, 0.2])
+    record(1, [0, 4, 5], [0.0, 0.7, 0.3])  # key 0 was rescored later: its latest score is 0.0
+    keys, scores = latest_scores(str(tmp_path))
+    assert dict(zip(keys.tolist(), scores.tolist())) == pytest.approx(
+        {0: 0.0, 1: 0.1, 2: 0.8, 3: 0.2, 4: 0.7, 5: 0.3})
+    h = TriggerHistory([np.arange(0, 4), np.arange(4, 6), np.arange(6, 9)])
+    picked, weights = RecordedScores(str(tmp_path), ratio=50).select(h, None)
+    assert picked.tolist() == [2, 4, 5, 6, 7, 8] and weights.tolist() == [1.0] * 6  # top 3 of 6 old + all new
+    assert RecordedScores(str(tmp_path), ratio=50, tail_triggers=1).select(h, None)[0].tolist() == [4, 6, 7, 8]
+    # records of the trigger being trained (or later) are not used: at trigger 1 only trigger 0's scores count
+    assert RecordedScores(str(tmp_path), ratio=25).select(TriggerHistory(h.intervals[:2]), None)[0].tolist() == [
+        0, 4, 5]
+    with pytest.raises(ValueError, match=r"ratio .* \(0, 100\]"):
+        RecordedScores(str(tmp_path), ratio=0)
+    np.savez(tmp_path / "scores-trigger-0002.npz", keys=np.arange(3))
+    with pytest.raises(ValueError, match="scores-trigger-0002.npz is not a score record: it lacks"):
+        latest_scores(str(tmp_path))
