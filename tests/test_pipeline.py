@@ -82,7 +82,10 @@ def make_loop(store, out, trigger, **kwargs):
 
 
 def test_loop_trains_a_model_per_trigger_and_evaluates(drifting_store, tmp_path):
-    loop = make_loop(drifting_store, tmp_path / "run", EveryN(300), evaluation=Evaluation(every=100))
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(str(tmp_path / "logs"), name="eval")
+    loop = make_loop(drifting_store, tmp_path / "run", EveryN(300), evaluation=Evaluation(every=100, logger=logger))
     result = loop.run()
     assert result.num_triggers == 4 and result.stream_samples == 1200
     assert [t["samples_trained"] for t in result.triggers] == [300] * 4
@@ -94,6 +97,14 @@ def test_loop_trains_a_model_per_trigger_and_evaluates(drifting_store, tmp_path)
     assert acc[1, :6].mean() > 0.85 and acc[1, 6:].mean() < 0.2  # trained before the flip: wrong after it
     assert acc[3, 6:].mean() > 0.85  # retrained after the flip
     assert ev["active_model"][:3] == [-1, -1, -1] and ev["active_model"][3] == 0
+    # the currently trained model of a window is the first whose trigger comes at or after the window's start
+    assert ev["trained_model"] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert ev["trained_composite"]["accuracy"] == [acc[k, j] for j, k in enumerate(ev["trained_model"])]
+    bwt = np.mean([acc[3, j] - acc[k, j] for j, k in enumerate(ev["trained_model"]) if k < 3])
+    assert ev["summary"]["accuracy"]["backward_transfer"] == pytest.approx(bwt)
+    assert bwt < -0.3  # the flip makes the final model wrong on the first half: negative backward transfer
+    logged = open(logger.experiment.metrics_file_path).read()
+    assert "eval/accuracy_active" in logged and "eval/accuracy_backward_transfer" in logged
     assert (tmp_path / "run" / "accuracy_over_time.png").exists()
     assert (tmp_path / "run" / "matrix_accuracy.png").exists()
     assert "model_trigger" in open(tmp_path / "run" / "results.csv").readline()

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.loggers import Logger
 
 from lightning_modyn.evaluation.windows import PeriodicWindows, SlicingWindows
 from lightning_modyn.pipeline.registry import write_json_atomic
@@ -45,10 +46,20 @@ class Evaluation:
         every: Window length when ``windows`` is not given.
         metrics: Any of ``"accuracy"``, ``"f1"``, ``"roc_auc"``.
         plots: Write PNG plots (accuracy over time with trigger marks; the matrix heatmap).
+        logger: A Lightning logger (e.g. ``CSVLogger``, ``TensorBoardLogger``) that also receives the metrics:
+            per window (step = window index) the currently active and currently trained models' values, then
+            the summary.
+
+    Two composite models are reported per window: the *currently active* model (the last one trained before the
+    window starts: what a deployment would serve) and the *currently trained* model (the first one whose
+    trigger comes at or after the window's start: the model that learns from that window's data). The summary
+    holds, per metric, the active composite's mean, the mean forgetting and the backward transfer (the mean over
+    windows of the final model's value minus the currently trained model's value, after Lopez-Paz & Ranzato,
+    "Gradient Episodic Memory for Continual Learning", NeurIPS 2017).
     """
 
     def __init__(self, windows: SlicingWindows | PeriodicWindows | None = None, every: int | None = None,
-                 metrics: tuple[str, ...] = ("accuracy",), plots: bool = True) -> None:
+                 metrics: tuple[str, ...] = ("accuracy",), plots: bool = True, logger: Logger | None = None) -> None:
         if windows is None and every is None:
             raise ValueError("give windows=... or every=<window length>")
         unknown = [m for m in metrics if m not in _METRICS]
@@ -57,6 +68,7 @@ class Evaluation:
         self.windows = windows or SlicingWindows(every)
         self.metrics = tuple(metrics)
         self.plots = plots
+        self.logger = logger
 
     def run(self, loop, registry, stream) -> dict[str, Any]:
         entries = registry.entries()
@@ -81,17 +93,39 @@ class Evaluation:
         active = [int(np.searchsorted(trigger_ts, a, side="left")) - 1 for a, _ in spans]
         composite = {m: [None if k < 0 else float(matrix[m][k, j]) for j, k in enumerate(active)]
                      for m in self.metrics}
+        trained = [int(np.searchsorted(trigger_ts, a, side="left")) for a, _ in spans]
+        trained = [k if k < len(entries) else -1 for k in trained]
+        trained_composite = {m: [None if k < 0 else float(matrix[m][k, j]) for j, k in enumerate(trained)]
+                             for m in self.metrics}
         result = {
             "triggers": entries,
             "windows": [{"start": a, "end": b, "samples": int(mask.sum())} for (a, b), mask in zip(spans, masks)],
             "matrix": {m: matrix[m].tolist() for m in self.metrics},
             "active_model": active,
             "composite": composite,
-            "summary": {m: _summary(matrix[m], composite[m]) for m in self.metrics},
+            "trained_model": trained,
+            "trained_composite": trained_composite,
+            "summary": {m: _summary(matrix[m], composite[m], trained) for m in self.metrics},
             "total_train_seconds": float(sum(e["train_seconds"] for e in entries)),
         }
         self.write(loop.output_dir, result)
+        if self.logger is not None:
+            self.log(result)
         return result
+
+    def log(self, result: dict[str, Any]) -> None:
+        """Send the per-window composites and the summary to the Lightning logger."""
+        for j in range(len(result["windows"])):
+            values = {f"eval/{m}_active": result["composite"][m][j] for m in self.metrics}
+            values.update({f"eval/{m}_trained": result["trained_composite"][m][j] for m in self.metrics})
+            values = {k: v for k, v in values.items() if v is not None}
+            if values:
+                self.logger.log_metrics(values, step=j)
+        summary = {f"eval/{m}_{k}": v for m in self.metrics for k, v in result["summary"][m].items() if v is not None}
+        summary["eval/triggers"] = len(result["triggers"])
+        summary["eval/total_train_seconds"] = result["total_train_seconds"]
+        self.logger.log_metrics(summary, step=len(result["windows"]))
+        self.logger.save()
 
     def write(self, out: str, result: dict[str, Any]) -> None:
         write_json_atomic(os.path.join(out, "results.json"), result)
@@ -108,13 +142,16 @@ class Evaluation:
             plot_results(out, result)
 
 
-def _summary(matrix: np.ndarray, composite: list) -> dict[str, float | None]:
+def _summary(matrix: np.ndarray, composite: list, trained: list[int]) -> dict[str, float | None]:
     values = [v for v in composite if v is not None]
     n = matrix.shape[0]
     # forgetting: how much each model's best accuracy on a window drops by the final model
     diag_best = [np.nanmax(matrix[: n, j]) - matrix[n - 1, j] for j in range(matrix.shape[1])] if n else []
+    # backward transfer: the final model on each window against the model that learned from that window
+    transfer = [matrix[n - 1, j] - matrix[k, j] for j, k in enumerate(trained) if 0 <= k < n - 1]
     return {"composite_mean": float(np.mean(values)) if values else None,
-            "mean_forgetting": float(np.nanmean(diag_best)) if len(diag_best) else None}
+            "mean_forgetting": float(np.nanmean(diag_best)) if len(diag_best) else None,
+            "backward_transfer": float(np.mean(transfer)) if transfer else None}
 
 
 def plot_results(out: str, result: dict[str, Any]) -> None:
@@ -128,6 +165,10 @@ def plot_results(out: str, result: dict[str, Any]) -> None:
     for metric, values in result["composite"].items():
         fig, ax = plt.subplots(figsize=(8, 3.5))
         ax.plot(mids, [np.nan if v is None else v for v in values], marker="o", label="currently active model")
+        trained_values = result.get("trained_composite", {}).get(metric)
+        if trained_values is not None:
+            ax.plot(mids, [np.nan if v is None else v for v in trained_values], marker=".", linestyle="--",
+                    label="currently trained model")
         for t in result["triggers"]:
             ax.axvline(t["timestamp"], color="grey", alpha=0.4, linewidth=1)
         ax.set_xlabel("time")

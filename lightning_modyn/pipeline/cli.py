@@ -102,9 +102,10 @@ def summary_table(result: RunResult) -> str:
                  f"{total:.1f}s of training")
     if result.evaluation:
         for metric, s in result.evaluation["summary"].items():
-            mean = s["composite_mean"]
+            mean, bwt = s["composite_mean"], s.get("backward_transfer")
             lines.append(f"{metric} of the currently active model, mean over windows: "
-                         f"{'-' if mean is None else f'{mean:.4f}'}")
+                         f"{'-' if mean is None else f'{mean:.4f}'}; backward transfer: "
+                         f"{'-' if bwt is None else f'{bwt:+.4f}'}")
     lines.append(f"output: {os.path.abspath(result.output_dir)}")
     return "\n".join(lines)
 
