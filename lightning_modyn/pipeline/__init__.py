@@ -2,6 +2,6 @@
 
 from lightning_modyn.pipeline.loop import ContinualLoop, LoopContext, RunResult
 from lightning_modyn.pipeline.registry import ModelRegistry
-from lightning_modyn.pipeline.stream import Chunk, ReplayStream
+from lightning_modyn.pipeline.stream import Chunk, ReplayStream, WatchStream
 
-__all__ = ["Chunk", "ContinualLoop", "LoopContext", "ModelRegistry", "ReplayStream", "RunResult"]
+__all__ = ["Chunk", "ContinualLoop", "LoopContext", "ModelRegistry", "ReplayStream", "RunResult", "WatchStream"]

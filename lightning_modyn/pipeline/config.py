@@ -23,17 +23,21 @@ class Pipeline:
         start, end: Replay samples with ``start <= timestamp < end``.
         chunk_size: Samples the trigger sees per call.
         seed: Fits are seeded with ``seed + trigger_id``.
+        live: Watch the store for new samples instead of replaying it; ``poll_seconds`` between looks,
+            ``idle_timeout`` seconds without new data end the run (None: never).
     """
 
     def __init__(self, trigger: Trigger, selection: SelectionPolicy | None = None,
                  evaluation: Evaluation | None = None, output_dir: str = "runs/continual", warm_start: bool = True,
-                 start: int | None = None, end: int | None = None, chunk_size: int = 1000, seed: int = 0) -> None:
+                 start: int | None = None, end: int | None = None, chunk_size: int = 1000, seed: int = 0,
+                 live: bool = False, poll_seconds: float = 1.0, idle_timeout: float | None = 60.0) -> None:
         self.trigger = trigger
         self.selection = selection
         self.evaluation = evaluation
         self.output_dir = output_dir
         self.warm_start = warm_start
         self.start, self.end, self.chunk_size, self.seed = start, end, chunk_size, seed
+        self.live, self.poll_seconds, self.idle_timeout = live, poll_seconds, idle_timeout
 
 
 class StreamGenerator(ABC):

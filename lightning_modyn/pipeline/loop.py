@@ -31,7 +31,7 @@ from lightning_modyn.data import ModynDataModule
 from lightning_modyn.data.dataset import KeyedBatchDataset
 from lightning_modyn.data.sampler import KeyBatch
 from lightning_modyn.pipeline.registry import ModelRegistry, write_json_atomic
-from lightning_modyn.pipeline.stream import ReplayStream
+from lightning_modyn.pipeline.stream import ReplayStream, WatchStream
 from lightning_modyn.selection import NewData, SelectionPolicy, TriggerHistory
 from lightning_modyn.triggers.base import Trigger
 
@@ -196,6 +196,10 @@ class ContinualLoop:
         seed: Fits are seeded with ``seed + trigger_id``.
         evaluation: Optional :class:`~lightning_modyn.evaluation.Evaluation` run at the end.
         progress: Print a line per trigger.
+        live: Watch the store for newly appended samples instead of replaying what is there
+            (:class:`~lightning_modyn.pipeline.stream.WatchStream`); samples must arrive in time order.
+        poll_seconds, idle_timeout: Live mode: how often to look for new data, and how long without any before
+            the run ends (None: never).
     """
 
     def __init__(
@@ -213,6 +217,9 @@ class ContinualLoop:
         seed: int = 0,
         evaluation: Any = None,
         progress: bool = True,
+        live: bool = False,
+        poll_seconds: float = 1.0,
+        idle_timeout: float | None = 60.0,
     ) -> None:
         if not isinstance(model, L.LightningModule):
             raise TypeError(f"model must be a LightningModule, got {type(model).__name__}")
@@ -220,6 +227,9 @@ class ContinualLoop:
             raise TypeError(f"datamodule must be a ModynDataModule, got {type(datamodule).__name__}")
         if not isinstance(trigger, Trigger):
             raise TypeError(f"trigger must be a lightning_modyn Trigger, got {type(trigger).__name__}")
+        if live and end is not None:
+            raise ValueError("end has no meaning in live mode (the stream has no end yet); stop a live run with "
+                             "idle_timeout")
         self.model = model
         self.datamodule = datamodule
         self.trigger = trigger
@@ -231,6 +241,7 @@ class ContinualLoop:
         self.seed = seed
         self.evaluation = evaluation
         self.progress = progress
+        self.live, self.poll_seconds, self.idle_timeout = live, poll_seconds, idle_timeout
         self.context = LoopContext(self)
         self.models_trained = 0
         self.global_rank = 0
@@ -325,11 +336,17 @@ class ContinualLoop:
                 raise RuntimeError(f"rank 0 stopped the continual loop: {word.error}")
             trainer = self._trainer(word.trigger_id)
 
+    def _stream(self) -> ReplayStream | WatchStream:
+        if self.live:
+            return WatchStream(self.datamodule.store, self.start, self.chunk_size, self.poll_seconds,
+                               self.idle_timeout)
+        return ReplayStream(self.datamodule.store, self.start, self.end, self.chunk_size)
+
     def _lead(self) -> RunResult:
         """Rank 0 (or the only process): replay, decide, fit, and write the registry, loop state and results."""
         os.makedirs(self.output_dir, exist_ok=True)
         registry = ModelRegistry(self.output_dir)
-        stream = ReplayStream(self.datamodule.store, self.start, self.end, self.chunk_size)
+        stream = self._stream()
         self.trigger.setup(self.context)
         position, intervals = 0, []
         state_path = os.path.join(self.output_dir, STATE_FILE)
@@ -366,11 +383,12 @@ class ContinualLoop:
             warnings.warn(f"{type(self.trigger).__name__} never fired over {len(stream)} samples: no model was "
                           "trained", RuntimeWarning, stacklevel=3)
             self._say(f"the trigger never fired over {len(stream)} samples; no model was trained")
-        if self.evaluation is not None:
+        if self.evaluation is not None and len(stream):
             result.evaluation = self.evaluation.run(self, registry, stream)
         return result
 
-    def _run_trigger(self, registry: ModelRegistry, stream: ReplayStream, intervals: list[tuple[int, int]]) -> None:
+    def _run_trigger(self, registry: ModelRegistry, stream: ReplayStream | WatchStream,
+                     intervals: list[tuple[int, int]]) -> None:
         trigger_id = len(intervals) - 1
         history = TriggerHistory([stream.keys[a:b] for a, b in intervals])
         keys, weights = self.selection.select(history, self.datamodule.store)
