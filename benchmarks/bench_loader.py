@@ -34,12 +34,39 @@ Loaders, each run for every ``--workers`` value (DataLoader ``num_workers``):
 * ``c100`` / ``c50`` / ``c10``: ``ModynDataModule`` trained on 100 % (shuffled), a random 50 % and a random 10 %
   of the keys (``dm.set_training_set(keys)``; iterate ``dm.train_dataloader()``); rows with the default decode
   (``RecordsToTensors``), images with ``decode=ArrayMember("raw", [32, 32, 3])``.
-* ``d`` (other libraries, e.g. FFCV / DALI / Mosaic streaming): not measured.
+* ``d_*`` (only with ``--compare``): the random-access paths of other libraries on the same data, each delivering
+  the same tensors for a random permutation of 100 % of the samples (``DataLoader(view, batch_size=B,
+  sampler=RandomSampler, collate_fn=<the vectorized collation of (b)>)``, persistent workers), where ``view[i]`` is
+  the library's own documented random access:
+
+  - ``d_wids``: ``wids.ShardListDataset(shards, cache_dir=<shard dir>, lru_size=<#shards>, transformations=[])``
+    over the webdataset shards of (b) (all rows are written as shards in a ``--compare`` run); ``view[i] = ds[i]``.
+  - ``d_mds``: mosaicml-streaming ``MDSWriter(columns={"row"|"raw": "bytes", "cls": "int"})`` (default 64 MB
+    shards), read with ``streaming.LocalDataset(dir)[i]`` (the map-style Dataset over local MDS shards).
+  - ``d_lit64``: litdata ``optimize(fn, inputs, chunk_bytes="64MB")`` (its default chunk size), read with
+    ``litdata.StreamingDataset(dir, batch_decode=0)[i]`` (per-item decode; its default ``"auto"`` decodes a
+    256-item window per random access, ~0.5 k rows/s here) and ``LITDATA_POSIX_PAGE_BYTES=0`` (an environment knob
+    of its POSIX fast path, read from its source: the default 256 KiB "page" is re-scanned per random access).
+  - ``d_lit1``: the same with the whole data set in **one** chunk (``chunk_bytes`` > data size) and
+    ``batch_decode="all"``: each process decodes the chunk once, then serves items from memory — litdata's fastest
+    random access that we found.
+
+  Each is capped at ``--max-seconds-d`` seconds per epoch (its rate excludes the first batch, favourable to
+  (d)); see ``benchmarks/requirements-compare.txt`` for the environment (the project does not depend on these).
 
 Method: ``a`` and ``c*`` use persistent workers; each gets one warm-up epoch (page cache, worker start-up), then
 ``--epochs`` timed epochs, the loaders taking turns epoch by epoch so that noise from other processes spreads
 evenly; the table shows the median epoch rate. Each batch's tensors are only referenced (no compute).
 ``--max-batches`` caps every epoch. Before timing, one batch of every loader is checked against the source data.
+
+Comparison with other libraries (issue 3 (d)), in a separate environment (``benchmarks/requirements-compare.txt``)::
+
+    nice -n 5 /work/bench-venv/bin/python benchmarks/bench_loader.py --compare --loaders a c100 \
+        --rows 500000 --images 50000 --out benchmarks/_work/loader_compare.json
+
+  (~3 min to generate the data the first time, ~7 min to measure on the 2-core VM). ``--compare`` writes every row
+  as webdataset shards (for wids), so ``--wds-rows`` is raised to ``--rows``. ``--max-seconds-d 0`` times full
+  (d) epochs instead (slow for the slower libraries: use fewer ``--workloads`` / ``--workers``).
 
 Cost: the full default run was estimated (from ``--quick`` rates on a busy 2-core VM) at about 6 minutes: ~1.5 min to
 generate the data (mostly ``ShardWriter``, ~6 k samples/s) and ~4.5 min to measure, 2 x 6 x 20 s of it in ``b``;
@@ -94,6 +121,14 @@ LOADER_NAMES = {
     "c10": "(c) ModynDataModule, 10 % random subset",
 }
 FRACTIONS = {"c100": 1.0, "c50": 0.5, "c10": 0.1}
+D_LOADERS = ("d_wids", "d_mds", "d_lit64", "d_lit1")
+LOADER_NAMES.update({
+    "d_wids": "(d) wids.ShardListDataset[i] (webdataset shards)",
+    "d_mds": "(d) mosaicml-streaming LocalDataset[i] (MDS)",
+    "d_lit64": "(d) litdata StreamingDataset[i], 64 MB chunks, batch_decode=0",
+    "d_lit1": "(d) litdata StreamingDataset[i], one chunk, batch_decode=\"all\"",
+})
+D_FORMAT_VERSION = 1
 
 _T0 = time.perf_counter()
 
@@ -157,7 +192,7 @@ def prepare_rows(args) -> dict:
     log(f"rows: webdataset.ShardWriter wrote {wds_n:,} samples to {len(urls)} shard(s) in "
         f"{time.perf_counter() - t:.1f}s")
     meta = dict(want, first_key=int(keys[0]), bin=bin_path, store=os.path.join(root, "store"), wds=urls,
-                wds_rows=wds_n, store_shards=shards)
+                wds_rows=wds_n, wds_per_shard=args.wds_rows_per_shard, store_shards=shards)
     with open(os.path.join(root, "meta.json"), "w") as fh:
         json.dump(meta, fh, indent=1)
     return meta
@@ -200,7 +235,7 @@ def prepare_images(args) -> dict:
         f"{time.perf_counter() - t:.1f}s")
     meta = dict(want, first_key=int(keys[0]), bin=os.path.join(root, "images.bin"),
                 labels=os.path.join(root, "labels.npy"), store=os.path.join(root, "store"), wds=urls,
-                wds_rows=n, store_shards=shards)
+                wds_rows=n, wds_per_shard=args.wds_images_per_shard, store_shards=shards)
     with open(os.path.join(root, "meta.json"), "w") as fh:
         json.dump(meta, fh, indent=1)
     return meta
@@ -312,12 +347,216 @@ def modyn_loaders(kind: str, meta: dict, batch_size: int, workers: int, seed: in
     return loaders, dm
 
 
+# ====================================================================== (d) other libraries (--compare)
+_STREAMING_TV_SHIM = ("torchvision", "torchvision.datasets", "torchvision.transforms",
+                      "torchvision.transforms.functional")
+
+
+def import_compare_libs() -> tuple[dict, dict]:
+    """Import wids, mosaicml-streaming and litdata; ``({lib: version}, {lib: reason it was skipped})``."""
+    import importlib
+    import importlib.metadata as md
+
+    os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # else StreamingDataset() asks PyPI for a newer one
+    os.environ.setdefault("LITDATA_POSIX_PAGE_BYTES", "0")  # see the module docstring (d_lit64)
+    versions, skipped = {}, {}
+    for lib, dist in (("wids", "wids"), ("litdata", "litdata"), ("streaming", "mosaicml-streaming")):
+        try:
+            if lib == "streaming":
+                _import_streaming()
+            else:
+                importlib.import_module(lib)
+            versions[dist] = md.version(dist)
+        except Exception as exc:  # noqa: BLE001 - any failure to import means: skip it, say why
+            skipped[dist] = f"{type(exc).__name__}: {exc}"
+    return versions, skipped
+
+
+def _import_streaming() -> None:
+    """``import streaming`` (mosaicml-streaming).
+
+    Its package ``__init__`` imports ``streaming.vision``, which needs ``torchvision.datasets.VisionDataset`` at import
+    time (for dataset classes this benchmark does not use). The PyPI torchvision wheel is built against the CUDA torch
+    and would drag it in (and a CUDA-linked torchvision fails to import beside the CPU torch), so the comparison
+    environment has none: when ``import streaming`` fails on torchvision, empty stand-in modules are put in
+    ``sys.modules`` for the duration of the import and removed again afterwards.
+    """
+    import types
+
+    try:
+        import streaming  # noqa: F401
+        return
+    except Exception as exc:  # ImportError without one; RuntimeError from a CUDA-linked one
+        if not ((isinstance(exc, ImportError) and (exc.name or "").startswith("torchvision"))
+                or "torchvision" in str(exc)):
+            raise
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    for name in [m for m in sys.modules if m == "streaming" or m.startswith("streaming.")]:
+        del sys.modules[name]
+    import transformers.feature_extraction_utils  # noqa: F401 - streaming imports it; before the stand-ins exist
+
+    mods = {name: types.ModuleType(name) for name in _STREAMING_TV_SHIM}
+
+    class VisionDataset(Dataset):  # only ever subclassed by streaming.vision's dataset classes
+        pass
+
+    def to_tensor(x):
+        raise NotImplementedError("torchvision stand-in: install a CPU torchvision to use streaming.vision")
+
+    mods["torchvision.datasets"].VisionDataset = VisionDataset
+    mods["torchvision.transforms.functional"].to_tensor = to_tensor
+    for name, mod in mods.items():  # attributes for the submodules: torchvision.datasets, ...
+        if "." in name:
+            parent, _, child = name.rpartition(".")
+            setattr(mods[parent], child, mod)
+    sys.modules.update(mods)
+    try:
+        import streaming  # noqa: F401,F811
+    finally:
+        for name in _STREAMING_TV_SHIM:
+            sys.modules.pop(name, None)
+
+
+def _source_arrays(kind: str, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(payload as n x record-size bytes, int64 labels) of the generated data, memory-mapped."""
+    n = meta["n"]
+    if kind == "rows":
+        rows = np.memmap(meta["bin"], dtype=CRITEO_DTYPE, mode="r", shape=(n,))
+        return rows.view(np.dtype((np.void, CRITEO_DTYPE.itemsize))), np.asarray(rows["label"], dtype=np.int64)
+    images = np.memmap(meta["bin"], dtype=np.uint8, mode="r", shape=(n, IMG_BYTES))
+    return images.view(np.dtype((np.void, IMG_BYTES))).reshape(n), np.load(meta["labels"])
+
+
+def _member(kind: str) -> str:
+    return "row" if kind == "rows" else "raw"
+
+
+def _litdata_samples(kind: str, meta: dict, span: tuple[int, int]):
+    """litdata ``optimize`` fn: one input is a span of sample indices; yields one sample per index, in order."""
+    payload, labels = _source_arrays(kind, meta)
+    member = _member(kind)
+    for i in range(*span):
+        yield {member: payload[i].tobytes(), "cls": int(labels[i])}
+
+
+def prepare_compare(kind: str, meta: dict, args, versions: dict) -> dict:
+    """Write the workload in litdata's and MDS's formats (wids reads the webdataset shards); reused when present."""
+    import functools
+    import multiprocessing
+
+    root = os.path.dirname(meta["bin"])
+    marker = os.path.join(root, "compare.json")
+    want = {"version": D_FORMAT_VERSION, "n": meta["n"], "litdata": versions.get("litdata"),
+            "mosaicml-streaming": versions.get("mosaicml-streaming")}
+    info = None if args.regen else _read_json(marker)
+    if (info and all(info.get(k) == v for k, v in want.items())
+            and all(os.path.isdir(f["path"]) for f in info["formats"].values())):
+        log(f"{kind}: reusing the (d) formats in {root}")
+        return info
+    info = dict(want, formats={})
+    n, member = meta["n"], _member(kind)
+    nbytes = n * (CRITEO_DTYPE.itemsize if kind == "rows" else IMG_BYTES)
+    if "litdata" in versions:
+        import litdata
+
+        start_method = multiprocessing.get_start_method()  # optimize() sets it globally (to spawn by default)
+        spans = [(s, min(n, s + 50_000)) for s in range(0, n, 50_000)]
+        for name, chunk_bytes in (("d_lit64", "64MB"), ("d_lit1", int(nbytes * 1.5) + (64 << 20))):
+            out_dir = os.path.join(root, f"litdata-{name[2:]}")
+            shutil.rmtree(out_dir, ignore_errors=True)
+            t = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                litdata.optimize(fn=functools.partial(_litdata_samples, kind, meta), inputs=spans, output_dir=out_dir,
+                                 chunk_bytes=chunk_bytes, num_workers=1, mode="overwrite", start_method="fork")
+            multiprocessing.set_start_method(start_method, force=True)
+            chunks = sorted(f for f in os.listdir(out_dir) if f.endswith(".bin"))
+            info["formats"][name] = {"path": out_dir, "chunks": len(chunks), "write_s": time.perf_counter() - t}
+            log(f"{kind}: litdata.optimize(chunk_bytes={chunk_bytes}) wrote {n:,} samples in {len(chunks)} chunk(s) "
+                f"in {time.perf_counter() - t:.1f}s")
+    if "mosaicml-streaming" in versions:
+        from streaming import MDSWriter
+
+        out_dir = os.path.join(root, "mds")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        t = time.perf_counter()
+        payload, labels = _source_arrays(kind, meta)
+        with MDSWriter(out=out_dir, columns={member: "bytes", "cls": "int"}, progress_bar=False) as writer:
+            for i in range(n):
+                writer.write({member: payload[i].tobytes(), "cls": int(labels[i])})
+        shards = sorted(f for f in os.listdir(out_dir) if f.endswith(".mds"))
+        info["formats"]["d_mds"] = {"path": out_dir, "shards": len(shards), "write_s": time.perf_counter() - t}
+        log(f"{kind}: MDSWriter wrote {n:,} samples in {len(shards)} shard(s) in {time.perf_counter() - t:.1f}s")
+    with open(marker, "w") as fh:
+        json.dump(info, fh, indent=1)
+    return info
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+class RandomAccessView(Dataset):
+    """``view[i] = (payload bytes-like, label)`` through one library's random access; opened lazily per process."""
+
+    def __init__(self, name: str, kind: str, meta: dict, fmt: dict | None, wds_per_shard: int) -> None:
+        self.name, self.kind, self.meta, self.fmt, self.n = name, kind, meta, fmt, meta["n"]
+        self.wds_per_shard = wds_per_shard
+        self.member = _member(kind)
+        self._ds = self._pid = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _open(self):
+        if self.name == "d_wids":
+            import wids
+
+            urls, n, per = self.meta["wds"], self.meta["wds_rows"], self.wds_per_shard
+            shards = [{"url": u, "nsamples": min(per, n - j * per)} for j, u in enumerate(urls)]
+            if sum(s["nsamples"] for s in shards) != self.n or shards[-1]["nsamples"] <= 0:
+                raise ValueError(f"wids needs every sample as a webdataset shard: {n} of {self.n} written, "
+                                 f"{len(urls)} shards of {per}")
+            with contextlib.redirect_stderr(io.StringIO()):  # it prints a summary line
+                return wids.ShardListDataset(shards, cache_dir=os.path.dirname(urls[0]), lru_size=len(urls),
+                                             transformations=[])
+        if self.name == "d_mds":
+            from streaming import LocalDataset
+
+            return LocalDataset(self.fmt["path"])
+        import litdata
+
+        return litdata.StreamingDataset(self.fmt["path"], batch_decode="all" if self.name == "d_lit1" else 0)
+
+    def __getitem__(self, i: int):
+        if self._pid != os.getpid():  # each DataLoader worker opens its own reader
+            self._ds, self._pid = self._open(), os.getpid()
+        s = self._ds[i]
+        if self.name == "d_wids":
+            return s["." + self.member].getvalue(), int(s[".cls"].getvalue())
+        return s[self.member], s["cls"]
+
+
+def loader_d(name: str, kind: str, meta: dict, cmp: dict, batch_size: int, workers: int, seed: int,
+             wds_per_shard: int) -> DataLoader:
+    view = RandomAccessView(name, kind, meta, cmp["formats"].get(name), wds_per_shard)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(view, batch_size=batch_size, sampler=RandomSampler(view, generator=gen), num_workers=workers,
+                      persistent_workers=workers > 0, collate_fn=collate_rows if kind == "rows" else collate_images)
+
+
 # ====================================================================== timing
 def batch_size_of(batch) -> int:
     return len(batch[1])
 
 
-def time_epoch(loader, epoch: int, max_batches: int | None, max_seconds: float | None = None) -> dict:
+def time_epoch(loader, epoch: int, max_batches: int | None, max_seconds: float | None = None,
+               min_batches: int = 1) -> dict:
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)  # as Lightning does every epoch: a new permutation
@@ -335,7 +574,7 @@ def time_epoch(loader, epoch: int, max_batches: int | None, max_seconds: float |
                 first_t, first_n = time.perf_counter(), n
             if max_batches and nb >= max_batches:
                 break
-            if max_seconds and time.perf_counter() - t0 >= max_seconds:
+            if max_seconds and nb >= min_batches and time.perf_counter() - t0 >= max_seconds:
                 break
         t1 = time.perf_counter()
     finally:
@@ -360,7 +599,8 @@ def shutdown(loader) -> None:
 
 
 # ====================================================================== verification
-def verify(kind: str, meta: dict, batch_size: int, seed: int) -> dict:
+def verify(kind: str, meta: dict, batch_size: int, seed: int, d_names: list | tuple = (), cmp: dict | None = None,
+           wds_per_shard: int | None = None) -> dict:
     """One batch of every loader (num_workers=0) against the source data; raises on a mismatch."""
     first, n = meta["first_key"], meta["n"]
     if kind == "rows":
@@ -421,34 +661,51 @@ def verify(kind: str, meta: dict, batch_size: int, seed: int) -> dict:
     x, y = (collate_rows if kind == "rows" else collate_images)([s[:2] for s in samples])
     check(x, y, idx, "b")
     checked["b"] = len(y)
+    # (d): sample i of every format is sample i of the source (written in order); a random batch of indices
+    idx = np.random.default_rng(seed + 2).permutation(n)[:batch_size]
+    for name in d_names:
+        view = RandomAccessView(name, kind, meta, cmp["formats"].get(name), wds_per_shard)
+        x, y = (collate_rows if kind == "rows" else collate_images)([view[int(i)] for i in idx])
+        check(x, y, idx, name)
+        checked[name] = len(y)
+        del view
     return checked
 
 
 # ====================================================================== one workload
-def run_workload(kind: str, meta: dict, batch_size: int, args) -> dict:
+def run_workload(kind: str, meta: dict, batch_size: int, args, cmp: dict | None = None) -> dict:
     results: dict = {}
+    selected = set(args.loaders)
+    d_names = [name for name in D_LOADERS if cmp and name in cmp["available"]]
+    wds_per_shard = meta.get("wds_per_shard", args.wds_rows_per_shard if kind == "rows" else args.wds_images_per_shard)
     log(f"{kind}: verifying one batch of every loader against the source data")
-    verification = verify(kind, meta, batch_size, args.seed)
+    verification = verify(kind, meta, batch_size, args.seed, d_names, cmp, wds_per_shard)
     log(f"{kind}: verified {verification}")
     for w in args.workers:
         res = results[f"w{w}"] = {}
         loaders, dm = modyn_loaders(kind, meta, batch_size, w, args.seed)
-        timed = {"a": loader_a(kind, meta, batch_size, w, args.seed)}
-        if args.diagnostics:
+        timed = {}
+        if "a" in selected:
+            timed["a"] = loader_a(kind, meta, batch_size, w, args.seed)
+        if "akw" in selected and args.diagnostics:
             timed["akw"] = loader_a(kind, meta, batch_size, w, args.seed, keyed=True)
-        timed.update(loaders)
+        timed.update({name: loader for name, loader in loaders.items() if name in selected})
+        for name in d_names:
+            timed[name] = loader_d(name, kind, meta, cmp, batch_size, w, args.seed, wds_per_shard)
+        # (d) epochs are capped at --max-seconds-d; at least one batch per worker and one more is waited for
+        caps = {name: (args.max_seconds_d, 2 * (w + 1)) if name in D_LOADERS else (None, 1) for name in timed}
         log(f"{kind} w={w}: warm-up epoch of each of {', '.join(timed)}")
         for name, loader in timed.items():
-            r = time_epoch(loader, 0, args.max_batches)
+            r = time_epoch(loader, 0, args.max_batches, *caps[name])
             log(f"{kind} w={w}: warm-up {name}: {r['samples']:,} samples in {r['seconds']:.2f}s "
                 f"({r['rate']:,.0f}/s)")
         runs = {name: [] for name in timed}
         for e in range(1, args.epochs + 1):
             for name, loader in timed.items():
-                r = time_epoch(loader, e, args.max_batches)
+                r = time_epoch(loader, e, args.max_batches, *caps[name])
                 runs[name].append(r)
                 log(f"{kind} w={w}: epoch {e} {name}: {r['samples']:,} samples in {r['seconds']:.2f}s "
-                    f"({r['rate']:,.0f}/s)")
+                    f"({r['rate']:,.0f}/s" + (f", steady {r['steady_rate']:,.0f}/s)" if name in D_LOADERS else ")"))
         for name, loader in timed.items():
             shutdown(loader)
         dm.store.close()
@@ -458,11 +715,16 @@ def run_workload(kind: str, meta: dict, batch_size: int, args) -> dict:
             expected = None
             if not args.max_batches:
                 expected = int(round(FRACTIONS.get(name, 1.0) * meta["n"]))
-            if expected is not None and any(r["samples"] != expected for r in rs):
+            capped = caps[name][0] is not None
+            if expected is not None and any(r["samples"] > expected if capped else r["samples"] != expected
+                                            for r in rs):
                 raise AssertionError(f"{kind} {name} w={w}: epochs delivered {[r['samples'] for r in rs]} samples, "
                                      f"expected {expected}")
-            rates = [r["rate"] for r in rs]
+            # capped (d) runs: the rate after the first batch (worker start-up excluded, as for (b))
+            rates = [r.get("steady_rate", r["rate"]) if capped else r["rate"] for r in rs]
             res[name] = {"rate": statistics.median(rates), "rates": rates, "epochs": rs}
+        if "b" not in selected:
+            continue
         # (b): warm its shards into the page cache, then one capped run
         t = time.perf_counter()
         nbytes = sum(warm_files(u) for u in meta["wds"])
@@ -490,45 +752,60 @@ def fmt_rate(x: float | None) -> str:
 def ratios(results: dict) -> dict:
     out = {}
     for wkey, res in results.items():
-        a, b, c = res.get("a", {}).get("rate"), res.get("b", {}).get("rate"), res.get("c100", {}).get("rate")
-        paired = [ci["rate"] / ai["rate"] for ai, ci in zip(res["a"]["epochs"], res["c100"]["epochs"])]
-        out[wkey] = {"c100_over_a": c / a if a else None, "c100_over_a_paired_median": statistics.median(paired),
-                     "c100_over_b": c / b if b else None,
-                     "c100_over_akw": c / res["akw"]["rate"] if "akw" in res else None,
-                     "akw_over_a": res["akw"]["rate"] / a if "akw" in res and a else None,
-                     "c50_over_a": res["c50"]["rate"] / a if a else None,
-                     "c10_over_a": res["c10"]["rate"] / a if a else None}
+        def rate(name):
+            return res.get(name, {}).get("rate")
+
+        def div(x, y):
+            return x / y if x and y else None
+
+        a, c = rate("a"), rate("c100")
+        paired = None
+        if a and c:
+            paired = statistics.median([ci["rate"] / ai["rate"]
+                                        for ai, ci in zip(res["a"]["epochs"], res["c100"]["epochs"])])
+        out[wkey] = {"c100_over_a": div(c, a), "c100_over_a_paired_median": paired, "c100_over_b": div(c, rate("b")),
+                     "c100_over_akw": div(c, rate("akw")), "akw_over_a": div(rate("akw"), a),
+                     "c50_over_a": div(rate("c50"), a), "c10_over_a": div(rate("c10"), a)}
+        out[wkey].update({f"c100_over_{name}": div(c, rate(name)) for name in D_LOADERS})
     return out
 
 
 def report(out: dict, args) -> str:
     lines = []
+    cmp = out.get("compare")
     for kind, bs in (("rows", args.row_batch), ("images", args.image_batch)):
         if kind not in out["workloads"]:
             continue
         results = out["workloads"][kind]["results"]
         wkeys = list(results)
+        present = [name for name in LOADERS + D_LOADERS if name in results[wkeys[0]]]
         title = ("Criteo rows (160 B)" if kind == "rows" else "3 KiB images (32x32x3 uint8)")
+        how = [f"median of {args.epochs} epochs"]
+        if "b" in present:
+            how.append(f"(b): one run of ≤ {args.max_seconds_b:g} s")
+        if any(name in D_LOADERS for name in present):
+            how.append(f"(d): epochs capped at {args.max_seconds_d:g} s, rate after the first batch" if args.max_seconds_d
+                       else "(d): full epochs, rate after the first batch")
         lines.append(f"\n### {title}, batch {bs}, {out['workloads'][kind]['n']:,} samples — samples/s "
-                     f"(median of {args.epochs} epochs; (b): one run of ≤ {args.max_seconds_b:g} s)\n")
+                     f"({'; '.join(how)})\n")
         lines.append("| loader | " + " | ".join(f"num_workers={k[1:]}" for k in wkeys) + " |")
         lines.append("|---|" + "---:|" * len(wkeys))
-        for name in LOADERS:
-            if name not in results[wkeys[0]]:
-                continue
+        for name in present:
             lines.append(f"| {LOADER_NAMES[name]} | " + " | ".join(fmt_rate(results[k][name]["rate"]) for k in wkeys)
                          + " |")
-        lines.append("| (d) other libraries | " + " | ".join("not measured" for _ in wkeys) + " |")
+        if cmp is None:
+            lines.append("| (d) other libraries | " + " | ".join("not measured" for _ in wkeys) + " |")
         rat = out["workloads"][kind]["ratios"]
         lines.append("")
         lines.append("| ratio | " + " | ".join(f"num_workers={k[1:]}" for k in wkeys) + " | target |")
         lines.append("|---|" + "---:|" * len(wkeys) + "---|")
 
         def row(label, key, fmt, target, ok):
-            cells = []
-            for k in wkeys:
-                v = rat[k][key]
-                cells.append("—" if v is None else fmt(v) + ("" if ok is None else (" ✓" if ok(v) else " ✗")))
+            values = [rat[k].get(key) for k in wkeys]
+            if all(v is None for v in values):
+                return
+            cells = ["—" if v is None else fmt(v) + ("" if ok is None else (" ✓" if ok(v) else " ✗"))
+                     for v in values]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
 
         is_rows = kind == "rows"
@@ -537,12 +814,17 @@ def report(out: dict, args) -> str:
         row("(c, 100 %) / (a), paired by epoch (median)", "c100_over_a_paired_median", lambda v: f"{v:.2f}", "—", None)
         row("(c, 100 %) / (b)", "c100_over_b", lambda v: f"{v:,.0f}×", "≥ 100×" if is_rows else "—",
             (lambda v: v >= 100) if is_rows else None)
-        if "akw" in results[wkeys[0]]:
-            row("(a+kw) / (a): cost of carrying keys & weights", "akw_over_a", lambda v: f"{v:.2f}", "—", None)
-            row("(c, 100 %) / (a+kw): cost of the store gather", "c100_over_akw", lambda v: f"{v:.2f}", "—", None)
+        row("(a+kw) / (a): cost of carrying keys & weights", "akw_over_a", lambda v: f"{v:.2f}", "—", None)
+        row("(c, 100 %) / (a+kw): cost of the store gather", "c100_over_akw", lambda v: f"{v:.2f}", "—", None)
         row("(c, 50 %) / (a)", "c50_over_a", lambda v: f"{v:.2f}", "—", None)
         row("(c, 10 %) / (a)", "c10_over_a", lambda v: f"{v:.2f}", "—", None)
-    lines.append("\n(d) other libraries (FFCV, DALI, Mosaic streaming, ...): not measured.")
+        for name in D_LOADERS:
+            row(f"(c, 100 %) / {LOADER_NAMES[name]}", f"c100_over_{name}",
+                lambda v: f"{v:.2f}×" if v < 10 else f"{v:,.0f}×", "> 1", lambda v: v > 1)
+    if cmp is None:
+        lines.append("\n(d) other libraries: not measured (run with --compare).")
+    elif cmp["skipped"]:
+        lines.append("\n(d) skipped: " + "; ".join(f"{lib}: {why}" for lib, why in cmp["skipped"].items()))
     return "\n".join(lines)
 
 
@@ -583,6 +865,14 @@ def main(argv=None) -> dict:
     p.add_argument("--sharing-strategy", choices=["file_descriptor", "file_system"], default=None,
                    help="torch.multiprocessing sharing strategy (default: torch's, file_descriptor on Linux)")
     p.add_argument("--workloads", nargs="+", choices=["rows", "images"], default=["rows", "images"])
+    p.add_argument("--loaders", nargs="+", choices=LOADERS, default=list(LOADERS),
+                   help="which of the standard loaders to run (default all; the (d) ones come with --compare)")
+    p.add_argument("--compare", action="store_true",
+                   help="also measure (d): the random access of wids, mosaicml-streaming and litdata on the same\n"
+                        "data (each skipped, with the reason, if it does not import; see\n"
+                        "benchmarks/requirements-compare.txt); writes every row as webdataset shards")
+    p.add_argument("--max-seconds-d", type=float, default=3.0,
+                   help="cap of each (d) epoch (default 3 s; 0: full epochs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA)
     p.add_argument("--regen", action="store_true", help="rebuild the generated data even if it exists")
@@ -593,8 +883,11 @@ def main(argv=None) -> dict:
     if args.quick:
         args.rows, args.images, args.epochs = min(args.rows, 100_000), min(args.images, 5_000), min(args.epochs, 2)
         args.max_seconds_b = min(args.max_seconds_b, 2.0)
+        args.max_seconds_d = min(args.max_seconds_d, 2.0)
         args.wds_rows = min(args.wds_rows, 20_000)
         args.wds_rows_per_shard, args.wds_images_per_shard = 5_000, 1_000
+    if args.compare and args.wds_rows < args.rows:
+        args.wds_rows = args.rows  # wids reads the webdataset shards: all samples must be there
     args.wds_rows = min(args.wds_rows, args.rows)
     if min(args.workers) < 0 or args.epochs < 1:
         p.error("--workers must be >= 0 and --epochs >= 1")
@@ -616,18 +909,35 @@ def main(argv=None) -> dict:
                "akw": "diagnostic: (a) returning a KeyedBatch with keys and weights tensors, i.e. the DataModule's "
                       "output structure without the store: separates the DataLoader transfer cost of the two extra "
                       "tensors from the cost of the store's gather",
-               "d": "other libraries: not measured",
+               "d": "with --compare: wids / mosaicml-streaming / litdata random access (see the module docstring), "
+                    "DataLoader(view, batch_size=B, sampler=RandomSampler, vectorized collate), persistent workers; "
+                    "epochs capped at --max-seconds-d, rate after the first batch; otherwise not measured",
                "method": "one warm-up epoch per loader, then --epochs timed epochs with loaders taking turns; "
                          "median epoch rate reported; tensors only referenced, no compute",
            }}
+    versions = {}
+    if args.compare:
+        versions, skipped = import_compare_libs()
+        available = [name for name, dist in (("d_wids", "wids"), ("d_mds", "mosaicml-streaming"),
+                                             ("d_lit64", "litdata"), ("d_lit1", "litdata")) if dist in versions]
+        out["compare"] = {"versions": versions, "skipped": skipped, "available": available,
+                          "env": {k: os.environ.get(k) for k in ("LITDATA_POSIX_PAGE_BYTES",
+                                                                 "LITDATA_DISABLE_VERSION_CHECK")}}
+        out["environment"].update(versions)
+        log(f"compare: {versions}" + "".join(f"; skipping {lib}: {why}" for lib, why in skipped.items()))
     t_all = time.perf_counter()
     for kind in args.workloads:
         t = time.perf_counter()
         meta = prepare_rows(args) if kind == "rows" else prepare_images(args)
+        cmp = None
+        if args.compare:
+            cmp = dict(out["compare"], **prepare_compare(kind, meta, args, versions))
         prep_s = time.perf_counter() - t
         bs = args.row_batch if kind == "rows" else args.image_batch
         t = time.perf_counter()
-        w = run_workload(kind, meta, bs, args)
+        w = run_workload(kind, meta, bs, args, cmp)
+        if cmp is not None:
+            w["compare_formats"] = cmp["formats"]
         w.update(n=meta["n"], batch_size=bs, wds_samples=meta["wds_rows"], wds_shards=len(meta["wds"]),
                  store_shards=meta["store_shards"], prepare_s=prep_s, run_s=time.perf_counter() - t)
         w["ratios"] = ratios(w["results"])
