@@ -18,13 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modyn.selection.downsampling.submodular import (
-    FacilityLocation,
-    _check_features,
-    _check_k,
-    greedy_maximize,
-    similarity_from_features,
-)
+from lightning_modyn.selection.downsampling._checks import check_features, check_int
+from lightning_modyn.selection.downsampling.submodular import FacilityLocation, greedy_maximize, similarity_from_features
 
 
 def craig(gradients: torch.Tensor, k: int, optimizer: str = "lazy", epsilon: float = 0.01,
@@ -62,8 +57,8 @@ def craig(gradients: torch.Tensor, k: int, optimizer: str = "lazy", epsilon: flo
     >>> idx.tolist(), [round(x, 4) for x in w.tolist()]
     ([3, 0], [1.4, 0.6])
     """
-    g = _check_features(gradients, "gradients")
-    k = _check_k(k)
+    g = check_features(gradients, "gradients")
+    k = check_int("k", k, 1)
     n, device = g.shape[0], g.device
     if k >= n:
         return torch.arange(n, device=device), torch.ones(n, device=device)

@@ -18,22 +18,11 @@ matching pursuit", 1993; Lawson & Hanson, "Solving Least Squares Problems", 1974
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 import torch
 
-
-def _check_k(k: Any) -> int:
-    try:
-        if isinstance(k, bool):
-            raise TypeError
-        k = operator.index(k)
-    except TypeError:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}") from None
-    if k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    return k
+from lightning_modyn.selection.downsampling._checks import check_features, check_int
 
 
 def _check_nonnegative_number(name: str, value: Any) -> float:
@@ -96,17 +85,12 @@ def gradmatch(gradients: torch.Tensor, k: int, lam: float = 0.5, nonnegative: bo
     >>> sorted(idx.tolist()), [round(x, 4) for x in w.tolist()]
     ([0, 1], [0.5, 0.5])
     """
-    g = torch.as_tensor(gradients)
-    if g.ndim != 2:
-        raise ValueError(f"gradients must be a 2-D tensor (samples x features), got shape {tuple(g.shape)}")
-    k = _check_k(k)
+    g = check_features(gradients, "gradients")
+    k = check_int("k", k, 1)
     lam = _check_nonnegative_number("lam", lam)
     tol = _check_nonnegative_number("tol", tol)
     if not isinstance(nonnegative, bool):
         raise ValueError(f"nonnegative must be True or False, got {nonnegative!r}")
-    g = g.to(torch.float32)
-    if not torch.isfinite(g).all():
-        raise ValueError("gradients must be finite, got NaN or infinite entries")
     n, device = g.shape[0], g.device
     if k >= n:
         return torch.arange(n, device=device), torch.ones(n, device=device)

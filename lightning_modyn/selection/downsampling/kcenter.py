@@ -14,22 +14,11 @@ Gonzalez, "Clustering to minimize the maximum intercluster distance", Theoretica
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import torch
 
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+from lightning_modyn.selection.downsampling._checks import check_features, check_int
 
 
 def kcenter_greedy(embeddings: torch.Tensor, k: int, generator: torch.Generator | None = None,
@@ -67,14 +56,9 @@ def kcenter_greedy(embeddings: torch.Tensor, k: int, generator: torch.Generator 
     >>> kcenter_greedy(x, 2, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([2])
     """
-    x = torch.as_tensor(embeddings)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D tensor (samples x features), got shape {tuple(x.shape)}")
-    k = _check_int("k", k, 1)
-    block_size = _check_int("block_size", block_size, 1)
-    x = x.to(torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError("embeddings must be finite, got NaN or infinite entries")
+    x = check_features(embeddings, "embeddings")
+    k = check_int("k", k, 1)
+    block_size = check_int("block_size", block_size, 1)
     n, device = x.shape[0], x.device
 
     seeds = _check_initial(initial, n, k)

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import operator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from lightning_modyn.selection.downsampling._checks import check_features, check_int
 
 OPTIMIZERS = ("naive", "lazy", "stochastic")
 METRICS = ("euclidean", "cosine")
@@ -45,28 +46,6 @@ _GAIN_CHUNK = 1024  # candidates per facility-location gain evaluation: bounds t
 
 
 # ---------------------------------------------------------------------------------------------- argument checks
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool):
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}") from None
-    if k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    return k
-
-
-def _check_features(x: Any, name: str) -> torch.Tensor:
-    x = torch.as_tensor(x)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D tensor (samples x features), got shape {tuple(x.shape)}")
-    x = x.to(torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} must be finite, got NaN or infinite entries")
-    return x
-
-
 def _check_similarity(similarity: Any, nonnegative: bool) -> torch.Tensor:
     s = torch.as_tensor(similarity)
     if s.ndim != 2 or s.shape[0] != s.shape[1]:
@@ -117,7 +96,7 @@ def similarity_from_features(x: torch.Tensor, metric: str = "euclidean") -> torc
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    x = _check_features(x, "x")
+    x = check_features(x, "x")
     if metric == "cosine":
         u = torch.nn.functional.normalize(x, dim=1)
         s = ((1.0 + u @ u.T) / 2.0).clamp_(0.0, 1.0)
@@ -364,7 +343,7 @@ def greedy_maximize(objective: SubmodularObjective, k: int, optimizer: str = "na
     >>> greedy_maximize(FacilityLocation(s), 2, optimizer="lazy")
     (tensor([0, 2]), tensor([2.0000, 1.9000]))
     """
-    k = _check_k(k)
+    k = check_int("k", k, 1)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if (not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not math.isfinite(epsilon)
