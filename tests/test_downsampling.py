@@ -202,7 +202,10 @@ def test_top_k_proportional_and_balanced_rules():
     assert idx.tolist() == [1, 3] and w.tolist() == [1.0, 1.0]
     idx, w = rules.proportional_sample(scores, 5, torch.Generator().manual_seed(0))
     assert sorted(idx.tolist()) == [0, 1, 2, 3, 4]
-    assert rules.class_quotas(torch.tensor([2, 50, 50]), 30).tolist() == [2, 14, 14]
+    # water filling: a class smaller than its fair share gives all it has, the rest is shared again
+    three = torch.tensor([0] * 2 + [1] * 50 + [2] * 50)
+    idx, _ = rules.per_class(three, 30, lambda members, quota: rules.top_k(torch.zeros(len(members)), quota))
+    assert torch.bincount(three[idx]).tolist() == [2, 14, 14]
     targets = torch.tensor([0] * 10 + [1] * 30)
     balanced = Uncertainty(balance=True)
     batch = ScoringBatch.from_outputs(torch.randn(40, 2), targets)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from lightning_modyn.selection._pool import water_fill
+
 
 def _check(scores: torch.Tensor, k: int, what: str) -> torch.Tensor:
     if scores.ndim != 1:
@@ -83,38 +85,14 @@ def uniform_sample(n: int, k: int, generator: torch.Generator | None = None, dev
     return torch.randperm(n, generator=generator)[:k].to(device), torch.ones(k, device=device)
 
 
-def class_quotas(counts: torch.Tensor, k: int) -> torch.Tensor:
-    """Split ``k`` over classes as evenly as their sizes allow (water filling), smallest classes filled first.
-
-    >>> class_quotas(torch.tensor([1, 10, 10]), 9).tolist()
-    [1, 4, 4]
-    """
-    counts = counts.long()
-    quotas = torch.zeros_like(counts)
-    remaining = min(k, int(counts.sum()))
-    order = torch.argsort(counts, stable=True)
-    for i, c in enumerate(order.tolist()):
-        share = remaining // (len(order) - i)
-        quotas[c] = min(int(counts[c]), share)
-        remaining -= int(quotas[c])
-    # what integer division left over goes to the largest classes that still have room
-    for c in reversed(order.tolist()):
-        if remaining == 0:
-            break
-        if quotas[c] < counts[c]:
-            quotas[c] += 1
-            remaining -= 1
-    return quotas
-
-
 def per_class(targets: torch.Tensor, k: int, select) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply ``select(positions, quota) -> (chosen positions into positions, weights)`` within every class,
-    with the quotas of :func:`class_quotas`; weights are rescaled by ``quota / class size`` so the convention
+    """Apply ``select(positions, quota) -> (chosen positions into positions, weights)`` within every class, with
+    fair shares of ``k`` by water filling (as the balanced presampling policies split their budget); weights are rescaled by ``quota / class size`` so the convention
     (weighted mean estimates the mean over all samples) holds across classes.
     """
     labels = targets.reshape(len(targets), -1)[:, 0] if targets.ndim > 1 else targets
     classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    quotas = class_quotas(counts, k)
+    quotas = torch.as_tensor(water_fill(counts.tolist(), k))
     chosen, weights = [], []
     total = int(quotas.sum())
     for c in range(len(classes)):
