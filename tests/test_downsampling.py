@@ -488,3 +488,19 @@ def test_recorded_scores_replay_the_latest_hardest_old_samples(tmp_path):
     np.savez(tmp_path / "scores-trigger-0002.npz", keys=np.arange(3))
     with pytest.raises(ValueError, match="scores-trigger-0002.npz is not a score record: it lacks"):
         latest_scores(str(tmp_path))
+
+
+def test_recorded_scores_drop_deleted_keys_old_and_new(tmp_path):
+    from lightning_modyn.selection import RecordedScores, TriggerHistory
+
+    np.savez(tmp_path / "scores-trigger-0000.npz", keys=np.arange(4), scores=np.array([0.9, 0.8, 0.1, 0.2]),
+             epochs=np.zeros(4, np.int64), trigger_id=np.int64(0))
+
+    class Store:  # keys 0 (old) and 5 (new) were deleted since they arrived
+        def contains(self, keys):
+            return ~np.isin(keys, [0, 5])
+
+    h = TriggerHistory([np.arange(4), np.arange(4, 7)])
+    assert RecordedScores(str(tmp_path), ratio=50).select(h, Store())[0].tolist() == [1, 3, 4, 6]
+    with pytest.raises(ValueError, match="tail_triggers must be None"):
+        RecordedScores(str(tmp_path), tail_triggers=1.5)

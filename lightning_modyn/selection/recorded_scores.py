@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modyn.selection._pool import check_tail, live
 from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory
 
 
@@ -67,25 +68,24 @@ class RecordedScores(SelectionPolicy):
         if not isinstance(ratio, (int, float)) or not 0 < ratio <= 100:
             raise ValueError(f"ratio is the percentage of old samples to replay and must be in (0, 100], "
                              f"got {ratio!r}")
-        if tail_triggers is not None and tail_triggers < 0:
-            raise ValueError(f"tail_triggers must be None (all) or >= 0, got {tail_triggers}")
         self.scores_dir = scores_dir
         self.ratio = float(ratio)
-        self.tail_triggers = tail_triggers
+        self.tail_triggers = check_tail(tail_triggers)
 
     def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
-        new = history.intervals[-1] if history.intervals else np.zeros(0, np.int64)
+        current = history.intervals[-1] if history.intervals else np.zeros(0, np.int64)
         older = history.intervals[:-1]
         if self.tail_triggers is not None:
             older = older[len(older) - self.tail_triggers:] if self.tail_triggers else []
-        old = np.concatenate(older) if len(older) else np.zeros(0, np.int64)
-        if store is not None and len(old):
-            old = old[store.contains(old)]
+        new = live(current, store)
+        old = live(np.concatenate(older) if older else np.zeros(0, np.int64), store)
         if len(old):
             scored_keys, scored = latest_scores(self.scores_dir, before_trigger=history.trigger_id)
-            pos = np.clip(np.searchsorted(scored_keys, old), 0, max(len(scored_keys) - 1, 0))
-            found = len(scored_keys) > 0 and (scored_keys[pos] == old)
-            score = np.where(found, scored[pos] if len(scored_keys) else 0.0, -np.inf)
+            score = np.full(len(old), -np.inf)  # never scored: last
+            if len(scored_keys):
+                pos = np.minimum(np.searchsorted(scored_keys, old), len(scored_keys) - 1)
+                hit = scored_keys[pos] == old
+                score[hit] = scored[pos[hit]]
             keep = max(1, int(round(self.ratio / 100 * len(old))))
             old = np.sort(old[np.argsort(-score, kind="stable")[:keep]])
         keys = np.concatenate([old, new]).astype(np.int64)
