@@ -339,3 +339,15 @@ def test_forked_workers_reopen_the_store_instead_of_sharing_its_connection(click
     proc.join(60)
     assert queue.get(timeout=5) == (True, True, True)
     assert store.catalog is parent_catalog and not store.readonly
+
+
+def test_batches_decode_any_keys_in_order_outside_a_fit(click_store):
+    store, keys, rows = click_store
+    dm = ModynDataModule(store, batch_size=64, val_batch_size=100)
+    wanted = keys[[5, 2999, 0, 17] * 60]  # 240 keys, any order, repeats allowed
+    batches = list(dm.batches(wanted))
+    assert [len(b.keys) for b in batches] == [100, 100, 40]
+    assert torch.cat([b.keys for b in batches]).tolist() == wanted.tolist()
+    x, y = batches[0]
+    assert y.tolist() == rows["label"][[5, 2999, 0, 17] * 25].tolist()
+    assert [len(b.keys) for b in dm.batches(wanted, batch_size=200)] == [200, 40]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from lightning_modyn.data.batch import KeyedBatch
 from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
 from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
-from lightning_modyn.data.sampler import SelectionSampler
+from lightning_modyn.data.sampler import KeyBatch, SelectionSampler
 from lightning_modyn.store import SampleStore
 from lightning_modyn.store.store import as_keys
 
@@ -220,6 +221,19 @@ class ModynDataModule(L.LightningDataModule):
     def training_subset(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The subset set by a selection callback, or None (the whole training set is used)."""
         return self._train_subset
+
+    def batches(self, keys: Any, batch_size: int | None = None) -> Iterator[KeyedBatch]:
+        """Decoded batches of ``keys`` in the given order, in this process (no DataLoader, no Trainer).
+
+        For work beside a fit that needs the model's view of arbitrary samples: scoring a training set,
+        evaluating windows of a stream. ``batch_size`` defaults to ``val_batch_size``; every weight is 1.
+        """
+        keys = np.asarray(keys, np.int64)
+        size = batch_size or self.val_batch_size
+        dataset = KeyedBatchDataset(self.store, self._decoder())
+        for a in range(0, len(keys), size):
+            chunk = keys[a : a + size]
+            yield dataset[KeyBatch(chunk, np.ones(len(chunk), np.float32))]
 
     # ------------------------------------------------------------------ loaders
     def _rank(self) -> tuple[int, int]:

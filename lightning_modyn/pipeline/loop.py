@@ -28,8 +28,6 @@ import numpy as np
 import torch
 
 from lightning_modyn.data import ModynDataModule
-from lightning_modyn.data.dataset import KeyedBatchDataset
-from lightning_modyn.data.sampler import KeyBatch
 from lightning_modyn.pipeline.registry import ModelRegistry, write_json_atomic
 from lightning_modyn.pipeline.stream import ReplayStream, WatchStream
 from lightning_modyn.selection import NewData, SelectionPolicy, TriggerHistory
@@ -64,12 +62,7 @@ class LoopContext:
         return self.loop.models_trained > 0
 
     def batches(self, keys: np.ndarray):
-        dm = self.loop.datamodule
-        dataset = KeyedBatchDataset(dm.store, dm._decoder())
-        size = dm.val_batch_size
-        for a in range(0, len(keys), size):
-            sel = np.asarray(keys[a : a + size], dtype=np.int64)
-            yield dataset[KeyBatch(sel, np.ones(len(sel), np.float32))]
+        return self.loop.datamodule.batches(keys)
 
     @torch.no_grad()
     def outputs(self, keys: np.ndarray, module: torch.nn.Module | None = None, embed: bool = False):

@@ -43,19 +43,13 @@ class SelectionContext:
 
     def batches(self, keys: np.ndarray, generator: torch.Generator | None = None) -> Iterator[Any]:
         """Batches of the given keys on the model's device, in order or shuffled by ``generator``."""
-        from lightning_modyn.data.dataset import KeyedBatchDataset
-        from lightning_modyn.data.sampler import KeyBatch
-
         self.training_set()  # the same check: keyed data needs a ModynDataModule
-        dm = self.datamodule
-        dataset = KeyedBatchDataset(dm.store, dm._decoder())
         keys = np.asarray(keys, np.int64)
         if generator is not None:
             keys = keys[torch.randperm(len(keys), generator=generator).numpy()]
         device = self.pl_module.device
-        for a in range(0, len(keys), self.batch_size):
-            chunk = keys[a : a + self.batch_size]
-            yield dataset[KeyBatch(chunk, np.ones(len(chunk), np.float32))].to(device)
+        for batch in self.datamodule.batches(keys, self.batch_size):
+            yield batch.to(device)
 
     def score_keys(self, keys: np.ndarray, module: torch.nn.Module | None = None,
                    embeddings: bool = False) -> ScoringBatch:
