@@ -33,8 +33,6 @@ import torch.nn.functional as F
 
 from lightning_modyn import ModynDataModule, SampleStore
 from lightning_modyn.data import ArrayMember, RecordsToTensors
-from lightning_modyn.data.dataset import KeyedBatchDataset
-from lightning_modyn.data.sampler import KeyBatch
 from lightning_modyn.datasets.clicks import write_synthetic_clicks
 from lightning_modyn.datasets.rotating_digits import write_rotating_digits
 from lightning_modyn.models import DigitsConvNet, TinyDLRM
@@ -105,11 +103,8 @@ def evaluate(ds: dict, model: L.LightningModule) -> float:
     import torchmetrics.functional as tmf
 
     model.eval()
-    dataset = KeyedBatchDataset(ds["store"], ds["decode"])
     outs, ys = [], []
-    for a in range(0, len(ds["test"]), 1024):
-        k = ds["test"][a : a + 1024]
-        x, y = dataset[KeyBatch(k, np.ones(len(k), np.float32))]
+    for x, y in ModynDataModule(ds["store"], decode=ds["decode"]).batches(ds["test"], 1024):
         outs.append(model(x).float())
         ys.append(y)
     logits, y = torch.cat(outs), torch.cat(ys)
@@ -152,9 +147,7 @@ def fit(ds: dict, method: str, ratio: int, seed: int, work: str) -> tuple[float,
 def scoring_overhead(ds: dict, batch_size: int = 256, repeats: int = 15) -> dict[str, float]:
     """Seconds to score and select one batch, over seconds of one training forward pass (with autograd)."""
     model = ds["model"]()
-    dataset = KeyedBatchDataset(ds["store"], ds["decode"])
-    k = ds["train"][:batch_size]
-    batch = dataset[KeyBatch(k, np.ones(len(k), np.float32))]
+    batch = next(ModynDataModule(ds["store"], decode=ds["decode"]).batches(ds["train"][:batch_size]))
     x = batch[0]
 
     def forward_train() -> None:
