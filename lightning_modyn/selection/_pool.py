@@ -51,6 +51,13 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_percentage(name: str, value: Any, meaning: str) -> float:
+    """A percentage in (0, 100] (e.g. the share of samples a downsampler keeps)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 < value <= 100:
+        raise ValueError(f"{name} is {meaning} and must be in (0, 100], got {value!r}")
+    return float(value)
+
+
 def check_tail(tail_triggers: Any) -> int | None:
     if tail_triggers is not None and (not _is_int(tail_triggers) or tail_triggers < 0):
         raise ValueError(f"tail_triggers must be None (all data) or an integer >= 0, got {tail_triggers!r}")

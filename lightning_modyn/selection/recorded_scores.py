@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modyn.selection._pool import check_tail, live
+from lightning_modyn.selection._pool import check_percentage, check_tail, live
 from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory
 
 
@@ -65,11 +65,8 @@ class RecordedScores(SelectionPolicy):
     """
 
     def __init__(self, scores_dir: str, ratio: float = 50, tail_triggers: int | None = None) -> None:
-        if not isinstance(ratio, (int, float)) or not 0 < ratio <= 100:
-            raise ValueError(f"ratio is the percentage of old samples to replay and must be in (0, 100], "
-                             f"got {ratio!r}")
         self.scores_dir = scores_dir
-        self.ratio = float(ratio)
+        self.ratio = check_percentage("ratio", ratio, "the percentage of old samples to replay")
         self.tail_triggers = check_tail(tail_triggers)
 
     def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from lightning_modyn.data.batch import KeyedBatch, batch_keys
+from lightning_modyn.selection._pool import check_percentage
 from lightning_modyn.selection.downsampling.base import DownsamplingStrategy
 from lightning_modyn.selection.downsampling.context import SelectionContext
 from lightning_modyn.selection.downsampling.forward import ScoringForward
@@ -48,9 +49,7 @@ class _Downsampling(L.Callback):
         self.strategy = strategy_by_name(strategy) if isinstance(strategy, str) else strategy
         if not isinstance(self.strategy, DownsamplingStrategy):
             raise TypeError(f"strategy must be a DownsamplingStrategy or its name, got {type(strategy).__name__}")
-        if not isinstance(ratio, (int, float)) or not 0 < ratio <= 100:
-            raise ValueError(f"ratio is the percentage of samples to keep and must be in (0, 100], got {ratio!r}")
-        self.ratio = float(ratio)
+        self.ratio = check_percentage("ratio", ratio, "the percentage of samples to keep")
         self.forward = ScoringForward(loss=loss, last_layer=last_layer)
         self.seed = seed
         self.record_scores = record_scores
