@@ -102,6 +102,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from lightning_modyn.data import ArrayMember, KeyedBatch, ModynDataModule  # noqa: E402
+from lightning_modyn.data.transfer import pack, unpack  # noqa: E402
 from lightning_modyn.datasets import CRITEO_DTYPE, synthetic_criteo_rows  # noqa: E402
 from lightning_modyn.store import SampleStore  # noqa: E402
 
@@ -111,10 +112,11 @@ IMG_SHAPE = (32, 32, 3)
 IMG_BYTES = int(np.prod(IMG_SHAPE))  # 3072
 DATA_VERSION = 1
 WDS_MTIME = 1_700_000_000  # integer mtime: webdataset's TarWriter adds a PAX header per member for a float one
-LOADERS = ("a", "akw", "b", "c100", "c50", "c10")
+LOADERS = ("a", "akw", "apk", "b", "c100", "c50", "c10")
 LOADER_NAMES = {
     "a": "(a) contiguous chunks, local memmap",
     "akw": "(a+kw) diagnostic: (a) + keys & weights tensors (KeyedBatch)",
+    "apk": "(a+kw, packed) diagnostic: (a+kw) handed over from workers as one block, as (c) is",
     "b": "(b) webdataset.WebDataset streaming",
     "c100": "(c) ModynDataModule, 100 % shuffled",
     "c50": "(c) ModynDataModule, 50 % random subset",
@@ -252,9 +254,10 @@ def rows_to_tensors(rows: np.ndarray) -> tuple:
 class ChunkDataset(Dataset):
     """Item ``i`` is batch ``i``: a contiguous slice of a memory-mapped file, as tensors (opened per process)."""
 
-    def __init__(self, kind: str, meta: dict, batch_size: int, keyed: bool = False) -> None:
+    def __init__(self, kind: str, meta: dict, batch_size: int, keyed: bool = False, packed: bool = False) -> None:
         self.kind, self.meta, self.batch_size, self.n = kind, meta, batch_size, meta["n"]
         self.keyed = keyed  # also carry keys and weights, as the DataModule's KeyedBatch does (diagnostic)
+        self.packed = packed  # workers return one block, as the DataModule's workers do (diagnostic)
         self._mm = self._labels = None
 
     def __getstate__(self):
@@ -282,15 +285,26 @@ class ChunkDataset(Dataset):
         if not self.keyed:
             return out
         first = self.meta["first_key"]
-        return KeyedBatch(out, keys=torch.arange(first + s, first + e), weights=torch.ones(e - s))
+        out = KeyedBatch(out, keys=torch.arange(first + s, first + e), weights=torch.ones(e - s))
+        return pack(out) if self.packed and torch.utils.data.get_worker_info() is not None else out
 
 
-def loader_a(kind: str, meta: dict, batch_size: int, workers: int, seed: int, keyed: bool = False) -> DataLoader:
-    ds = ChunkDataset(kind, meta, batch_size, keyed)
+class UnpackingLoader(DataLoader):
+    """Unpacks what the workers packed, as ModynDataLoader does."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield unpack(batch)
+
+
+def loader_a(kind: str, meta: dict, batch_size: int, workers: int, seed: int, keyed: bool = False,
+             packed: bool = False) -> DataLoader:
+    ds = ChunkDataset(kind, meta, batch_size, keyed or packed, packed)
     gen = torch.Generator()
     gen.manual_seed(seed)
-    return DataLoader(ds, batch_size=None, sampler=RandomSampler(ds, generator=gen), num_workers=workers,
-                      persistent_workers=workers > 0)
+    return (UnpackingLoader if packed else DataLoader)(
+        ds, batch_size=None, sampler=RandomSampler(ds, generator=gen), num_workers=workers,
+        persistent_workers=workers > 0)
 
 
 # ====================================================================== (b) webdataset
@@ -689,6 +703,8 @@ def run_workload(kind: str, meta: dict, batch_size: int, args, cmp: dict | None 
             timed["a"] = loader_a(kind, meta, batch_size, w, args.seed)
         if "akw" in selected and args.diagnostics:
             timed["akw"] = loader_a(kind, meta, batch_size, w, args.seed, keyed=True)
+        if "apk" in selected and args.diagnostics and w > 0:
+            timed["apk"] = loader_a(kind, meta, batch_size, w, args.seed, packed=True)
         timed.update({name: loader for name, loader in loaders.items() if name in selected})
         for name in d_names:
             timed[name] = loader_d(name, kind, meta, cmp, batch_size, w, args.seed, wds_per_shard)
@@ -765,6 +781,7 @@ def ratios(results: dict) -> dict:
                                         for ai, ci in zip(res["a"]["epochs"], res["c100"]["epochs"])])
         out[wkey] = {"c100_over_a": div(c, a), "c100_over_a_paired_median": paired, "c100_over_b": div(c, rate("b")),
                      "c100_over_akw": div(c, rate("akw")), "akw_over_a": div(rate("akw"), a),
+                     "c100_over_apk": div(c, rate("apk")), "apk_over_a": div(rate("apk"), a),
                      "c50_over_a": div(rate("c50"), a), "c10_over_a": div(rate("c10"), a)}
         out[wkey].update({f"c100_over_{name}": div(c, rate(name)) for name in D_LOADERS})
     return out
@@ -778,7 +795,7 @@ def report(out: dict, args) -> str:
             continue
         results = out["workloads"][kind]["results"]
         wkeys = list(results)
-        present = [name for name in LOADERS + D_LOADERS if name in results[wkeys[0]]]
+        present = [name for name in LOADERS + D_LOADERS if any(name in results[k] for k in wkeys)]
         title = ("Criteo rows (160 B)" if kind == "rows" else "3 KiB images (32x32x3 uint8)")
         how = [f"median of {args.epochs} epochs"]
         if "b" in present:
@@ -791,7 +808,7 @@ def report(out: dict, args) -> str:
         lines.append("| loader | " + " | ".join(f"num_workers={k[1:]}" for k in wkeys) + " |")
         lines.append("|---|" + "---:|" * len(wkeys))
         for name in present:
-            lines.append(f"| {LOADER_NAMES[name]} | " + " | ".join(fmt_rate(results[k][name]["rate"]) for k in wkeys)
+            lines.append(f"| {LOADER_NAMES[name]} | " + " | ".join(fmt_rate(results[k].get(name, {}).get("rate")) for k in wkeys)
                          + " |")
         if cmp is None:
             lines.append("| (d) other libraries | " + " | ".join("not measured" for _ in wkeys) + " |")
@@ -816,6 +833,10 @@ def report(out: dict, args) -> str:
             (lambda v: v >= 100) if is_rows else None)
         row("(a+kw) / (a): cost of carrying keys & weights", "akw_over_a", lambda v: f"{v:.2f}", "—", None)
         row("(c, 100 %) / (a+kw): cost of the store gather", "c100_over_akw", lambda v: f"{v:.2f}", "—", None)
+        row("(a+kw, packed) / (a): what one block per batch gains (a) too", "apk_over_a", lambda v: f"{v:.2f}", "—",
+            None)
+        row("(c, 100 %) / (a+kw, packed): (c) against (a) with the same hand-over", "c100_over_apk",
+            lambda v: f"{v:.2f}", "—", None)
         row("(c, 50 %) / (a)", "c50_over_a", lambda v: f"{v:.2f}", "—", None)
         row("(c, 10 %) / (a)", "c10_over_a", lambda v: f"{v:.2f}", "—", None)
         for name in D_LOADERS:

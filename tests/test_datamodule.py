@@ -91,6 +91,28 @@ def test_batches_hold_the_rows_of_their_keys(click_store):
         np.testing.assert_array_equal(y.numpy(), rows["label"][idx])
 
 
+def test_training_batches_come_in_read_order_with_the_samplers_samples(tmp_path):
+    store = SampleStore.create(tmp_path / "clicks")
+    rows = synthetic_criteo_rows(2000, seed=6)
+    keys = np.concatenate([store.append_records(rows[i : i + 500], labels="label") for i in range(0, 2000, 500)])
+    weights = np.arange(2000, dtype=np.float32)
+    dm = ModynDataModule(store, batch_size=256, seed=1)
+    dm.set_training_set(keys, weights)
+    loader = dm.train_dataloader()
+    requested = list(loader.sampler)
+    got = list(loader)
+    assert len(got) == len(requested) == 8
+    for req, batch in zip(requested, got):
+        assert sorted(batch.keys.tolist()) == sorted(req.keys.tolist())  # the same samples...
+        shard = (batch.keys.numpy() - keys[0]) // 500
+        assert (np.diff(shard) >= 0).all()  # ...grouped by shard, so each byte is copied once
+        np.testing.assert_array_equal(batch.weights.numpy(), weights[batch.keys.numpy() - keys[0]])
+        np.testing.assert_array_equal(batch[1].numpy(), rows["label"][batch.keys.numpy() - keys[0]])
+    in_order = list(dm.batches(keys[::-1][:300], batch_size=300))[0]  # batches() keeps the order given
+    assert in_order.keys.tolist() == keys[::-1][:300].tolist()
+    store.close()
+
+
 def test_shuffle_is_deterministic_in_seed_epoch_and_set(click_store):
     store, keys, _ = click_store
 

@@ -346,6 +346,39 @@ def test_get_member_on_ingested_and_remote_shards(tmp_path):
         store.close()
 
 
+def test_read_order_groups_keys_by_shard_and_reads_them_back_exactly(tmp_path):
+    store = SampleStore.create(tmp_path / "s", shard_max_samples=300)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (1000, 3072), dtype=np.uint8)
+    keys = store.append([{"raw": img.tobytes(), "cls": i % 10} for i, img in enumerate(images)])
+    rows = synthetic_criteo_rows(900, seed=2)
+    rkeys = np.concatenate([store.append_records(rows[i : i + 300]) for i in range(0, 900, 300)])
+    pick = rng.permutation(len(keys))[:400]
+    order = store.read_order(keys[pick])
+    assert sorted(order.tolist()) == list(range(400))
+    shard_of = pick[order] // 300  # shards hold 300 samples each, in key order
+    assert (np.diff(shard_of) >= 0).all() and len(np.unique(shard_of)) == 4
+    for g in np.unique(shard_of):  # stable: request order kept inside each shard
+        inside = order[shard_of == g]
+        assert (np.diff(inside) > 0).all()
+    regrouped = store.get_member(keys[pick][order], "raw")
+    np.testing.assert_array_equal(regrouped.array(), images[pick[order]])
+    assert store.get_member(keys[pick][order], "cls").tolist() == [str(i % 10).encode() for i in pick[order]]
+    rpick = rng.permutation(900)[:500]
+    rorder = store.read_order(rkeys[rpick])
+    assert (np.diff(rpick[rorder] // 300) >= 0).all()
+    assert store.get_records(rkeys[rpick][rorder]).tobytes() == rows[rpick[rorder]].tobytes()
+    mixed = np.concatenate([rkeys[:5], keys[:5], rkeys[-5:]])
+    assert store.read_order(mixed).tolist() == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+    assert store.read_order([]).tolist() == []
+    store.delete(keys[:1])
+    with pytest.raises(DeletedKeyError, match=f"key {int(keys[0])} was deleted"):
+        store.read_order(keys[:3])
+    with pytest.raises(UnknownKeyError):
+        store.read_order([10**9])
+    store.close()
+
+
 def test_get_member_last_sample_of_shard_shorter_than_a_row(tmp_path):
     """Regression: the stride view must not be used when the last sample does not fill a whole row."""
     import webdataset as wds

@@ -94,10 +94,17 @@ class StoreMachine(RuleBasedStateMachine):
             got = self.store.get(live_samples[::-1])
             assert [g["bin"] for g in got] == [self.samples[k] for k in live_samples[::-1]]
             assert self.store.get_member(live_samples[::-1], "bin").tolist() == [g["bin"] for g in got]
+            order = self.store.read_order(live_samples[::-1])
+            assert sorted(order.tolist()) == list(range(len(live_samples)))
+            regrouped = np.asarray(live_samples[::-1])[order]
+            assert self.store.get_member(regrouped, "bin").tolist() == [self.samples[k] for k in regrouped.tolist()]
         live_records = sorted(set(self.records) - self.deleted)
         if live_records:
             rows = self.store.get_records(live_records)
             assert [r.tobytes() for r in rows] == [self.records[k] for k in live_records]
+            regrouped = np.asarray(live_records[::-1])[self.store.read_order(live_records[::-1])]
+            assert sorted(regrouped.tolist()) == live_records
+            assert [r.tobytes() for r in self.store.get_records(regrouped)] == [self.records[k] for k in regrouped]
         assert len(self.store) == len(live_samples) + len(live_records)
         assert self.store.all().keys.tolist() == sorted(live_samples + live_records)
 

@@ -13,6 +13,7 @@ from lightning_modyn.data.batch import KeyedBatch
 from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
 from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
 from lightning_modyn.data.sampler import KeyBatch, SelectionSampler
+from lightning_modyn.data.transfer import unpack
 from lightning_modyn.store import SampleStore
 from lightning_modyn.store.store import as_keys
 
@@ -21,7 +22,8 @@ class ModynDataLoader(DataLoader):
     """A DataLoader over a :class:`SelectionSampler` whose ``state_dict`` makes a fit resumable mid-epoch.
 
     The state is ``(epoch, batches yielded)`` plus a fingerprint of the training set. It is the same on every
-    rank, so the copy Lightning saves (rank 0's) restores every rank.
+    rank, so the copy Lightning saves (rank 0's) restores every rank. Batches that workers packed into one
+    shared-memory block are unpacked here, so every batch reaches the loop as a :class:`KeyedBatch`.
     """
 
     def __init__(self, dataset: KeyedBatchDataset, sampler: SelectionSampler, **kwargs: Any) -> None:
@@ -33,7 +35,7 @@ class ModynDataLoader(DataLoader):
         self._batches_done = sampler._resume_batches if sampler._resume_epoch == sampler.epoch else 0
         for batch in super().__iter__():
             self._batches_done += 1
-            yield batch
+            yield unpack(batch)
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict(self._batches_done)
@@ -233,7 +235,7 @@ class ModynDataModule(L.LightningDataModule):
         dataset = KeyedBatchDataset(self.store, self._decoder())
         for a in range(0, len(keys), size):
             chunk = keys[a : a + size]
-            yield dataset[KeyBatch(chunk, np.ones(len(chunk), np.float32))]
+            yield dataset.read(KeyBatch(chunk, np.ones(len(chunk), np.float32)))
 
     # ------------------------------------------------------------------ loaders
     def _rank(self) -> tuple[int, int]:
@@ -266,7 +268,8 @@ class ModynDataModule(L.LightningDataModule):
                                   "persistent_workers": self.persistent_workers}
         if self.num_workers > 0 and self.prefetch_factor is not None:
             kwargs["prefetch_factor"] = self.prefetch_factor
-        return ModynDataLoader(KeyedBatchDataset(self.store, self._decoder()), sampler, **kwargs)
+        dataset = KeyedBatchDataset(self.store, self._decoder(), any_order=name == "train")
+        return ModynDataLoader(dataset, sampler, **kwargs)
 
     def train_dataloader(self) -> ModynDataLoader:
         loader = self._loader("train", self.batch_size, self.shuffle, self.drop_last)

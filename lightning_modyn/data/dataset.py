@@ -7,11 +7,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from lightning_modyn.data.batch import KeyedBatch
 from lightning_modyn.data.decode import SampleBatch
 from lightning_modyn.data.sampler import KeyBatch
+from lightning_modyn.data.transfer import PackedBatch, pack
 from lightning_modyn.store import DeletedKeyError, SampleStore, StoreError
 
 
@@ -20,24 +21,35 @@ class KeyedBatchDataset(Dataset):
 
     Records are read with ``get_records`` (no per-row objects); samples with ``get_member`` for the members the
     decoder names, else with ``get``. Keys deleted while training are dropped from the batch with a warning.
-    The store pickles as its URL, so DataLoader workers reopen it read-only.
+    With ``any_order`` (training batches), a batch's keys are first put in the store's :meth:`read_order`, so
+    each byte is copied once; the batch holds the same samples, and its keys and weights follow the new order.
+    The store pickles as its URL, so DataLoader workers reopen it read-only. In a worker the batch is returned
+    as one :class:`~lightning_modyn.data.transfer.PackedBatch` (a single shared-memory block instead of one per
+    tensor); :class:`~lightning_modyn.data.datamodule.ModynDataLoader` unpacks it in the training process.
     """
 
-    def __init__(self, store: SampleStore, decode: Callable[[SampleBatch], tuple]) -> None:
+    def __init__(self, store: SampleStore, decode: Callable[[SampleBatch], tuple], any_order: bool = False) -> None:
         self.store = store
         self.decode = decode
+        self.any_order = any_order
 
-    def __getitem__(self, request: KeyBatch) -> KeyedBatch:
+    def __getitem__(self, request: KeyBatch) -> KeyedBatch | PackedBatch:
+        batch = self.read(request)
+        return pack(batch) if get_worker_info() is not None else batch
+
+    def read(self, request: KeyBatch) -> KeyedBatch:
+        """Fetch and decode one batch request."""
         if not isinstance(request, KeyBatch):
             raise TypeError(f"items of this dataset are KeyBatch requests from SelectionSampler, got {request!r}")
         keys, weights = request.keys, request.weights
         try:
+            keys, weights = self._ordered(keys, weights)
             batch = self._fetch(keys)
         except DeletedKeyError:
             live = self.store.contains(keys)
             warnings.warn(f"{int((~live).sum())} key(s) of batch {request.index} were deleted from the store "
-                          "during training; they are skipped", RuntimeWarning, stacklevel=2)
-            keys, weights = keys[live], weights[live]
+                          "during training; they are skipped", RuntimeWarning, stacklevel=3)
+            keys, weights = self._ordered(keys[live], weights[live])
             batch = self._fetch(keys)
         except StoreError as err:
             raise type(err)(f"while reading batch {request.index} of epoch {request.epoch} "
@@ -53,6 +65,12 @@ class KeyedBatchDataset(Dataset):
             raise TypeError(f"decode must return a tuple such as (x, y), got {type(out).__name__}")
         return KeyedBatch(tuple(out), keys=torch.from_numpy(np.ascontiguousarray(keys)),
                           weights=torch.from_numpy(np.ascontiguousarray(weights)))
+
+    def _ordered(self, keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.any_order or not len(keys):
+            return keys, weights
+        order = self.store.read_order(keys)
+        return keys[order], weights[order]
 
     def _fetch(self, keys: np.ndarray) -> SampleBatch:
         if self.store.record_dtype is not None and self.store.holds_only_records():

@@ -127,6 +127,11 @@ class _Snapshot:
             self.residue = self.offset % self.itemsize
             self.row0 = (self.offset - self.residue) // self.itemsize - self.first
             self.group = np.where(self.kind == KIND_RECORDS, self.shard * self.itemsize + self.residue, -1)
+        # dense id of where each entry's bytes lie (a shard, or a record shard and row alignment), as a small
+        # integer so that read_order's stable argsort is a radix sort
+        where = np.where(self.group >= 0, self.group, self.shard * self.itemsize) if self.itemsize else self.shard
+        ids, dense = np.unique(where, return_inverse=True)
+        self.read_group = dense.astype(np.uint16 if len(ids) < 2**16 else np.int64)
         self.only_records = bool(len(self.kind)) and bool((self.kind == KIND_RECORDS).all())
         # all record rows in one (shard, alignment): every batch is one gather
         self.single_group = self.only_records and self.itemsize and self.group.min() == self.group.max()
@@ -885,17 +890,20 @@ class SampleStore:
         shard_ids = np.unique(shard)
         local = self.files.local and all("://" not in snap.path_of_shard[int(i)] for i in shard_ids)
         if fixed and local and size0 > 0:
+            lengths = snap.length[pos]
             if len(shard_ids) == 1:
-                lengths = snap.length[pos]
-                stride = int(lengths[0])
-                residue = starts % stride
-                if (lengths == stride).all() and (residue == residue[0]).all():
-                    # samples of one layout lie back to back: the shard is a 2-D array of samples, one gather
-                    view = self._row_view(int(shard_ids[0]), snap.path_of_shard[int(shard_ids[0])],
-                                          int(residue[0]), stride)
-                    row = starts // stride
-                    if row.max() < len(view):  # (the last sample of a shard may not fill a whole row)
-                        return MemberBatch(fixed=np.take(view, row, axis=0)[:, :size0])
+                rows = self._sample_rows(snap, int(shard_ids[0]), starts, lengths)
+                if rows is not None:  # one gather of whole sample rows; the member is a strided view of them
+                    return MemberBatch(fixed=np.take(rows[0], rows[1], axis=0)[:, :size0])
+            elif (shard[1:] >= shard[:-1]).all():  # keys in read_order: each shard fills a slice of the rows
+                cuts = np.concatenate([[0], np.flatnonzero(shard[1:] != shard[:-1]) + 1, [n]]).tolist()
+                parts = [self._sample_rows(snap, int(shard[a]), starts[a:b], lengths[a:b])
+                         for a, b in zip(cuts[:-1], cuts[1:])]
+                if all(p is not None for p in parts) and len({p[0].shape[1] for p in parts}) == 1:
+                    rows = np.empty((n, parts[0][0].shape[1]), np.uint8)
+                    for (a, b), (view, row) in zip(zip(cuts[:-1], cuts[1:]), parts):
+                        np.take(view, row, axis=0, out=rows[a:b])
+                    return MemberBatch(fixed=rows[:, :size0])
             out = np.empty((n, size0), np.uint8)
             for shard_id in shard_ids.tolist():
                 sel = slice(None) if len(shard_ids) == 1 else np.flatnonzero(shard == shard_id)
@@ -927,6 +935,22 @@ class SampleStore:
                 size[idx[known]] = rows[known, 2]
             layout = snap.layouts[ext] = (rel, size)
         return layout
+
+    def read_order(self, keys: Any) -> np.ndarray:
+        """A permutation of ``keys`` that groups them by where their bytes lie (shard and row alignment).
+
+        ``get_records(keys[order])`` and ``get_member(keys[order], ext)`` then copy every byte once, straight into
+        the result, instead of gathering each shard and scattering into request order. For readers to which the
+        order inside a batch does not matter (a training batch); stable, so it is a function of ``keys`` alone.
+        Unknown or deleted keys raise as :meth:`get` does.
+        """
+        keys = as_keys(keys)
+        if not len(keys):
+            return np.zeros(0, np.int64)
+        snap, pos = self._locate(keys)
+        if snap.single_group:
+            return np.arange(len(keys), dtype=np.int64)
+        return np.argsort(snap.read_group[pos], kind="stable")
 
     def get_records(self, keys: Any) -> np.ndarray:
         """Record rows of ``keys`` as a structured array in the order of ``keys`` (no per-row Python objects)."""
@@ -967,21 +991,40 @@ class SampleStore:
         if group is None:
             group = np.zeros(len(keys), np.int64)
         out = np.empty((len(keys), itemsize), np.uint8)
-        order = np.argsort(group)
-        sorted_group = group[order]
+        grouped = bool((group[1:] >= group[:-1]).all())  # keys in read_order: each group is a slice of out
+        order = np.arange(len(keys)) if grouped else np.argsort(group)
+        sorted_group = group if grouped else group[order]
         cuts = np.concatenate([[0], np.flatnonzero(sorted_group[1:] != sorted_group[:-1]) + 1, [len(order)]])
         for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-            sel = order[a:b]
-            p = int(pos[sel[0]])
+            sel = slice(a, b) if grouped else order[a:b]
+            p = int(pos[order[a]])
             shard_id, residue = int(snap.shard[p]), int(snap.residue[p])
             rel = snap.path_of_shard[shard_id]
             if local and "://" not in rel:
-                out[sel] = np.take(self._row_view(shard_id, rel, residue, itemsize), rows_idx[sel], axis=0)
+                rows = self._row_view(shard_id, rel, residue, itemsize)
+                if grouped:
+                    np.take(rows, rows_idx[sel], axis=0, out=out[sel])
+                else:
+                    out[sel] = np.take(rows, rows_idx[sel], axis=0)
             else:
                 byte_pos = rows_idx[sel] * itemsize + residue
                 blobs = self._read_ranges(rel, byte_pos, byte_pos + itemsize)
                 out[sel] = np.frombuffer(b"".join(blobs), np.uint8).reshape(-1, itemsize)
         return out.view(dtype).reshape(-1)
+
+    def _sample_rows(self, snap: _Snapshot, shard_id: int, starts: np.ndarray,
+                     lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """When the samples at ``starts`` lie back to back in one layout, the shard as a 2-D array of sample rows
+        (each beginning at the member) and each sample's row in it; else None."""
+        stride = int(lengths[0])
+        residue = starts % stride
+        if not ((lengths == stride).all() and (residue == residue[0]).all()):
+            return None
+        view = self._row_view(shard_id, snap.path_of_shard[shard_id], int(residue[0]), stride)
+        row = starts // stride
+        if row.max() >= len(view):  # (the last sample of a shard may not fill a whole row)
+            return None
+        return view, row
 
     def _row_view(self, shard_id: int, rel: str, residue: int, itemsize: int) -> np.ndarray:
         """A mapped shard seen as a 2-D uint8 array of rows that start at ``residue`` mod ``itemsize``."""
