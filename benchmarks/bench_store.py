@@ -275,6 +275,8 @@ def part_records(args, work: str, res: dict, SampleStore) -> None:
     methods = {
         f"store.get_records ({info['shards']} shards)": reader.get_records,
         f"store.get_records ({single_shards} shard)": reader1.get_records,
+        f"store.get_records(keys[read_order]) ({info['shards']} shards, batch order free)":
+            lambda idx: reader.get_records(idx[reader.read_order(idx)]),
         CEILING: lambda idx: mm[idx],
         RAW_CEILING: lambda idx: np.take(mm_bytes, idx, axis=0).view(CRITEO).reshape(-1),
     }
@@ -350,6 +352,8 @@ def part_samples(args, work: str, res: dict, SampleStore) -> None:
         f"store.get(keys) ({sh})": reader.get,
         f"store.get(keys, meta=False) ({sh})": lambda idx: reader.get(idx, meta=False),
         f"store.get_member(keys, 'bin').array() ({sh})": lambda idx: reader.get_member(idx, "bin").array(),
+        f"store.get_member(keys[read_order], 'bin').array() ({sh}, batch order free)":
+            lambda idx: reader.get_member(idx[reader.read_order(idx)], "bin").array(),
         f"store.get(keys, meta=False) ({shards1} shard)": lambda idx: reader1.get(idx, meta=False),
         f"store.get_member(keys, 'bin').array() ({shards1} shard)": lambda idx: reader1.get_member(idx, "bin").array(),
         CEILING: lambda idx: mm[idx],

@@ -902,7 +902,8 @@ class SampleStore:
                 if all(p is not None for p in parts) and len({p[0].shape[1] for p in parts}) == 1:
                     rows = np.empty((n, parts[0][0].shape[1]), np.uint8)
                     for (a, b), (view, row) in zip(zip(cuts[:-1], cuts[1:]), parts):
-                        np.take(view, row, axis=0, out=rows[a:b])
+                        # rows were checked by _sample_rows; mode "raise" would copy through a buffer
+                        np.take(view, row, axis=0, out=rows[a:b], mode="clip")
                     return MemberBatch(fixed=rows[:, :size0])
             out = np.empty((n, size0), np.uint8)
             for shard_id in shard_ids.tolist():
@@ -1002,8 +1003,8 @@ class SampleStore:
             rel = snap.path_of_shard[shard_id]
             if local and "://" not in rel:
                 rows = self._row_view(shard_id, rel, residue, itemsize)
-                if grouped:
-                    np.take(rows, rows_idx[sel], axis=0, out=out[sel])
+                if grouped and rows_idx[sel].max() < len(rows):
+                    np.take(rows, rows_idx[sel], axis=0, out=out[sel], mode="clip")  # checked; "raise" buffers out
                 else:
                     out[sel] = np.take(rows, rows_idx[sel], axis=0)
             else:
