@@ -103,6 +103,12 @@ def test_loop_trains_a_model_per_trigger_and_evaluates(drifting_store, tmp_path)
     bwt = np.mean([acc[3, j] - acc[k, j] for j, k in enumerate(ev["trained_model"]) if k < 3])
     assert ev["summary"]["accuracy"]["backward_transfer"] == pytest.approx(bwt)
     assert bwt < -0.3  # the flip makes the final model wrong on the first half: negative backward transfer
+    summary = ev["summary"]["accuracy"]  # the 3 windows before the first model count nowhere, and it says so
+    assert summary["composite_windows"] == 9 and summary["composite_coverage"] == pytest.approx(0.75)
+    assert summary["composite_mean"] == pytest.approx(np.mean([v for v in ev["composite"]["accuracy"][3:]]))
+    from lightning_modyn.pipeline.cli import summary_table
+
+    assert "mean over the 9 of 12 windows that had a model" in summary_table(result)
     logged = open(logger.experiment.metrics_file_path).read()
     assert "eval/accuracy_active" in logged and "eval/accuracy_backward_transfer" in logged
     assert (tmp_path / "run" / "accuracy_over_time.png").exists()

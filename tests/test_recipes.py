@@ -116,3 +116,37 @@ def test_shipped_recipes_parse(name, tmp_path):
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pipeline" in yaml.safe_load(result.stdout)
+
+
+def test_store_written_by_another_dataset_is_refused(tmp_path, capsys):
+    recipe = small_recipe(tmp_path)
+    recipe["pipeline"]["trigger"]["init_args"]["num_samples"] = 10_000  # never fires: only the store matters here
+    recipe["pipeline"].pop("evaluation")
+    with pytest.warns(RuntimeWarning, match="never fired"):
+        run_recipe(["--config", write(tmp_path, recipe)])
+    from lightning_modyn.store import SampleStore
+
+    with SampleStore.open(tmp_path / "store", readonly=True) as store:
+        stream = store.attributes["stream"]
+        size = len(store)
+    assert stream["class_path"] == "lightning_modyn.datasets.streams.RotatingDigitsStream"
+    assert stream["init_args"]["num_periods"] == 4 and stream["init_args"]["seed"] == 0
+    with pytest.warns(RuntimeWarning, match="never fired"):  # the same dataset again: the store is reused
+        run_recipe(["--config", write(tmp_path, recipe)])
+    recipe["dataset"]["init_args"].update(seed=3, samples_per_period=100)
+    with pytest.raises(ValueError, match=r"another dataset than the recipe's \(samples_per_period: store 150 vs "
+                                         r"recipe 100, seed: store 0 vs recipe 3\)"):
+        run_recipe(["--config", write(tmp_path, recipe)])
+    with SampleStore.open(tmp_path / "store", readonly=True) as store:
+        assert len(store) == size and store.attributes["stream"] == stream
+
+
+def test_store_that_does_not_say_which_stream_it_holds_is_used_with_a_warning(tmp_path):
+    from lightning_modyn.datasets.streams import RotatingDigitsStream
+    from lightning_modyn.store import SampleStore
+
+    RotatingDigitsStream(num_periods=2, samples_per_period=50).write(str(tmp_path / "store"))
+    with SampleStore.open(tmp_path / "store", readonly=True) as store:
+        assert store.attributes == {}
+        with pytest.warns(RuntimeWarning, match="does not record which stream it holds"):
+            RotatingDigitsStream(num_periods=2, samples_per_period=50).check_store(store)

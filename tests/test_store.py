@@ -13,6 +13,7 @@ from lightning_modyn.datasets import CRITEO_DTYPE, synthetic_criteo_rows
 from lightning_modyn.store import (
     NO_LABEL,
     DeletedKeyError,
+    ReadOnlyStoreError,
     SampleStore,
     ShardMissingError,
     UnknownKeyError,
@@ -421,3 +422,23 @@ def test_remote_records_only_store_reads_rows():
     pick = np.random.default_rng(2).choice(keys, 300)
     assert store.get_records(pick).tobytes() == rows[pick - keys[0]].tobytes()
     store.close()
+
+
+def test_attributes_are_json_values_kept_with_the_store(tmp_path):
+    store = SampleStore.create(tmp_path / "s")
+    assert store.attributes == {}
+    store.set_attribute("stream", {"class_path": "x.Y", "init_args": {"seed": 3, "shifts": [7, 14]}})
+    store.set_attribute("note", "hello")
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    assert reader.attributes == {"stream": {"class_path": "x.Y", "init_args": {"seed": 3, "shifts": [7, 14]}},
+                                 "note": "hello"}
+    with pytest.raises(TypeError, match="attribute 'bad' of .*not JSON-able"):
+        store.set_attribute("bad", object())
+    with pytest.raises(ValueError, match="non-empty strings"):
+        store.set_attribute("", 1)
+    with pytest.raises(ReadOnlyStoreError):
+        reader.set_attribute("note", "changed")
+    reader.close()
+    store.close()
+    with SampleStore.open(tmp_path / "s") as again:
+        assert again.attributes["note"] == "hello"

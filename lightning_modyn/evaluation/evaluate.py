@@ -150,6 +150,8 @@ def _summary(matrix: np.ndarray, composite: list, trained: list[int]) -> dict[st
     # backward transfer: the final model on each window against the model that learned from that window
     transfer = [matrix[n - 1, j] - matrix[k, j] for j, k in enumerate(trained) if 0 <= k < n - 1]
     return {"composite_mean": float(np.mean(values)) if values else None,
+            # windows before the first model count nowhere in composite_mean: say how many were covered
+            "composite_windows": len(values), "composite_coverage": len(values) / len(composite) if composite else None,
             "mean_forgetting": float(np.nanmean(diag_best)) if len(diag_best) else None,
             "backward_transfer": float(np.mean(transfer)) if transfer else None}
 

@@ -103,7 +103,11 @@ def summary_table(result: RunResult) -> str:
     if result.evaluation:
         for metric, s in result.evaluation["summary"].items():
             mean, bwt = s["composite_mean"], s.get("backward_transfer")
-            lines.append(f"{metric} of the currently active model, mean over windows: "
+            covered = s.get("composite_windows")
+            total_windows = len(result.evaluation["windows"])
+            over = ("windows" if covered is None or covered == total_windows
+                    else f"the {covered} of {total_windows} windows that had a model")
+            lines.append(f"{metric} of the currently active model, mean over {over}: "
                          f"{'-' if mean is None else f'{mean:.4f}'}; backward transfer: "
                          f"{'-' if bwt is None else f'{bwt:+.4f}'}")
     lines.append(f"output: {os.path.abspath(result.output_dir)}")
@@ -131,7 +135,12 @@ def run_recipe(argv: list[str]) -> RunResult | None:
         t0 = time.perf_counter()
         print(f"[lightning-modyn] writing {type(generator).__name__} into {datamodule._store_url}", flush=True)
         keys = generator.write(datamodule._store_url)
+        with SampleStore.open(datamodule._store_url) as store:
+            store.set_attribute("stream", generator.describe())
         print(f"[lightning-modyn] wrote {len(keys):,} samples in {time.perf_counter() - t0:.1f}s", flush=True)
+    elif generator is not None:
+        with SampleStore.open(datamodule._store_url, readonly=True) as store:
+            generator.check_store(store)
     os.makedirs(pipeline.output_dir, exist_ok=True)
     if _launched_rank() == 0:  # ranks that Lightning's ddp launcher started run this again: rank 0 writes
         cli.parser.save(cli.config, os.path.join(pipeline.output_dir, "config.yaml"), overwrite=True,

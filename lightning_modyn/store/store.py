@@ -373,6 +373,25 @@ class SampleStore:
             self._record_dtype = None if text is None else _dtype_from_json(text)
         return self._record_dtype
 
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """User attributes kept with the store (JSON values), e.g. how a generated stream was made."""
+        prefix = "attr."
+        return {name[len(prefix):]: json.loads(value) for name, value in self.catalog.meta().items()
+                if name.startswith(prefix)}
+
+    def set_attribute(self, name: str, value: Any) -> None:
+        """Keep a JSON-able ``value`` under ``name`` with the store (visible to every reader once written)."""
+        self._check_writable("set_attribute")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"attribute names are non-empty strings, got {name!r}")
+        try:
+            text = json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"attribute {name!r} of {self.url}: value is not JSON-able ({err})") from None
+        with self.catalog.transaction():
+            self.catalog.set_meta("attr." + name, text)
+
     def _setting(self, name: str) -> int:
         return int(self.catalog.get_meta(name))
 
