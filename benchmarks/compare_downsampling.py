@@ -1,19 +1,21 @@
-"""Downsampling: accuracy and training seconds of full data vs uniform, RS2, loss, gradient norm and CRAIG.
+"""Downsampling: accuracy and training seconds of full data vs uniform, RS2, loss, gradient norm, CRAIG.
 
 Two datasets, each one fit on a training window and a test on the next period:
 
 * rotating digits (16x16, no rotation drift inside the window), ``DigitsConvNet``, metric: accuracy;
 * synthetic clicks (Criteo-format rows), ``TinyDLRM``, metric: ROC-AUC.
 
-Every method trains the same number of epochs with the same training batch size (digits: 32 epochs; clicks: one
-epoch, as DLRMs are trained); batch-then-sample methods read batches ``100/ratio`` times larger and keep ``ratio`` % of each, RS2 draws a
-new ``ratio`` % subset every epoch (sample-then-batch). The models apply the selection weights with the one-line
+Every method trains the same number of epochs with the same training batch size (digits: 64 epochs, where full
+data has converged; clicks: one epoch, as DLRMs are trained). Batch-then-sample methods (uniform, loss, gradient
+norm, CRAIG) read batches ``100/ratio`` times larger and keep ``ratio`` % of each; RS2 draws a new ``ratio`` %
+subset every epoch; "loss, sample-then-batch" scores the whole window with the loss every 8 epochs and trains on
+the weighted subset it samples in between. The models apply the selection weights with the one-line
 opt-in ``weighted_mean``. Training seconds are the *CPU* seconds of ``trainer.fit`` on one torch thread (scoring
 included): on a shared machine, wall time measures the neighbours. The scoring overhead per batch is measured
 separately, in units of one training forward pass over the same batch. "Full data, x % of the epochs" is the
 honest baseline for any downsampling: training less on everything.
 
-    python benchmarks/compare_downsampling.py            # ~15 min on 2 CPU cores
+    python benchmarks/compare_downsampling.py            # ~35 min on 2 CPU cores (3 seeds)
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class WeightedDLRM(TinyDLRM):
                              batch)
 
 
-def digits(work: str, seed: int) -> dict:
+def digits(work: str, seed: int, epochs: int = 64) -> dict:
     url = os.path.join(work, "digits-store")
     if not os.path.exists(url):
         write_rotating_digits(url, num_periods=5, samples_per_period=1200, image_size=16, seed=seed,
@@ -73,10 +75,10 @@ def digits(work: str, seed: int) -> dict:
     train, test = keys[:4800], keys[4800:]
     return {"name": "rotating digits", "metric": "accuracy", "store": store, "train": train, "test": test,
             "decode": ArrayMember("raw", [16, 16, 1], scale=1 / 255, channels_first=True), "batch": 64,
-            "epochs": 32, "model": lambda: WeightedDigits(num_classes=10, channels=16, lr=3e-3)}
+            "epochs": epochs, "model": lambda: WeightedDigits(num_classes=10, channels=16, lr=3e-3)}
 
 
-def clicks(work: str, seed: int) -> dict:
+def clicks(work: str, seed: int, epochs: int = 1) -> dict:
     url = os.path.join(work, "clicks-store")
     if not os.path.exists(url):
         write_synthetic_clicks(url, days=4, rows_per_day=20000, seed=seed, num_categories=2000)
@@ -85,7 +87,7 @@ def clicks(work: str, seed: int) -> dict:
     train, test = keys[:60000], keys[60000:]
     # one epoch, as DLRMs are trained: the embedding tables memorize the rows from the second epoch on
     return {"name": "synthetic clicks", "metric": "roc_auc", "store": store, "train": train, "test": test,
-            "decode": RecordsToTensors(label_dtype="int64"), "batch": 128, "epochs": 1,
+            "decode": RecordsToTensors(label_dtype="int64"), "batch": 128, "epochs": epochs,
             "model": lambda: WeightedDLRM(num_embeddings=2000, embedding_dim=8, lr=1e-3)}
 
 
@@ -95,7 +97,10 @@ METHODS = {
     "loss": lambda r: BatchThenSample(Loss(), r),
     "gradient norm": lambda r: BatchThenSample(GradNorm(), r),
     "CRAIG": lambda r: BatchThenSample(Craig(), r),
+    # sample-then-batch: score the whole window every 8 epochs, train on a weighted subset in between
+    "loss, sample-then-batch every 8 epochs": lambda r: SampleThenBatch(Loss(), r, period=8),
 }
+DEFAULT_METHODS = list(METHODS)
 
 
 @torch.no_grad()
@@ -181,8 +186,11 @@ def scoring_overhead(ds: dict, batch_size: int = 256, repeats: int = 15) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="benchmarks/_work/downsampling")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ratios", type=int, nargs="+", default=[25, 50])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS)
+    parser.add_argument("--datasets", nargs="+", choices=["digits", "clicks"], default=["digits", "clicks"])
+    parser.add_argument("--digits-epochs", type=int, default=64, help="epochs of every digits fit (default 64)")
     parser.add_argument("--out-json", default="benchmarks/_work/downsampling/results.json")
     parser.add_argument("--out-png", default="docs/figures/downsampling.png")
     args = parser.parse_args()
@@ -191,10 +199,11 @@ def main() -> None:
     os.makedirs(args.work)
 
     results: dict = {}
-    for make in (digits, clicks):
-        ds = make(args.work, 0)
-        rows = results[ds["name"]] = {"metric": ds["metric"], "runs": {}}
-        configs = [("full", 100)] + [(m, r) for r in args.ratios for m in METHODS]
+    makers = {"digits": lambda: digits(args.work, 0, args.digits_epochs), "clicks": lambda: clicks(args.work, 0)}
+    for name in args.datasets:
+        ds = makers[name]()
+        rows = results[ds["name"]] = {"metric": ds["metric"], "epochs": ds["epochs"], "runs": {}}
+        configs = [("full", 100)] + [(m, r) for r in args.ratios for m in args.methods]
         if ds["epochs"] > 1:  # the honest baseline: full data, but fewer epochs
             configs += [("full-epochs", r) for r in args.ratios]
         for method, ratio in configs:
@@ -218,7 +227,8 @@ def markdown(results: dict, args) -> str:
     for name, rows in results.items():
         full = rows["runs"]["full data"]
         full_m, full_s = np.mean(full["metric"]), np.mean(full["seconds"])
-        lines += [f"**{name}** ({rows['metric']}, mean of seeds {args.seeds}; ± is half the spread)", "",
+        lines += [f"**{name}** ({rows['metric']}, {rows['epochs']} epoch(s) a fit, mean of seeds {args.seeds}; "
+                  "± is half the spread)", "",
                   f"| method | {rows['metric']} | vs full (points) | training CPU s | speed-up |",
                   "|---|---:|---:|---:|---:|"]
         for label, r in rows["runs"].items():
