@@ -194,3 +194,35 @@ def test_stateful_selection_resumes_with_the_loop(drifting_store, tmp_path):
         wa = torch.load(tmp_path / "clean" / a["path"], weights_only=True)
         wb = torch.load(tmp_path / "killed" / b["path"], weights_only=True)
         assert all(torch.equal(wa[k], wb[k]) for k in wa), f"model of trigger {a['trigger_id']} differs"
+
+
+def test_windows_between_triggers_score_each_model_on_the_data_it_served(drifting_store, tmp_path):
+    from lightning_modyn.evaluation import BetweenTriggersWindows
+
+    loop = make_loop(drifting_store, tmp_path / "run", EveryN(300),
+                     evaluation=Evaluation(windows=BetweenTriggersWindows(), plots=False))
+    result = loop.run()
+    ev = result.evaluation
+    assert [(w["start"], w["end"], w["samples"]) for w in ev["windows"]] == [
+        (0, 300, 300), (300, 600, 300), (600, 900, 300), (900, 1200, 300)]
+    assert ev["active_model"] == [-1, 0, 1, 2]  # model i serves exactly the window after its trigger
+    acc = np.array(ev["matrix"]["accuracy"])
+    assert ev["composite"]["accuracy"][1:] == [acc[0, 1], acc[1, 2], acc[2, 3]]
+    assert ev["composite"]["accuracy"][2] < 0.2  # model 1 (before the flip at 600) serves the flipped data
+
+
+def test_windows_at_offsets_from_triggers_and_static_windows():
+    from lightning_modyn.evaluation import StaticWindows, TriggerOffsetWindows
+
+    around = TriggerOffsetWindows(offsets=[-100, 1], length=100)
+    assert around.windows(0, 1199, [299, 1199]) == [(199, 299), (300, 400), (1099, 1199), (1200, 1300)]
+    assert around.windows(0, 1199, []) == []
+    assert StaticWindows([[0, 600]]).windows(0, 1199, [299]) == [(0, 600)]
+    with pytest.raises(ValueError, match=r"window 1 must be \[start, end\] with start < end, got \[5, 5\]"):
+        StaticWindows([[0, 1], [5, 5]])
+    with pytest.raises(ValueError, match="at least one"):
+        StaticWindows([])
+    with pytest.raises(ValueError, match="at least one offset"):
+        TriggerOffsetWindows([], 10)
+    with pytest.raises(ValueError, match="length must be a positive"):
+        TriggerOffsetWindows([0], 0)

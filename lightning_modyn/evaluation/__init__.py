@@ -1,6 +1,13 @@
 """Evaluation over time: windows, the model × window matrix, composite models, reports and plots."""
 
 from lightning_modyn.evaluation.evaluate import Evaluation, plot_results
-from lightning_modyn.evaluation.windows import PeriodicWindows, SlicingWindows
+from lightning_modyn.evaluation.windows import (
+    BetweenTriggersWindows,
+    PeriodicWindows,
+    SlicingWindows,
+    StaticWindows,
+    TriggerOffsetWindows,
+)
 
-__all__ = ["Evaluation", "PeriodicWindows", "SlicingWindows", "plot_results"]
+__all__ = ["BetweenTriggersWindows", "Evaluation", "PeriodicWindows", "SlicingWindows", "StaticWindows",
+           "TriggerOffsetWindows", "plot_results"]

@@ -10,13 +10,20 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger
 
-from lightning_modyn.evaluation.windows import PeriodicWindows, SlicingWindows
+from lightning_modyn.evaluation.windows import (
+    BetweenTriggersWindows,
+    PeriodicWindows,
+    SlicingWindows,
+    StaticWindows,
+    TriggerOffsetWindows,
+)
 from lightning_modyn.pipeline.registry import write_json_atomic
 
 _METRICS = ("accuracy", "f1", "roc_auc")
@@ -42,7 +49,8 @@ class Evaluation:
     """Evaluate every trained model on windows of the replayed stream after a run.
 
     Args:
-        windows: A windows object (default: ``SlicingWindows(every)``).
+        windows: A windows object (default: ``SlicingWindows(every)``; see :mod:`lightning_modyn.evaluation.windows`
+            for periodic, static, between-trigger and trigger-offset windows).
         every: Window length when ``windows`` is not given.
         metrics: Any of ``"accuracy"``, ``"f1"``, ``"roc_auc"``.
         plots: Write PNG plots (accuracy over time with trigger marks; the matrix heatmap).
@@ -58,7 +66,8 @@ class Evaluation:
     "Gradient Episodic Memory for Continual Learning", NeurIPS 2017).
     """
 
-    def __init__(self, windows: SlicingWindows | PeriodicWindows | None = None, every: int | None = None,
+    def __init__(self, windows: SlicingWindows | PeriodicWindows | StaticWindows | BetweenTriggersWindows
+                 | TriggerOffsetWindows | None = None, every: int | None = None,
                  metrics: tuple[str, ...] = ("accuracy",), plots: bool = True, logger: Logger | None = None) -> None:
         if windows is None and every is None:
             raise ValueError("give windows=... or every=<window length>")
@@ -72,10 +81,15 @@ class Evaluation:
 
     def run(self, loop, registry, stream) -> dict[str, Any]:
         entries = registry.entries()
-        spans = self.windows.windows(int(stream.timestamps[0]), int(stream.timestamps[-1]))
+        spans = self.windows.windows(int(stream.timestamps[0]), int(stream.timestamps[-1]),
+                                     [int(e["timestamp"]) for e in entries])
         masks = [(stream.timestamps >= a) & (stream.timestamps < b) for a, b in spans]
         kept = [i for i, m in enumerate(masks) if m.any()]
         if not kept:
+            if not entries and isinstance(self.windows, (BetweenTriggersWindows, TriggerOffsetWindows)):
+                warnings.warn("no trigger fired, so there are no windows around triggers to evaluate on",
+                              RuntimeWarning, stacklevel=2)
+                return {}
             raise ValueError("every evaluation window is empty; choose windows inside the stream's time range")
         spans = [spans[i] for i in kept]
         masks = [masks[i] for i in kept]

@@ -1,6 +1,13 @@
-"""Evaluation windows: which slices of the stream each model is evaluated on."""
+"""Evaluation windows: which slices of the stream each model is evaluated on.
+
+Every kind has ``windows(first, last, triggers=())`` returning ``[(start, end), ...]`` half-open time spans, given
+the stream's first and last timestamps and the timestamps at which the run's triggers fired (in order). Windows
+may overlap or leave gaps; :class:`~lightning_modyn.evaluation.Evaluation` drops those without samples.
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -17,7 +24,7 @@ class SlicingWindows:
             raise ValueError(f"every must be a positive time span, got {every}")
         self.every = int(every)
 
-    def windows(self, first: int, last: int) -> list[tuple[int, int]]:
+    def windows(self, first: int, last: int, triggers: Sequence[int] = ()) -> list[tuple[int, int]]:
         starts = np.arange(int(first), int(last) + 1, self.every)
         return [(int(s), int(s) + self.every) for s in starts]
 
@@ -34,7 +41,63 @@ class PeriodicWindows:
             raise ValueError(f"every and interval must be positive, got every={every}, interval={interval}")
         self.every, self.interval = int(every), int(interval)
 
-    def windows(self, first: int, last: int) -> list[tuple[int, int]]:
+    def windows(self, first: int, last: int, triggers: Sequence[int] = ()) -> list[tuple[int, int]]:
         half = self.interval // 2
         return [(int(p) - half, int(p) - half + self.interval)
                 for p in np.arange(int(first), int(last) + 1, self.every)]
+
+
+class StaticWindows:
+    """The same fixed spans for every run, e.g. a held-out period evaluated throughout.
+
+    >>> StaticWindows([(0, 100), [500, 600]]).windows(0, 1000)
+    [(0, 100), (500, 600)]
+    """
+
+    def __init__(self, windows: Sequence[Sequence[int]]) -> None:
+        spans = []
+        for i, w in enumerate(windows):
+            if len(w) != 2 or not int(w[0]) < int(w[1]):
+                raise ValueError(f"window {i} must be [start, end] with start < end, got {list(w)}")
+            spans.append((int(w[0]), int(w[1])))
+        if not spans:
+            raise ValueError("give at least one [start, end] window")
+        self.spans = spans
+
+    def windows(self, first: int, last: int, triggers: Sequence[int] = ()) -> list[tuple[int, int]]:
+        return list(self.spans)
+
+
+class BetweenTriggersWindows:
+    """One window per stretch of the stream between two consecutive triggers: ``(t_i, t_{i+1}]``, plus the
+    stretch up to the first trigger and the one after the last. The model of trigger ``i`` is the currently
+    active model on exactly the ``i + 1``-th window, so the active composite scores each model on the data it
+    served. Timestamps are integers, so ``(t, u]`` is the span ``[t + 1, u + 1)``.
+
+    >>> BetweenTriggersWindows().windows(0, 100, triggers=[29, 59])
+    [(0, 30), (30, 60), (60, 101)]
+    """
+
+    def windows(self, first: int, last: int, triggers: Sequence[int] = ()) -> list[tuple[int, int]]:
+        bounds = [int(first)] + [int(t) + 1 for t in triggers] + [int(last) + 1]
+        return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+class TriggerOffsetWindows:
+    """Windows of ``length`` starting at each ``offset`` from every trigger, e.g. the day before and the day after
+    each retraining (``offsets=[-86400, 1], length=86400``). Ordered by trigger, then offset.
+
+    >>> TriggerOffsetWindows(offsets=[-10, 1], length=10).windows(0, 100, triggers=[29, 59])
+    [(19, 29), (30, 40), (49, 59), (60, 70)]
+    """
+
+    def __init__(self, offsets: Sequence[int], length: int) -> None:
+        if not len(offsets):
+            raise ValueError("give at least one offset")
+        if length <= 0:
+            raise ValueError(f"length must be a positive time span, got {length}")
+        self.offsets = [int(o) for o in offsets]
+        self.length = int(length)
+
+    def windows(self, first: int, last: int, triggers: Sequence[int] = ()) -> list[tuple[int, int]]:
+        return [(int(t) + o, int(t) + o + self.length) for t in triggers for o in self.offsets]
