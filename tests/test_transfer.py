@@ -46,8 +46,9 @@ def test_pack_round_trips_every_tensor_into_one_aligned_buffer():
 def test_pack_leaves_tensors_it_cannot_place_alone():
     grad = torch.ones(2, requires_grad=True)
     sparse = torch.eye(3).to_sparse()
-    out = pack((grad, sparse, torch.zeros(4))).unpack()
-    assert out[0] is grad and out[1] is sparse and out[2].tolist() == [0.0] * 4
+    quantized = torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.quint8)
+    out = pack((grad, sparse, quantized, torch.zeros(4))).unpack()
+    assert out[0] is grad and out[1] is sparse and out[2] is quantized and out[3].tolist() == [0.0] * 4
 
 
 def test_pack_of_a_batch_without_tensors_is_empty_and_unpack_passes_other_values_through():

@@ -46,8 +46,8 @@ class _Container:
 def _plan(obj: Any, tensors: list[tuple[torch.Tensor, _Slot]]) -> Any:
     """The layout of ``obj``; every tensor to copy is appended to ``tensors`` with its slot."""
     if isinstance(obj, torch.Tensor):
-        if obj.layout != torch.strided or obj.device.type != "cpu" or obj.requires_grad:
-            return obj  # sparse, device or autograd tensors travel as they are
+        if obj.layout != torch.strided or obj.device.type != "cpu" or obj.requires_grad or obj.is_quantized:
+            return obj  # sparse, device, autograd and quantized tensors travel as they are
         offset = 0
         if tensors:
             last = tensors[-1][1]
