@@ -808,8 +808,8 @@ def report(out: dict, args) -> str:
         lines.append("| loader | " + " | ".join(f"num_workers={k[1:]}" for k in wkeys) + " |")
         lines.append("|---|" + "---:|" * len(wkeys))
         for name in present:
-            lines.append(f"| {LOADER_NAMES[name]} | " + " | ".join(fmt_rate(results[k].get(name, {}).get("rate")) for k in wkeys)
-                         + " |")
+            cells = (fmt_rate(results[k].get(name, {}).get("rate")) for k in wkeys)
+            lines.append(f"| {LOADER_NAMES[name]} | " + " | ".join(cells) + " |")
         if cmp is None:
             lines.append("| (d) other libraries | " + " | ".join("not measured" for _ in wkeys) + " |")
         rat = out["workloads"][kind]["ratios"]

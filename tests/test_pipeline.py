@@ -226,3 +226,15 @@ def test_windows_at_offsets_from_triggers_and_static_windows():
         TriggerOffsetWindows([], 10)
     with pytest.raises(ValueError, match="length must be a positive"):
         TriggerOffsetWindows([0], 0)
+
+
+def test_windows_around_triggers_when_no_trigger_fired_warn_and_evaluate_nothing(drifting_store, tmp_path):
+    from lightning_modyn.evaluation import TriggerOffsetWindows
+
+    loop = make_loop(drifting_store, tmp_path / "run", EveryN(10_000),
+                     evaluation=Evaluation(windows=TriggerOffsetWindows([1], 100), plots=False))
+    with pytest.warns(RuntimeWarning) as record:
+        result = loop.run()
+    assert result.num_triggers == 0 and result.evaluation == {}
+    assert any("no windows around triggers" in str(w.message) for w in record)
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -86,7 +86,7 @@ class Evaluation:
         masks = [(stream.timestamps >= a) & (stream.timestamps < b) for a, b in spans]
         kept = [i for i, m in enumerate(masks) if m.any()]
         if not kept:
-            if not entries and isinstance(self.windows, (BetweenTriggersWindows, TriggerOffsetWindows)):
+            if not spans and not entries:  # windows placed around triggers, and none fired
                 warnings.warn("no trigger fired, so there are no windows around triggers to evaluate on",
                               RuntimeWarning, stacklevel=2)
                 return {}

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -98,6 +99,12 @@ def _as_int_array(values: Any, n: int, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _runs(ids: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, end)`` of each run of equal values in ``ids`` (grouped values: one run per group)."""
+    cuts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1, [len(ids)]]).tolist()
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 @dataclass
 class _Snapshot:
     """Reader-side arrays for the hot path: where every key's bytes are. Rebuilt when the catalog changes."""
@@ -127,14 +134,17 @@ class _Snapshot:
             self.residue = self.offset % self.itemsize
             self.row0 = (self.offset - self.residue) // self.itemsize - self.first
             self.group = np.where(self.kind == KIND_RECORDS, self.shard * self.itemsize + self.residue, -1)
-        # dense id of where each entry's bytes lie (a shard, or a record shard and row alignment), as a small
-        # integer so that read_order's stable argsort is a radix sort
-        where = np.where(self.group >= 0, self.group, self.shard * self.itemsize) if self.itemsize else self.shard
-        ids, dense = np.unique(where, return_inverse=True)
-        self.read_group = dense.astype(np.uint16 if len(ids) < 2**16 else np.int64)
         self.only_records = bool(len(self.kind)) and bool((self.kind == KIND_RECORDS).all())
         # all record rows in one (shard, alignment): every batch is one gather
         self.single_group = self.only_records and self.itemsize and self.group.min() == self.group.max()
+
+    @cached_property
+    def read_group(self) -> np.ndarray:
+        """Per entry, a dense id of where its bytes lie (a shard, or a record shard and row alignment), as a small
+        integer so that read_order's stable argsort is a radix sort. Built on the first read_order only."""
+        where = np.where(self.group >= 0, self.group, self.shard * self.itemsize) if self.itemsize else self.shard
+        ids, dense = np.unique(where, return_inverse=True)
+        return dense.astype(np.uint16 if len(ids) < 2**16 else np.int64)
 
     def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos, found = self.directory.locate(keys)
@@ -915,12 +925,11 @@ class SampleStore:
                 if rows is not None:  # one gather of whole sample rows; the member is a strided view of them
                     return MemberBatch(fixed=np.take(rows[0], rows[1], axis=0)[:, :size0])
             elif (shard[1:] >= shard[:-1]).all():  # keys in read_order: each shard fills a slice of the rows
-                cuts = np.concatenate([[0], np.flatnonzero(shard[1:] != shard[:-1]) + 1, [n]]).tolist()
-                parts = [self._sample_rows(snap, int(shard[a]), starts[a:b], lengths[a:b])
-                         for a, b in zip(cuts[:-1], cuts[1:])]
+                runs = _runs(shard)
+                parts = [self._sample_rows(snap, int(shard[a]), starts[a:b], lengths[a:b]) for a, b in runs]
                 if all(p is not None for p in parts) and len({p[0].shape[1] for p in parts}) == 1:
                     rows = np.empty((n, parts[0][0].shape[1]), np.uint8)
-                    for (a, b), (view, row) in zip(zip(cuts[:-1], cuts[1:]), parts):
+                    for (a, b), (view, row) in zip(runs, parts):
                         # rows were checked by _sample_rows; mode "raise" would copy through a buffer
                         np.take(view, row, axis=0, out=rows[a:b], mode="clip")
                     return MemberBatch(fixed=rows[:, :size0])
@@ -1014,8 +1023,7 @@ class SampleStore:
         grouped = bool((group[1:] >= group[:-1]).all())  # keys in read_order: each group is a slice of out
         order = np.arange(len(keys)) if grouped else np.argsort(group)
         sorted_group = group if grouped else group[order]
-        cuts = np.concatenate([[0], np.flatnonzero(sorted_group[1:] != sorted_group[:-1]) + 1, [len(order)]])
-        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        for a, b in _runs(sorted_group):
             sel = slice(a, b) if grouped else order[a:b]
             p = int(pos[order[a]])
             shard_id, residue = int(snap.shard[p]), int(snap.residue[p])
