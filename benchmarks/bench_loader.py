@@ -25,6 +25,10 @@ Loaders, each run for every ``--workers`` value (DataLoader ``num_workers``):
   weights tensors — the DataModule's output structure without the store. With ``num_workers > 0`` every tensor of a
   batch crosses from the worker through its own shared-memory segment, so this separates that transfer cost from
   the cost of the store's gather: ``c100/a = (akw/a) * (c100/akw)``.
+* ``g`` (the ceiling of any sample-level loader here): ``a`` where batch ``i`` is instead a random gather
+  (``np.take``) of slice ``i`` of a fixed random permutation of all samples, with keys and weights, handed over
+  from workers as one block as (c) is — a shuffled epoch with no store, no key index and no bookkeeping. ``g/a``
+  bounds what ``c100/a`` can reach on this machine; ``c100/g`` is how close the DataModule comes to it.
 * ``b``: plain ``webdataset.WebDataset`` streaming of the same data stored one sample per key (shards written with
   ``webdataset.ShardWriter``; rows as a raw 160 B ``row`` member + ``cls``, images as ``raw`` + ``cls``), shard
   shuffle only, batched with ``.batched(B)`` and a vectorized collation (favourable to webdataset). Capped at
@@ -102,7 +106,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from lightning_modyn.data import ArrayMember, KeyedBatch, ModynDataModule  # noqa: E402
-from lightning_modyn.data.transfer import pack, unpack  # noqa: E402
+from lightning_modyn.data.transfer import hand_over, release_rings, unpack  # noqa: E402
 from lightning_modyn.datasets import CRITEO_DTYPE, synthetic_criteo_rows  # noqa: E402
 from lightning_modyn.store import SampleStore  # noqa: E402
 
@@ -112,11 +116,12 @@ IMG_SHAPE = (32, 32, 3)
 IMG_BYTES = int(np.prod(IMG_SHAPE))  # 3072
 DATA_VERSION = 1
 WDS_MTIME = 1_700_000_000  # integer mtime: webdataset's TarWriter adds a PAX header per member for a float one
-LOADERS = ("a", "akw", "apk", "b", "c100", "c50", "c10")
+LOADERS = ("a", "akw", "apk", "g", "b", "c100", "c50", "c10")
 LOADER_NAMES = {
     "a": "(a) contiguous chunks, local memmap",
     "akw": "(a+kw) diagnostic: (a) + keys & weights tensors (KeyedBatch)",
-    "apk": "(a+kw, packed) diagnostic: (a+kw) handed over from workers as one block, as (c) is",
+    "apk": "(a+kw, packed) diagnostic: (a+kw) handed over from workers as (c) is (one block in a reused slot)",
+    "g": "(g) ceiling: numpy random gather of a shuffled permutation from the memmap, keyed & packed as (c)",
     "b": "(b) webdataset.WebDataset streaming",
     "c100": "(c) ModynDataModule, 100 % shuffled",
     "c50": "(c) ModynDataModule, 50 % random subset",
@@ -254,14 +259,19 @@ def rows_to_tensors(rows: np.ndarray) -> tuple:
 class ChunkDataset(Dataset):
     """Item ``i`` is batch ``i``: a contiguous slice of a memory-mapped file, as tensors (opened per process)."""
 
-    def __init__(self, kind: str, meta: dict, batch_size: int, keyed: bool = False, packed: bool = False) -> None:
+    def __init__(self, kind: str, meta: dict, batch_size: int, keyed: bool = False, packed: bool = False,
+                 gather_seed: int | None = None) -> None:
         self.kind, self.meta, self.batch_size, self.n = kind, meta, batch_size, meta["n"]
+        # with gather_seed, batch i is a random gather of slice i of a fixed permutation of all samples (g):
+        # what any sample-level loader must at least do, with no store, no index and no bookkeeping
+        self.gather_seed = gather_seed
+        self._perm = None
         self.keyed = keyed  # also carry keys and weights, as the DataModule's KeyedBatch does (diagnostic)
         self.packed = packed  # workers return one block, as the DataModule's workers do (diagnostic)
         self._mm = self._labels = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_mm": None, "_labels": None}
+        return {**self.__dict__, "_mm": None, "_labels": None, "_perm": None}
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
@@ -278,28 +288,40 @@ class ChunkDataset(Dataset):
             self._open()
         s = i * self.batch_size
         e = min(self.n, s + self.batch_size)
-        if self.kind == "rows":
+        if self.gather_seed is not None:
+            if self._perm is None:
+                self._perm = np.random.default_rng(self.gather_seed).permutation(self.n)
+            idx = self._perm[s:e]
+            if self.kind == "rows":
+                out = rows_to_tensors(np.take(self._mm, idx, axis=0))
+            else:
+                out = (torch.from_numpy(np.take(self._mm, idx, axis=0)),
+                       torch.from_numpy(np.take(self._labels, idx, axis=0)))
+        elif self.kind == "rows":
             out = rows_to_tensors(self._mm[s:e])
         else:
             out = torch.from_numpy(np.array(self._mm[s:e])), torch.from_numpy(np.array(self._labels[s:e]))
         if not self.keyed:
             return out
         first = self.meta["first_key"]
-        out = KeyedBatch(out, keys=torch.arange(first + s, first + e), weights=torch.ones(e - s))
-        return pack(out) if self.packed and torch.utils.data.get_worker_info() is not None else out
+        keys = torch.from_numpy(first + self._perm[s:e]) if self.gather_seed is not None else torch.arange(
+            first + s, first + e)
+        out = KeyedBatch(out, keys=keys, weights=torch.ones(e - s))
+        return hand_over(out) if self.packed else out
 
 
 class UnpackingLoader(DataLoader):
     """Unpacks what the workers packed, as ModynDataLoader does."""
 
     def __iter__(self):
+        self.rings = getattr(self, "rings", set())  # persistent workers: released in shutdown()
         for batch in super().__iter__():
-            yield unpack(batch)
+            yield unpack(batch, self.rings)
 
 
 def loader_a(kind: str, meta: dict, batch_size: int, workers: int, seed: int, keyed: bool = False,
-             packed: bool = False) -> DataLoader:
-    ds = ChunkDataset(kind, meta, batch_size, keyed or packed, packed)
+             packed: bool = False, gather: bool = False) -> DataLoader:
+    ds = ChunkDataset(kind, meta, batch_size, keyed or packed, packed, gather_seed=seed if gather else None)
     gen = torch.Generator()
     gen.manual_seed(seed)
     return (UnpackingLoader if packed else DataLoader)(
@@ -610,6 +632,7 @@ def shutdown(loader) -> None:
         it._shutdown_workers()
     with contextlib.suppress(Exception):
         loader._iterator = None
+    release_rings(getattr(loader, "rings", ()))
 
 
 # ====================================================================== verification
@@ -664,6 +687,14 @@ def verify(kind: str, meta: dict, batch_size: int, seed: int, d_names: list | tu
         if keyed and not np.array_equal(batch.keys.numpy(), idx + first):
             raise AssertionError(f"{kind} {name}: wrong keys")
         checked[name] = len(y)
+    # (g): batch 0 is the first slice of the seeded permutation, and its keys say so
+    ds = ChunkDataset(kind, meta, batch_size, True, gather_seed=seed)
+    batch = ds[0]
+    idx = np.random.default_rng(seed).permutation(n)[:batch_size]
+    check(*batch, idx, "g")
+    if not np.array_equal(batch.keys.numpy(), idx + first):
+        raise AssertionError(f"{kind} g: wrong keys")
+    checked["g"] = len(idx)
     # (b): the first batch, with the samples' __key__ to know which rows it holds
     ds = wds_dataset(kind, meta, None, 0, seed, with_key=True)
     samples = []
@@ -705,6 +736,8 @@ def run_workload(kind: str, meta: dict, batch_size: int, args, cmp: dict | None 
             timed["akw"] = loader_a(kind, meta, batch_size, w, args.seed, keyed=True)
         if "apk" in selected and args.diagnostics and w > 0:
             timed["apk"] = loader_a(kind, meta, batch_size, w, args.seed, packed=True)
+        if "g" in selected:
+            timed["g"] = loader_a(kind, meta, batch_size, w, args.seed, packed=True, gather=True)
         timed.update({name: loader for name, loader in loaders.items() if name in selected})
         for name in d_names:
             timed[name] = loader_d(name, kind, meta, cmp, batch_size, w, args.seed, wds_per_shard)
@@ -781,6 +814,7 @@ def ratios(results: dict) -> dict:
                                         for ai, ci in zip(res["a"]["epochs"], res["c100"]["epochs"])])
         out[wkey] = {"c100_over_a": div(c, a), "c100_over_a_paired_median": paired, "c100_over_b": div(c, rate("b")),
                      "c100_over_akw": div(c, rate("akw")), "akw_over_a": div(rate("akw"), a),
+                     "g_over_a": div(rate("g"), a), "c100_over_g": div(c, rate("g")),
                      "c100_over_apk": div(c, rate("apk")), "apk_over_a": div(rate("apk"), a),
                      "c50_over_a": div(rate("c50"), a), "c10_over_a": div(rate("c10"), a)}
         out[wkey].update({f"c100_over_{name}": div(c, rate(name)) for name in D_LOADERS})
@@ -837,6 +871,9 @@ def report(out: dict, args) -> str:
             None)
         row("(c, 100 %) / (a+kw, packed): (c) against (a) with the same hand-over", "c100_over_apk",
             lambda v: f"{v:.2f}", "—", None)
+        row("(g) / (a): the ceiling of (c) / (a) — a bare random gather against contiguous chunks", "g_over_a",
+            lambda v: f"{v:.2f}", "—", None)
+        row("(c, 100 %) / (g): (c) against the bare random gather", "c100_over_g", lambda v: f"{v:.2f}", "—", None)
         row("(c, 50 %) / (a)", "c50_over_a", lambda v: f"{v:.2f}", "—", None)
         row("(c, 10 %) / (a)", "c10_over_a", lambda v: f"{v:.2f}", "—", None)
         for name in D_LOADERS:

@@ -88,3 +88,117 @@ def test_worker_batches_arrive_as_keyed_batches_in_one_storage(tmp_path, workers
         idx = b.keys.numpy() - keys[0]
         np.testing.assert_array_equal(yb.numpy(), rows["label"][idx])
     store.close()
+
+
+# ---------------------------------------------------------------- worker rings: reused shared-memory slots
+from lightning_modyn.data import transfer  # noqa: E402
+from lightning_modyn.data.transfer import BUSY, FREE, MAX_SLOTS, SlotBatch, WorkerRing  # noqa: E402
+
+
+def keyed(n: int, fill: float) -> KeyedBatch:
+    return KeyedBatch((torch.full((n, 3), fill), torch.arange(n)), keys=torch.arange(n) + 100,
+                      weights=torch.full((n,), fill))
+
+
+def test_a_ring_sends_slot_memory_once_and_batches_survive_slot_reuse():
+    ring = WorkerRing()
+    try:
+        first = ring.send(keyed(16, 1.0))
+        assert isinstance(first, SlotBatch) and first.memory is not None and first.state is not None
+        assert ring.state[first.slot] == BUSY
+        got = first.take()
+        assert ring.state[first.slot] == FREE
+        held = got.unpack()  # kept by the "training step" while the slot is reused below
+        seen_again = False
+        for i in range(2 * MAX_SLOTS):
+            nxt = ring.send(keyed(16, float(i + 2)))
+            assert isinstance(nxt, SlotBatch)
+            if nxt.slot == first.slot:
+                seen_again = True
+                assert nxt.memory is None and nxt.state is None  # the training process has it already
+            out = nxt.unpack()
+            assert out[0][0].eq(float(i + 2)).all() and out.weights.eq(float(i + 2)).all()
+        assert seen_again
+        assert held[0][0].eq(1.0).all() and held.keys.tolist() == list(range(100, 116))
+    finally:
+        transfer.release_rings([ring.token])
+
+
+def test_a_ring_falls_back_to_a_packed_block_when_every_slot_is_busy():
+    ring = WorkerRing()
+    try:
+        in_flight = [ring.send(keyed(4, float(i))) for i in range(MAX_SLOTS)]
+        assert all(isinstance(b, SlotBatch) for b in in_flight)
+        assert len({b.slot for b in in_flight}) == MAX_SLOTS
+        extra = ring.send(keyed(4, 99.0))
+        assert isinstance(extra, PackedBatch) and extra.unpack()[0][0].eq(99.0).all()
+        for i, b in enumerate(in_flight):  # still intact, in whatever order they are taken
+            assert b.unpack()[0][0].eq(float(i)).all()
+    finally:
+        transfer.release_rings([ring.token])
+
+
+def test_a_bigger_batch_reallocates_its_slot_and_sends_the_new_memory():
+    ring = WorkerRing()
+    try:
+        for small in [ring.send(keyed(2, 1.0)) for _ in range(MAX_SLOTS)]:  # every slot allocated, small
+            small.take()
+        assert all(m is not None for m in ring.slots)
+        big = ring.send(keyed(100_000, 5.0))
+        assert isinstance(big, SlotBatch) and big.memory is not None and big.generation == 2
+        assert big.unpack()[0][0].eq(5.0).all()
+    finally:
+        transfer.release_rings([ring.token])
+
+
+def test_taking_a_slot_twice_or_from_an_unknown_ring_is_a_clear_error():
+    ring = WorkerRing()
+    try:
+        batch = ring.send(keyed(3, 1.0))
+        batch.take()
+        with pytest.raises(RuntimeError, match="already taken"):
+            batch.take()
+        again = ring.send(keyed(3, 2.0))  # free and known: carries no memory
+        assert again.memory is None
+        transfer.release_rings([ring.token])
+        with pytest.raises(RuntimeError, match=f"{ring.token}.*no such ring"):
+            again.take()
+    finally:
+        transfer.release_rings([ring.token])
+
+
+def test_persistent_workers_keep_their_rings_and_an_abandoned_epoch_does_not_corrupt_the_next(tmp_path):
+    store = SampleStore.create(tmp_path / "clicks")
+    rows = synthetic_criteo_rows(3000, seed=5)
+    keys = store.append_records(rows, labels="label")
+
+    def loader(num_workers):
+        dm = ModynDataModule(store.url, batch_size=100, num_workers=num_workers, seed=6,
+                             persistent_workers=num_workers > 0)
+        dm.set_training_set(keys)
+        return dm.train_dataloader()
+
+    reference, workers = loader(0), loader(2)
+    for epoch in range(4):
+        reference.sampler.set_epoch(epoch)
+        workers.sampler.set_epoch(epoch)
+        expected = list(reference)
+        if epoch == 1:  # stop after 3 batches: the batches in flight are dropped, their slots stay busy
+            it = iter(workers)
+            got = [next(it) for _ in range(3)]
+            del it
+            expected = expected[:3]
+        else:
+            got = list(workers)  # all held at once: later slot reuse must not change earlier batches
+        assert len(got) == len(expected)
+        for a, b in zip(expected, got):
+            assert torch.equal(a.keys, b.keys) and torch.equal(a[1], b[1])
+            assert torch.equal(a[0]["dense"], b[0]["dense"]) and torch.equal(a[0]["cat"], b[0]["cat"])
+    assert 1 <= len(workers._rings) <= 2  # one ring per persistent worker that handed a batch over
+    tokens = set(workers._rings)
+    del workers
+    import gc
+
+    gc.collect()
+    assert not tokens & set(transfer._RINGS)  # released with the loader
+    store.close()

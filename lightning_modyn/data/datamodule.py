@@ -13,7 +13,7 @@ from lightning_modyn.data.batch import KeyedBatch
 from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
 from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
 from lightning_modyn.data.sampler import KeyBatch, SelectionSampler
-from lightning_modyn.data.transfer import unpack
+from lightning_modyn.data.transfer import release_rings, release_with, unpack
 from lightning_modyn.store import SampleStore
 from lightning_modyn.store.store import as_keys
 
@@ -22,20 +22,28 @@ class ModynDataLoader(DataLoader):
     """A DataLoader over a :class:`SelectionSampler` whose ``state_dict`` makes a fit resumable mid-epoch.
 
     The state is ``(epoch, batches yielded)`` plus a fingerprint of the training set. It is the same on every
-    rank, so the copy Lightning saves (rank 0's) restores every rank. Batches that workers packed into one
-    shared-memory block are unpacked here, so every batch reaches the loop as a :class:`KeyedBatch`.
+    rank, so the copy Lightning saves (rank 0's) restores every rank. Batches that workers handed over in a
+    shared-memory slot or block (:mod:`lightning_modyn.data.transfer`) are copied out and unpacked here, so every
+    batch reaches the loop as a :class:`KeyedBatch`.
     """
 
     def __init__(self, dataset: KeyedBatchDataset, sampler: SelectionSampler, **kwargs: Any) -> None:
         super().__init__(dataset, sampler=sampler, batch_size=None, collate_fn=passthrough, **kwargs)
         self._batches_done = 0
+        self._rings: set[str] = set()  # worker rings of the persistent workers, released with this loader
+        release_with(self, self._rings)
 
     def __iter__(self):
         sampler = self.sampler
         self._batches_done = sampler._resume_batches if sampler._resume_epoch == sampler.epoch else 0
-        for batch in super().__iter__():
-            self._batches_done += 1
-            yield unpack(batch)
+        rings = self._rings if self.persistent_workers else set()  # other workers end with their iterator
+        try:
+            for batch in super().__iter__():
+                self._batches_done += 1
+                yield unpack(batch, rings)
+        finally:
+            if not self.persistent_workers:
+                release_rings(rings)
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict(self._batches_done)

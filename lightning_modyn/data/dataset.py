@@ -7,12 +7,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from lightning_modyn.data.batch import KeyedBatch
 from lightning_modyn.data.decode import SampleBatch
 from lightning_modyn.data.sampler import KeyBatch
-from lightning_modyn.data.transfer import PackedBatch, pack
+from lightning_modyn.data.transfer import PackedBatch, SlotBatch, hand_over
 from lightning_modyn.store import DeletedKeyError, SampleStore, StoreError
 
 
@@ -24,8 +24,8 @@ class KeyedBatchDataset(Dataset):
     With ``any_order`` (training batches), a batch's keys are first put in the store's :meth:`read_order`, so
     each byte is copied once; the batch holds the same samples, and its keys and weights follow the new order.
     The store pickles as its URL, so DataLoader workers reopen it read-only. In a worker the batch is returned
-    as one :class:`~lightning_modyn.data.transfer.PackedBatch` (a single shared-memory block instead of one per
-    tensor); :class:`~lightning_modyn.data.datamodule.ModynDataLoader` unpacks it in the training process.
+    in a reused shared-memory slot (:func:`~lightning_modyn.data.transfer.hand_over`: one block instead of one per
+    tensor); :class:`~lightning_modyn.data.datamodule.ModynDataLoader` copies it out in the training process.
     """
 
     def __init__(self, store: SampleStore, decode: Callable[[SampleBatch], tuple], any_order: bool = False) -> None:
@@ -33,9 +33,8 @@ class KeyedBatchDataset(Dataset):
         self.decode = decode
         self.any_order = any_order
 
-    def __getitem__(self, request: KeyBatch) -> KeyedBatch | PackedBatch:
-        batch = self.read(request)
-        return pack(batch) if get_worker_info() is not None else batch
+    def __getitem__(self, request: KeyBatch) -> KeyedBatch | SlotBatch | PackedBatch:
+        return hand_over(self.read(request))
 
     def read(self, request: KeyBatch) -> KeyedBatch:
         """Fetch and decode one batch request."""
