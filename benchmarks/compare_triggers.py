@@ -71,7 +71,31 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def recipe_for(name: str, seed: int, work: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def scale_stream(recipe: dict[str, Any], samples_per_day: int) -> None:
+    """Rescale a recipe written for 600 samples a day to ``samples_per_day``: every amount (chunk, selection limit,
+    detection interval, warm-up amount, drift reference) in proportion, and the epochs of a fit inversely, so
+    that a fit costs the same number of optimizer steps."""
+    factor = samples_per_day / 600
+    recipe["dataset"]["init_args"]["samples_per_period"] = samples_per_day
+    recipe["pipeline"]["chunk_size"] = samples_per_day
+    recipe["trainer"]["max_epochs"] = max(1, round(recipe["trainer"]["max_epochs"] / factor))
+    selection = recipe["pipeline"]["selection"]["init_args"]
+    if selection.get("limit"):
+        selection["limit"] = round(selection["limit"] * factor)
+    trigger = recipe["pipeline"]["trigger"]
+    args = trigger.get("init_args", {})
+    if "num_samples" in args:
+        args["num_samples"] = round(args["num_samples"] * factor)
+    for field in ("detection_interval", "reference_size"):
+        if args.get(field):
+            args[field] = round(args[field] * factor)
+    if "warmup_trigger" in args and "num_samples" in args["warmup_trigger"].get("init_args", {}):
+        args["warmup_trigger"]["init_args"]["num_samples"] = round(
+            args["warmup_trigger"]["init_args"]["num_samples"] * factor)
+
+
+def recipe_for(name: str, seed: int, work: str, extra: dict[str, Any] | None = None,
+               samples_per_day: int | None = None) -> dict[str, Any]:
     """The recipe of policy ``name`` for ``seed``: overrides (the policy's, then ``extra``) applied, store and
     output inside ``work``."""
     import yaml
@@ -81,6 +105,8 @@ def recipe_for(name: str, seed: int, work: str, extra: dict[str, Any] | None = N
         recipe = yaml.safe_load(handle)
     for dotted, value in {**overrides, **(extra or {})}.items():
         _set(recipe, dotted, copy.deepcopy(value))
+    if samples_per_day is not None:
+        scale_stream(recipe, samples_per_day)
     recipe["seed_everything"] = seed
     recipe["dataset"]["init_args"]["seed"] = seed
     recipe["data"]["seed"] = seed
@@ -91,11 +117,12 @@ def recipe_for(name: str, seed: int, work: str, extra: dict[str, Any] | None = N
     return recipe
 
 
-def run_one(name: str, seed: int, work: str, reuse: bool, extra: dict[str, Any]) -> dict[str, Any]:
+def run_one(name: str, seed: int, work: str, reuse: bool, extra: dict[str, Any],
+            samples_per_day: int | None = None) -> dict[str, Any]:
     """Run one policy on one seed (or read its results with ``reuse``); returns the evaluation results."""
     import yaml
 
-    recipe = recipe_for(name, seed, work, extra)
+    recipe = recipe_for(name, seed, work, extra, samples_per_day)
     out = recipe["pipeline"]["output_dir"]
     results_path = os.path.join(out, "results.json")
     if not (reuse and os.path.exists(results_path)):
@@ -270,6 +297,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="read the results of runs that already finished")
     parser.add_argument("--set", nargs="+", default=[], metavar="PATH=VALUE",
                         help="override a recipe field in every policy, e.g. trainer.max_epochs=10 (VALUE is YAML)")
+    parser.add_argument("--samples-per-day", type=int, default=None,
+                        help="rescale the stream to this many samples a day (amounts in proportion, epochs "
+                             "inversely; see scale_stream)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a small shared machine, 2 threads can make fits 20x slower)")
     parser.add_argument("--out-md", default="benchmarks/_work/triggers/comparison.md")
@@ -296,11 +326,16 @@ def main() -> None:
     for seed in args.seeds:
         for name in names:
             t0 = time.perf_counter()
-            runs[name][seed] = m = measure(run_one(name, seed, args.work, args.reuse, extra))
+            runs[name][seed] = m = measure(run_one(name, seed, args.work, args.reuse, extra,
+                                                             args.samples_per_day))
             print(f"{name:>18} seed {seed}: {m['triggers']:3d} triggers, accuracy {m['accuracy']:.3f}, "
                   f"{m['train_seconds']:6.1f} s training ({time.perf_counter() - t0:.0f} s wall)", flush=True)
     summary = summarize(runs, args.tolerance)
     text = tables(runs, summary, args.tolerance)
+    if args.samples_per_day:
+        factor = args.samples_per_day / 600
+        text = (f"Stream rescaled to {args.samples_per_day:,} samples a day (`--samples-per-day`): every amount in "
+                f"the policy descriptions is ×{factor:g} and each fit runs 1/{factor:g} of the epochs.\n\n" + text)
     print(text)
     print(f"total wall time {time.perf_counter() - t_all:.0f} s")
     os.makedirs(os.path.dirname(os.path.abspath(args.out_md)), exist_ok=True)

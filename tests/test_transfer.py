@@ -202,3 +202,27 @@ def test_persistent_workers_keep_their_rings_and_an_abandoned_epoch_does_not_cor
     gc.collect()
     assert not tokens & set(transfer._RINGS)  # released with the loader
     store.close()
+
+
+@pytest.mark.parametrize("scale", [None, 1 / 255])
+def test_fixed_size_members_arrive_contiguous_and_exact_from_workers_and_in_process(tmp_path, scale):
+    from lightning_modyn.data import ArrayMember
+
+    store = SampleStore.create(tmp_path / "images")
+    rng = np.random.default_rng(8)
+    images = rng.integers(0, 256, size=(300, 8, 8, 3), dtype=np.uint8)
+    keys = store.append([{"raw": img.tobytes()} for img in images], labels=np.arange(300) % 10)
+
+    def batches(num_workers):
+        dm = ModynDataModule(store.url, decode=ArrayMember("raw", [8, 8, 3], scale=scale), batch_size=64,
+                             num_workers=num_workers, seed=2)
+        dm.set_training_set(keys)
+        return list(dm.train_dataloader())
+
+    for batch in batches(0) + batches(1):
+        x, y = batch
+        assert x.is_contiguous() and x.shape[1:] == (8, 8, 3)
+        expected = torch.from_numpy(images[batch.keys.numpy() - keys[0]])
+        assert torch.equal(x, expected if scale is None else expected.float() * scale)
+        assert y.tolist() == ((batch.keys - keys[0]) % 10).tolist()
+    store.close()

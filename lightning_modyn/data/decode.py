@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from lightning_modyn.store import NO_LABEL, MemberBatch, SampleStore
 
@@ -93,8 +94,10 @@ class ArrayMember:
         if size != expected:
             raise ValueError(f"member {self.member!r} has {size} bytes per sample, expected {expected} for "
                              f"shape {self.shape} of {self.dtype}")
-        arr = np.ascontiguousarray(data.array()).view(self.dtype).reshape((len(batch.keys),) + self.shape)
-        x = torch.from_numpy(arr)
+        arr = data.array()  # may be a strided view of whole sample rows (the member is a prefix of each row)
+        if self.scale is None and get_worker_info() is None:
+            arr = np.ascontiguousarray(arr)  # else a copy is made anyway: by the scaling, or by the worker hand-over
+        x = torch.from_numpy(arr.view(self.dtype).reshape((len(batch.keys),) + self.shape))
         if self.channels_first:
             x = x.movedim(-1, 1)
         if self.scale is not None:
