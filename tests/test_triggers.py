@@ -438,3 +438,28 @@ def test_state_round_trip_continues_identically(name, split):
     resumed.load_state_dict(state)
     tail = resumed.inform(np.arange(split, N), ts[split:], np.zeros(N - split)) + split
     assert head + tail.tolist() == whole
+
+
+def test_a_time_warmup_fire_known_only_after_an_interval_end_counts_at_the_next_detection_point():
+    from lightning_modyn.triggers.warmup import BatchedTrigger
+
+    class NeverDecides(BatchedTrigger):
+        def _evaluate(self, position, calibrate):
+            return False, {}
+
+    class Context:
+        has_model = True
+
+    keys = np.arange(40)
+    alone = TimeTrigger(every=10)
+    alone.setup(Context())
+    assert alone.inform(keys, keys, np.zeros(40)).tolist() == [9, 19, 29]
+    batched = NeverDecides(detection_interval=10, warmup_intervals=100, warmup_trigger=TimeTrigger(every=10))
+    batched.setup(Context())
+    # the fire at 9 is reported when sample 10 arrives, in the interval 10..19: it counts at that interval's end
+    assert batched.inform(keys, keys, np.zeros(40)).tolist() == [19, 29, 39]
+    # every 15: the boundary at 15 lies inside the interval 10..19 and counts at its end; the one at 30 opens an
+    # interval, so the fire at 29 counts at 39
+    inside = NeverDecides(detection_interval=10, warmup_intervals=100, warmup_trigger=TimeTrigger(every=15))
+    inside.setup(Context())
+    assert inside.inform(keys, keys, np.zeros(40)).tolist() == [19, 39]

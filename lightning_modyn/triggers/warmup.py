@@ -19,6 +19,14 @@ ends before anything is evaluated, so chunking never changes a decision. Time in
 :class:`~lightning_modyn.triggers.time.TimeTrigger` periods: at the sample before the first one at or past the
 boundary, which may be the previous chunk's last sample (reported as position ``-1``).
 
+A ``warmup_trigger`` fires at the end of the detection interval in which it *reports* a fire. A
+:class:`~lightning_modyn.triggers.time.TimeTrigger` reports its fire at the last sample before a boundary only
+once it sees the first sample past it; when that sample opens the next detection interval (a boundary that falls
+exactly on an interval end), the fire counts at the end of that next interval: ``TimeTrigger(every=10)`` alone
+fires at 9, 19, 29 of samples stamped 0..39, as the warm-up of a trigger with ``detection_interval=10`` at 19, 29,
+39. Nothing later in the stream can be used earlier, so this delay of up to one interval is the price of deciding
+only at detection points.
+
 Examples
 --------
 A trigger measuring the interval's mean timestamp (4.5, 14.5, 24.5, 34.5), firing from 20 on, warming up for two
