@@ -288,6 +288,7 @@ class ChunkDataset(Dataset):
             self._open()
         s = i * self.batch_size
         e = min(self.n, s + self.batch_size)
+        idx = None
         if self.gather_seed is not None:
             if self._perm is None:
                 self._perm = np.random.default_rng(self.gather_seed).permutation(self.n)
@@ -304,8 +305,7 @@ class ChunkDataset(Dataset):
         if not self.keyed:
             return out
         first = self.meta["first_key"]
-        keys = torch.from_numpy(first + self._perm[s:e]) if self.gather_seed is not None else torch.arange(
-            first + s, first + e)
+        keys = torch.arange(first + s, first + e) if idx is None else torch.from_numpy(first + idx)
         out = KeyedBatch(out, keys=keys, weights=torch.ones(e - s))
         return hand_over(out) if self.packed else out
 

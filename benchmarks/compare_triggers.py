@@ -82,16 +82,12 @@ def scale_stream(recipe: dict[str, Any], samples_per_day: int) -> None:
     selection = recipe["pipeline"]["selection"]["init_args"]
     if selection.get("limit"):
         selection["limit"] = round(selection["limit"] * factor)
-    trigger = recipe["pipeline"]["trigger"]
-    args = trigger.get("init_args", {})
-    if "num_samples" in args:
-        args["num_samples"] = round(args["num_samples"] * factor)
-    for field in ("detection_interval", "reference_size"):
-        if args.get(field):
-            args[field] = round(args[field] * factor)
-    if "warmup_trigger" in args and "num_samples" in args["warmup_trigger"].get("init_args", {}):
-        args["warmup_trigger"]["init_args"]["num_samples"] = round(
-            args["warmup_trigger"]["init_args"]["num_samples"] * factor)
+    trigger_args = recipe["pipeline"]["trigger"].get("init_args", {})
+    warmup_args = trigger_args.get("warmup_trigger", {}).get("init_args", {})
+    for args in (trigger_args, warmup_args):
+        for field in ("num_samples", "detection_interval", "reference_size"):
+            if args.get(field):
+                args[field] = round(args[field] * factor)
 
 
 def recipe_for(name: str, seed: int, work: str, extra: dict[str, Any] | None = None,

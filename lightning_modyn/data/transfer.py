@@ -123,13 +123,17 @@ def _fill(buffer: torch.Tensor, tensors: list[tuple[torch.Tensor, _Slot]]) -> No
         _rebuild(slot, buffer).copy_(tensor)
 
 
+def _packed(layout: Any, tensors: list[tuple[torch.Tensor, _Slot]]) -> PackedBatch:
+    buffer = torch.empty(_size(tensors), dtype=torch.uint8)
+    _fill(buffer, tensors)
+    return PackedBatch(buffer, layout)
+
+
 def pack(batch: Any) -> PackedBatch:
     """Copy every CPU tensor of ``batch`` (nested in tuples, lists, dicts, KeyedBatch) into one buffer."""
     tensors: list[tuple[torch.Tensor, _Slot]] = []
     layout = _plan(batch, tensors)
-    buffer = torch.empty(_size(tensors), dtype=torch.uint8)
-    _fill(buffer, tensors)
-    return PackedBatch(buffer, layout)
+    return _packed(layout, tensors)
 
 
 # slot states, in a shared int32 array: the worker writes a slot only while it is not BUSY, the training process
@@ -158,19 +162,12 @@ class SlotBatch:
     state: torch.Tensor | None = None
     _taken: bool = field(default=False, repr=False, compare=False)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_taken"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _taken=False)
-
     def take(self, pin: bool = False) -> PackedBatch:
         """Copy the batch out of its slot (into pinned memory with ``pin``) and give the slot back to the worker."""
         if self._taken:
             raise RuntimeError(f"slot {self.slot} of worker ring {self.ring} was already taken")
         if self.memory is not None:
-            view = _RINGS.setdefault(self.ring, _RingView(self.state))
-            view.slots[self.slot] = (self.generation, self.memory)
+            _RINGS.setdefault(self.ring, _RingView(self.state)).slots[self.slot] = (self.generation, self.memory)
             self.memory = self.state = None
         view = _RINGS.get(self.ring)
         generation, memory = view.slots.get(self.slot, (None, None)) if view is not None else (None, None)
@@ -230,9 +227,7 @@ class WorkerRing:
         state = self.state.numpy()
         slot = self._free_slot(state, size)
         if slot is None:
-            buffer = torch.empty(size, dtype=torch.uint8)
-            _fill(buffer, tensors)
-            return PackedBatch(buffer, layout)
+            return _packed(layout, tensors)
         memory = self.slots[slot]
         _fill(memory, tensors)
         unseen = state[slot] == FREE_UNSEEN
