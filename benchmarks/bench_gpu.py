@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import RandomSampler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_loader import REPO, ChunkDataset, UnpackingLoader, shutdown  # noqa: E402
+from bench_loader import REPO, ChunkDataset, UnpackingLoader, log, shutdown  # noqa: E402
 
 sys.path.insert(0, REPO)
 from lightning_modyn.data import ModynDataModule  # noqa: E402
@@ -43,11 +43,6 @@ from lightning_modyn.store import SampleStore  # noqa: E402
 
 TARGET = 1.44e6
 FRACTIONS = {"c100": 1.0, "c50": 0.5, "c10": 0.1}
-_T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _T0:8.1f}s] {msg}", flush=True)
 
 
 def prepare(data_dir: str, n: int, seed: int) -> dict:
@@ -197,8 +192,9 @@ def main(argv=None) -> dict:
         cells = [results[f"w{w}"][name]["rate"] for w in args.workers]
         lines.append(f"| {name} | " + " | ".join(f"{c / 1e6:.2f} M" if c else "—" for c in cells) + " |")
     best = max(results[f"w{w}"]["c100"]["rate"] or 0 for w in args.workers)
-    lines += ["", f"best (c, 100 %): {best / 1e6:.2f} M rows/s; target ≥ {TARGET / 1e6:.2f} M: "
-              f"{'met' if best >= TARGET else 'missed'}"]
+    verdict = ("met" if best >= TARGET else "missed") if pin and args.step == "dlrm" else \
+        "not judged (it holds for --step dlrm on a GPU)"
+    lines += ["", f"best (c, 100 %): {best / 1e6:.2f} M rows/s; target ≥ {TARGET / 1e6:.2f} M: {verdict}"]
     print("\n".join(lines))
     out = {"args": vars(args), "environment": env, "step_alone": ceiling, "results": results, "table": lines}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
