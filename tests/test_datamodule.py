@@ -163,6 +163,57 @@ def test_drop_last_and_len():
     assert len(s) == 10 and all(len(b) == 10 for b in s)
 
 
+def _reference_share(keys, weights, batch, world, rank, seed, epoch):
+    """Each rank's (keys, weights) straight from the definition: the epoch's permutation, padded, strided."""
+    from lightning_modyn.data.sampler import epoch_permutation
+
+    n = len(keys)
+    order = epoch_permutation(n, seed, epoch)
+    total = -(-n // world) * world
+    order = np.concatenate([order, order[: total - n]])
+    w = weights[order].copy()
+    w[n:] = 0
+    return keys[order][rank:total:world], w[rank:total:world]
+
+
+@pytest.mark.parametrize("key_range", [True, False])
+@pytest.mark.parametrize("uniform", [True, False])
+@pytest.mark.parametrize("world", [1, 3])
+def test_batches_follow_the_epoch_permutation_for_any_keys_and_weights(key_range, uniform, world):
+    rng = np.random.default_rng(5)
+    n = 1001
+    keys = (np.arange(n) + 500 if key_range else np.sort(rng.choice(10 * n, n, replace=False))).astype(np.int64)
+    weights = (np.full(n, 0.5) if uniform else rng.random(n)).astype(np.float32)
+    for rank in range(world):
+        s = SelectionSampler(keys, weights, 64, num_replicas=world, rank=rank, seed=11)
+        for epoch in (0, 1, 2, 7):  # 0 and 1, 2 were computed ahead; 7 is a jump, computed on the spot
+            s.set_epoch(epoch)
+            got = list(s)
+            want_k, want_w = _reference_share(keys, weights, 64, world, rank, 11, epoch)
+            assert [b.index for b in got] == list(range(len(s))) and all(b.epoch == epoch for b in got)
+            np.testing.assert_array_equal(np.concatenate([b.keys for b in got]), want_k)
+            np.testing.assert_array_equal(np.concatenate([b.weights for b in got]), want_w)
+
+
+def test_an_epoch_computed_ahead_equals_one_computed_on_the_spot_and_the_sampler_pickles():
+    import pickle
+
+    keys = np.arange(0, 20_000, 3, dtype=np.int64)
+    weights = np.linspace(0.1, 2.0, len(keys)).astype(np.float32)
+    ahead = SelectionSampler(keys, weights, 500, seed=4)
+    list(ahead)  # epoch 0; epoch 1 is now being computed on the background thread
+    ahead.set_epoch(1)
+    fresh = SelectionSampler(keys, weights, 500, seed=4)
+    fresh.set_epoch(1)  # its epoch 0, computed ahead at construction, is discarded
+    copy = pickle.loads(pickle.dumps(ahead))  # the pending computation is not pickled; the copy recomputes
+    runs = [[(b.keys.tolist(), b.weights.tolist()) for b in s] for s in (ahead, fresh, copy)]
+    assert runs[0] == runs[1] == runs[2]
+    # a batch's arrays are its own: changing one does not change the next epoch's or another batch's
+    first = next(iter(fresh))
+    first.weights[:] = -1
+    assert (next(iter(fresh)).weights > 0).all()
+
+
 def test_resume_mid_epoch_sees_the_same_samples_as_an_uninterrupted_run(click_store, tmp_path):
     store, keys, _ = click_store
 
@@ -252,6 +303,25 @@ def test_key_deleted_during_an_epoch_is_skipped_with_a_warning(click_store):
     with pytest.warns(RuntimeWarning, match="10 key\\(s\\) of batch 1 were deleted"):
         batch = next(loader)
     assert len(batch.keys) == 90
+
+
+def test_image_key_deleted_during_an_epoch_is_skipped_with_a_warning(tmp_path):
+    store = SampleStore.create(tmp_path / "images")
+    images = np.arange(200 * 12, dtype=np.uint8).reshape(200, 2, 2, 3)
+    keys = store.append([{"raw": im.tobytes(), "cls": i % 3} for i, im in enumerate(images)], labels="cls")
+    dm = ModynDataModule(store.url, decode=ArrayMember("raw", [2, 2, 3]), batch_size=50, shuffle=False)
+    dm.set_training_set(keys)
+    loader = iter(dm.train_dataloader())
+    next(loader)
+    store.delete(keys[[60, 70, 99]])
+    with pytest.warns(RuntimeWarning, match="3 key\\(s\\) of batch 1 were deleted"):
+        x, y = batch = next(loader)
+    kept = np.setdiff1d(keys[50:100], keys[[60, 70, 99]])
+    assert sorted(batch.keys.tolist()) == kept.tolist()
+    idx = batch.keys.numpy() - keys[0]
+    np.testing.assert_array_equal(x.numpy(), images[idx])
+    np.testing.assert_array_equal(y.numpy(), idx % 3)
+    store.close()
 
 
 @pytest.mark.parametrize(

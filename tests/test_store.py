@@ -229,6 +229,55 @@ def test_reader_sees_writer_commits(tmp_path):
     writer.close()
 
 
+def test_pinned_reads_see_one_snapshot_on_their_thread_and_own_writes(tmp_path):
+    import threading
+
+    writer = SampleStore.create(tmp_path / "s")
+    samples = make_samples(4)
+    keys = writer.append(samples)
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    seen_elsewhere = []
+    with reader.pinned():
+        order = reader.read_order(keys)
+        writer.delete(keys[:1])  # another process's commit, made while the reader is pinned
+        with reader.pinned():  # nested: the same snapshot, in which key 0 is still live
+            assert reader.get(keys[:1])[0]["bin"] == samples[0]["bin"]
+        assert reader.lookup(keys).keys.tolist() == keys.tolist()
+        got = reader.get_member(keys[order][1:], "bin")
+        assert [got[i] for i in range(3)] == [samples[int(j)]["bin"] for j in order[1:]]
+        # a member layout loaded after the delete no longer has key 0: a clear error, never wrong bytes
+        with pytest.raises(DeletedKeyError, match=f"key {int(keys[0])} was deleted"):
+            reader.get_member(keys, "bin")
+        # another thread is not pinned: it sees the delete at once
+        t = threading.Thread(target=lambda: seen_elsewhere.append(bool(reader.contains(keys[:1])[0])))
+        t.start()
+        t.join()
+    assert seen_elsewhere == [False]
+    with pytest.raises(DeletedKeyError, match=f"key {int(keys[0])} was deleted"):
+        reader.get(keys[:1])  # unpinned again: the delete is seen
+    with writer.pinned():
+        assert writer.get(keys[1:2])[0]["bin"] == samples[1]["bin"]
+        writer.delete(keys[1:2])  # this store's own write inside its pin is seen at once
+        with pytest.raises(DeletedKeyError):
+            writer.get(keys[1:2])
+        more = writer.append(make_samples(1, start=9))
+        assert writer.get(more)[0]["__store_key__"] == int(more[0])
+    reader.close()
+    writer.close()
+
+
+def test_repeated_lookups_of_a_batch_stay_right_after_the_caller_changes_its_array(store):
+    keys = store.append(make_samples(6))
+    ask = keys[::-1].copy()
+    first = store.lookup(ask).keys.tolist()
+    ask[:] = keys  # the same array object, new contents: must not be answered from the previous lookup
+    assert store.lookup(ask).keys.tolist() == keys.tolist() and first == keys[::-1].tolist()
+    order = store.read_order(keys)
+    store.delete(keys[order[:1]])
+    with pytest.raises(DeletedKeyError):
+        store.get_member(keys[order], "bin")
+
+
 def test_reader_after_compaction_gets_right_bytes_or_clear_error(tmp_path):
     writer = SampleStore.create(tmp_path / "s")
     keys = writer.append(make_samples(4))

@@ -42,28 +42,36 @@ class KeyedBatchDataset(Dataset):
             raise TypeError(f"items of this dataset are KeyBatch requests from SelectionSampler, got {request!r}")
         keys, weights = request.keys, request.weights
         try:
-            keys, weights = self._ordered(keys, weights)
-            batch = self._fetch(keys)
+            keys, weights, out = self._read_pinned(request, keys, weights)
         except DeletedKeyError:
-            live = self.store.contains(keys)
+            live = self.store.contains(keys)  # outside the pin: sees the delete
             warnings.warn(f"{int((~live).sum())} key(s) of batch {request.index} were deleted from the store "
                           "during training; they are skipped", RuntimeWarning, stacklevel=3)
-            keys, weights = self._ordered(keys[live], weights[live])
-            batch = self._fetch(keys)
-        except StoreError as err:
-            raise type(err)(f"while reading batch {request.index} of epoch {request.epoch} "
-                            f"(keys {int(keys[0])}...): {err}") from err
-        try:
-            out = self.decode(batch)
-        except Exception as err:
-            raise RuntimeError(
-                f"decode {type(self.decode).__name__} failed on batch {request.index} with keys "
-                f"{keys[:8].tolist()}{'...' if len(keys) > 8 else ''} from {self.store.url}: {err}"
-            ) from err
+            keys, weights, out = self._read_pinned(request, keys[live], weights[live])
         if not isinstance(out, (tuple, list)):
             raise TypeError(f"decode must return a tuple such as (x, y), got {type(out).__name__}")
         return KeyedBatch(tuple(out), keys=torch.from_numpy(np.ascontiguousarray(keys)),
                           weights=torch.from_numpy(np.ascontiguousarray(weights)))
+
+    def _read_pinned(self, request: KeyBatch, keys: np.ndarray, weights: np.ndarray) -> tuple:
+        """Read order, bytes and labels of one batch from one snapshot (one change check), then decode."""
+        with self.store.pinned():
+            try:
+                keys, weights = self._ordered(keys, weights)
+                batch = self._fetch(keys)
+            except DeletedKeyError:
+                raise
+            except StoreError as err:
+                raise type(err)(f"while reading batch {request.index} of epoch {request.epoch} "
+                                f"(keys {int(keys[0])}...): {err}") from err
+            try:
+                out = self.decode(batch)
+            except Exception as err:
+                raise RuntimeError(
+                    f"decode {type(self.decode).__name__} failed on batch {request.index} with keys "
+                    f"{keys[:8].tolist()}{'...' if len(keys) > 8 else ''} from {self.store.url}: {err}"
+                ) from err
+        return keys, weights, out
 
     def _ordered(self, keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.any_order or not len(keys):

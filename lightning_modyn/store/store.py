@@ -17,10 +17,11 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -127,6 +128,7 @@ class _Snapshot:
 
     def __post_init__(self) -> None:
         self.directory = KeyDirectory(self.first, self.count)
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.kind = self.kind_of_shard[self.shard] if len(self.shard) else np.zeros(0, np.int64)
         if self.itemsize:
             # record runs: rows start at offset ≡ residue (mod itemsize); a key's row in the shard seen as rows
@@ -147,11 +149,19 @@ class _Snapshot:
         return dense.astype(np.uint16 if len(ids) < 2**16 else np.int64)
 
     def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        last = self._last
+        if last is not None and len(last[0]) == len(keys) and np.array_equal(last[0], keys):
+            return last[1], last[2]  # a batch's reads (read order, bytes, labels) locate the same keys
         pos, found = self.directory.locate(keys)
         if len(self.deleted):
             hit = np.searchsorted(self.deleted, keys)
             found &= self.deleted[np.minimum(hit, len(self.deleted) - 1)] != keys
+        self.remember(keys, pos, found)
         return pos, found
+
+    def remember(self, keys: np.ndarray, pos: np.ndarray, found: np.ndarray) -> None:
+        """Keep the last lookup: the next one of the same keys is a comparison instead of a search."""
+        self._last = (keys.copy(), pos, found)
 
 
 class SampleStore:
@@ -186,6 +196,7 @@ class SampleStore:
         self._tmpdir: str | None = None
         self._snap: _Snapshot | None = None
         self._snap_token: tuple[int, int] | None = None
+        self._pins = threading.local()
         self._row_views: dict[tuple[int, int, int], np.ndarray] = {}
         self._record_dtype: np.dtype | None = None
         self._pid = os.getpid()
@@ -746,7 +757,27 @@ class SampleStore:
         return out
 
     # ================================================================== reads
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Reads in this block (on this thread) see one committed state, checked for other processes' commits once.
+
+        For reads that belong together, such as one training batch's read order, bytes and labels: they agree
+        with each other and cost one check instead of one each. This store's own writes in the block are seen.
+        """
+        pins = self._pins
+        outer = getattr(pins, "pin", None)
+        if outer is None:
+            pins.pin = (self._snapshot(), self.catalog.commits)
+        try:
+            yield
+        finally:
+            if outer is None:
+                pins.pin = None
+
     def _snapshot(self) -> _Snapshot:
+        pin = getattr(self._pins, "pin", None)
+        if pin is not None and pin[0] is self._snap and pin[1] == self.catalog.commits:
+            return pin[0]
         token = self.catalog.change_token()
         if self._snap is not None and self._snap_token == token:
             return self._snap
@@ -845,26 +876,41 @@ class SampleStore:
         return out  # type: ignore[return-value]
 
     def _read_samples(self, snap, keys, pos, idx, out, meta) -> None:
-        shard_of = snap.shard[pos[idx]]
-        wds = self.catalog.entries_for_keys(keys[idx].tolist()) if meta else {}
+        p = pos[idx]
+        shard_of = snap.shard[p]
+        starts = snap.offset[p]
+        ends = starts + snap.length[p]
+        if meta:  # Python values in bulk, not one numpy scalar at a time
+            key_list, ts_list, label_list = keys[idx].tolist(), snap.timestamp[p].tolist(), snap.label[p].tolist()
+        idx_list = idx.tolist()
         for shard_id in np.unique(shard_of).tolist():
-            sel = idx[shard_of == shard_id]
+            here = np.flatnonzero(shard_of == shard_id)
             rel = snap.path_of_shard[shard_id]
-            starts = snap.offset[pos[sel]]
-            ends = starts + snap.length[pos[sel]]
-            buffers = self._read_ranges(rel, starts, ends)
-            for i, buf in zip(sel.tolist(), buffers):
-                sample: dict[str, Any] = {}
-                view = memoryview(buf)
-                for ext, off, size in tarformat.parse_sample(view, rel):
-                    sample[ext] = view[off : off + size].tobytes()
+            for j, buf in zip(here.tolist(), self._sample_ranges(rel, starts[here], ends[here])):
+                # the sample's key and members come from its own headers: the catalog is not asked again
+                wds_key, members = tarformat.parse_sample(buf, rel)
+                sample: dict[str, Any] = {ext: bytes(buf[off : off + size]) for ext, off, size in members}
                 if meta:
-                    k, p = int(keys[i]), int(pos[i])
-                    label = int(snap.label[p])
                     # a sample deleted by another process after our snapshot still has the bytes we just read
-                    sample.update({"__key__": wds.get(k, (f"{k:012d}",))[0], "__store_key__": k, "__timestamp__": int(snap.timestamp[p]),
-                                   "__label__": None if label == NO_LABEL else label, "__url__": rel})
-                out[i] = sample
+                    k, label = key_list[j], label_list[j]
+                    sample.update({"__key__": f"{k:012d}" if wds_key is None else wds_key, "__store_key__": k,
+                                   "__timestamp__": ts_list[j], "__label__": None if label == NO_LABEL else label,
+                                   "__url__": rel})
+                out[idx_list[j]] = sample
+
+    def _sample_ranges(self, rel: str, starts: np.ndarray, ends: np.ndarray) -> list[memoryview] | list[bytes]:
+        """Each ``[start, end)`` of a shard: views of the map when local (nothing copied), else fetched bytes."""
+        if self.files.local and "://" not in rel:
+            view = memoryview(self._shard_array(rel))
+            return [view[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+        return self._read_ranges(rel, starts, ends)
+
+    def _shard_array(self, rel: str) -> np.ndarray:
+        try:
+            return self.files.array(rel)
+        except ShardMissingError as err:
+            raise ShardMissingError(f"{err}; it may have been removed by a compaction after this reader "
+                                    "opened (call refresh()) or by hand") from None
 
     def _read_ranges(self, rel: str, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
         try:
@@ -909,8 +955,12 @@ class SampleStore:
         rel_off, sizes = self._member_layout(snap, ext)
         rel_off, sizes = rel_off[pos], sizes[pos]
         if (sizes < 0).any():
-            bad = int(keys[np.flatnonzero(sizes < 0)[0]])
-            raise StoreError(f"sample {bad} has no {ext!r} member")
+            missing = keys[sizes < 0]
+            gone = missing[np.isin(missing, self.catalog.deleted_in(int(missing.min()), int(missing.max()) + 1))]
+            if len(gone):  # deleted after this reader's snapshot was taken, before its member layout was loaded
+                raise DeletedKeyError(f"key {int(gone[0])} was deleted from {self.url}"
+                                      + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""))
+            raise StoreError(f"sample {int(missing[0])} has no {ext!r} member")
         starts = snap.offset[pos] + rel_off
         shard = snap.shard[pos]
         n = len(keys)
@@ -979,7 +1029,9 @@ class SampleStore:
         snap, pos = self._locate(keys)
         if snap.single_group:
             return np.arange(len(keys), dtype=np.int64)
-        return np.argsort(snap.read_group[pos], kind="stable")
+        order = np.argsort(snap.read_group[pos], kind="stable")
+        snap.remember(keys[order], pos[order], np.ones(len(keys), bool))  # the read that follows finds them
+        return order
 
     def get_records(self, keys: Any) -> np.ndarray:
         """Record rows of ``keys`` as a structured array in the order of ``keys`` (no per-row Python objects)."""
@@ -1058,11 +1110,7 @@ class SampleStore:
         """A mapped shard seen as a 2-D uint8 array of rows that start at ``residue`` mod ``itemsize``."""
         view = self._row_views.get((shard_id, residue, itemsize))
         if view is None:
-            try:
-                arr = self.files.array(rel)
-            except ShardMissingError as err:
-                raise ShardMissingError(f"{err}; it may have been removed by a compaction after this reader "
-                                        "opened (call refresh()) or by hand") from None
+            arr = self._shard_array(rel)
             n = (len(arr) - residue) // itemsize
             view = arr[residue : residue + n * itemsize].reshape(n, itemsize)
             self._row_views[(shard_id, residue, itemsize)] = view

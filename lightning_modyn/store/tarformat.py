@@ -250,20 +250,23 @@ def iter_samples(members: Iterator[Member], where: str) -> Iterator[SampleSpan]:
         yield current
 
 
-def parse_sample(buf: bytes | memoryview, where: str) -> list[tuple[str, int, int]]:
-    """(extension, data offset, size) of each member in a self-contained sample range, offsets relative to ``buf``.
+def parse_sample(buf: bytes | memoryview, where: str) -> tuple[str | None, list[tuple[str, int, int]]]:
+    """The sample key and (extension, data offset, size) of each member in a self-contained sample range, offsets
+    relative to ``buf``.
 
-    This is the read path: it looks only at the headers inside the range the offset index pointed to.
+    This is the read path: it looks only at the headers inside the range the offset index pointed to, and never
+    copies member data (``buf`` may be a view of a mapped shard).
     """
     view = memoryview(buf)
     out: list[tuple[str, int, int]] = []
+    key: str | None = None
     pos = 0
     n = len(view)
     pending: str | None = None
     while pos + BLOCK <= n:
-        header = view[pos : pos + BLOCK]
-        typeflag = header[156:157].tobytes()
-        size_field = header[124:136].tobytes()
+        header = view[pos : pos + BLOCK].tobytes()  # one small copy; slicing bytes is cheaper than a view's
+        typeflag = header[156:157]
+        size_field = header[124:136]
         if size_field[0] & 0x80:
             size = int.from_bytes(size_field[1:], "big")
         else:
@@ -279,17 +282,17 @@ def parse_sample(buf: bytes | memoryview, where: str) -> list[tuple[str, int, in
             if pending is not None:
                 name = pending
             else:
-                name = header[0:100].tobytes().split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                prefix = header[345:500].tobytes().split(b"\0", 1)[0]
-                if header[257:263].tobytes() == b"ustar\0" and prefix:
-                    name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+                name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                if header[257:263] == b"ustar\0" and header[345] != 0:
+                    name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") + "/" + name
             pending = None
-            _, ext = split_name(name)
+            sample_key, ext = split_name(name)
             if ext is not None:
+                key = sample_key if key is None else key
                 out.append((ext, data_offset, size))
         else:
             pending = None if typeflag != b"K" else pending
         pos = data_offset + padded(size)
     if pos != n:
         raise ShardFormatError(f"{where}: sample range does not end on a member boundary; the index is stale")
-    return out
+    return key, out
