@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -675,7 +675,7 @@ class SampleStore:
                     entries.append(Entry(int(keys[i]), 1, shard_id, span.start, span.end - span.start, int(ts[i]),
                                          int(ts[i]), None if label_arr is None else int(label_arr[i]), span.key))
                     member_rows.extend(
-                        (tarformat.split_name(m.name)[1], int(keys[i]), m.data_offset - span.start, m.size)
+                        (m.ext, int(keys[i]), m.data_offset - span.start, m.size)
                         for m in span.members
                     )
                     i += 1
@@ -696,22 +696,25 @@ class SampleStore:
                 return os.path.relpath(path, root)
         return path
 
+    @contextlib.contextmanager
+    def _member_reader(self, ref: str) -> Iterator[Callable[[int, int], bytes]]:
+        """``read_at(offset, n)`` over a shard being ingested: slices of one map of a local file, else seeks."""
+        if self.files.local and "://" not in ref and self.files.size(ref):
+            data = self.files.array(ref)
+            try:
+                yield lambda offset, n: data[offset : offset + n].tobytes()
+            finally:
+                self.files.forget(ref)
+            return
+        with self.files.open_read(ref) as handle:
+            def read_at(offset: int, n: int) -> bytes:
+                handle.seek(offset)
+                return handle.read(n)
+            yield read_at
+
     def _scan_shard(self, ref: str) -> tuple[list[tarformat.SampleSpan], int]:
         size = self.files.size(ref)
-        with contextlib.ExitStack() as stack:
-            if self.files.local and "://" not in ref and size:
-                data = self.files.array(ref)  # one map of the file: headers are sliced from memory
-                stack.callback(self.files.forget, ref)
-
-                def read_at(offset: int, n: int) -> bytes:
-                    return data[offset : offset + n].tobytes()
-            else:
-                handle = stack.enter_context(self.files.open_read(ref))
-
-                def read_at(offset: int, n: int) -> bytes:
-                    handle.seek(offset)
-                    return handle.read(n)
-
+        with self._member_reader(ref) as read_at:
             kind = tarformat.detect_compression(read_at(0, 6))
             if kind is not None:
                 raise CompressedShardError(
@@ -740,13 +743,12 @@ class SampleStore:
         out = np.empty(n, np.int64)
         i = 0
         for ref, spans, _ in scanned:
-            with self.files.open_read(ref) as handle:
+            with self._member_reader(ref) as read_at:
                 for span in spans:
-                    member = next((m for m in span.members if tarformat.split_name(m.name)[1] == spec), None)
+                    member = next((m for m in span.members if m.ext == spec), None)
                     if member is None:
                         raise ValueError(f"{ref}: sample {span.key!r} has no {spec!r} member to take its {what} from")
-                    handle.seek(member.data_offset)
-                    text = handle.read(member.size)
+                    text = read_at(member.data_offset, member.size)
                     try:
                         out[i] = int(text)
                     except ValueError:

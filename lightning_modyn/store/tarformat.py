@@ -15,6 +15,7 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
+from zlib import adler32
 
 import numpy as np
 from lightning_modyn.store.errors import (
@@ -35,6 +36,7 @@ _COMPRESSION_MAGIC = {
 
 _SAMPLE_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 _REGULAR = (b"0", b"\0", b"7")
+_PATH_CHARS = re.compile(r"[/\\:\0]")
 
 
 def padded(size: int) -> int:
@@ -52,6 +54,8 @@ def split_name(name: str) -> tuple[str, str] | tuple[None, None]:
 
 def check_member_name(name: str, where: str) -> None:
     """Refuse names that would escape the extraction root: absolute paths, ``..`` components, NUL bytes."""
+    if name != ".." and _PATH_CHARS.search(name) is None:
+        return  # a plain file name (the usual case): nothing to escape with
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\0" in name:
         raise UnsafeMemberError(f"{where}: unsafe member name {name!r} (absolute or escaping the root with '..')")
@@ -81,6 +85,7 @@ class Member:
     start: int
     data_offset: int
     size: int
+    ext: str | None = None  # set by iter_samples
 
     @property
     def end(self) -> int:
@@ -128,7 +133,10 @@ def _checksum_ok(header: bytes) -> bool:
         expected = int(stored, 8)
     except ValueError:
         return False
-    unsigned = sum(header) - sum(header[148:156]) + 8 * 32
+    # the unsigned byte sum with the checksum field as spaces, by Adler-32's plain sum (A = 1 + sum mod 65521),
+    # exact on pieces of at most 256 bytes: about 4x faster than sum() over the header's bytes
+    unsigned = (adler32(header[:148]) & 0xFFFF) + (adler32(header[156:256]) & 0xFFFF) + (
+        adler32(header[256:512]) & 0xFFFF) - 3 + 8 * 32
     if unsigned == expected:
         return True
     signed = np.frombuffer(header, dtype=np.int8)  # some old tars sum signed bytes
@@ -235,6 +243,7 @@ def iter_samples(members: Iterator[Member], where: str) -> Iterator[SampleSpan]:
         key, ext = split_name(member.name)
         if key is None:
             continue
+        member.ext = ext
         if current is not None and key == current.key:
             if ext in exts:
                 raise ShardFormatError(f"{where}: sample {key!r} has two members with extension {ext!r}")
