@@ -148,6 +148,11 @@ class _Snapshot:
         ids, dense = np.unique(where, return_inverse=True)
         return dense.astype(np.uint16 if len(ids) < 2**16 else np.int64)
 
+    @cached_property
+    def one_place(self) -> bool:
+        """Every key's bytes lie in one shard and alignment: any order is already the read order."""
+        return not len(self.first) or int(self.read_group.max()) == 0
+
     def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         last = self._last
         if last is not None and len(last[0]) == len(keys) and np.array_equal(last[0], keys):
@@ -968,14 +973,16 @@ class SampleStore:
         n = len(keys)
         size0 = int(sizes[0])
         fixed = bool((sizes == size0).all())
-        shard_ids = np.unique(shard)
+        shard_ids = shard[:1] if shard.min() == shard.max() else np.unique(shard)
         local = self.files.local and all("://" not in snap.path_of_shard[int(i)] for i in shard_ids)
         if fixed and local and size0 > 0:
             lengths = snap.length[pos]
             if len(shard_ids) == 1:
                 rows = self._sample_rows(snap, int(shard_ids[0]), starts, lengths)
-                if rows is not None:  # one gather of whole sample rows; the member is a strided view of them
-                    return MemberBatch(fixed=np.take(rows[0], rows[1], axis=0)[:, :size0])
+                if rows is not None:  # one gather of the member's bytes, from the shard seen as sample rows
+                    # (fancy indexing of the strided member columns copies only them, into a contiguous result:
+                    # measured 3-4x faster than np.take of whole rows plus a contiguous copy for 256 3 KiB images)
+                    return MemberBatch(fixed=rows[0][:, :size0][rows[1]])
             elif (shard[1:] >= shard[:-1]).all():  # keys in read_order: each shard fills a slice of the rows
                 runs = _runs(shard)
                 parts = [self._sample_rows(snap, int(shard[a]), starts[a:b], lengths[a:b]) for a, b in runs]
@@ -1029,7 +1036,7 @@ class SampleStore:
         if not len(keys):
             return np.zeros(0, np.int64)
         snap, pos = self._locate(keys)
-        if snap.single_group:
+        if snap.single_group or snap.one_place:
             return np.arange(len(keys), dtype=np.int64)
         order = np.argsort(snap.read_group[pos], kind="stable")
         snap.remember(keys[order], pos[order], np.ones(len(keys), bool))  # the read that follows finds them
