@@ -214,6 +214,29 @@ def test_an_epoch_computed_ahead_equals_one_computed_on_the_spot_and_the_sampler
     assert (next(iter(fresh)).weights > 0).all()
 
 
+def _epoch_keys_in_child(queue):
+    s = SelectionSampler(np.arange(0, 3000, 2, dtype=np.int64), np.ones(1500, np.float32), 100, seed=2)
+    queue.put(np.concatenate([b.keys for b in s]).tolist())  # epoch 0: the share computed ahead at construction
+
+
+def test_a_forked_process_computes_epochs_ahead_with_its_own_thread():
+    import multiprocessing as mp
+
+    parent = SelectionSampler(np.arange(0, 3000, 2, dtype=np.int64), np.ones(1500, np.float32), 100, seed=2)
+    want = np.concatenate([b.keys for b in parent]).tolist()  # the parent's background thread now exists
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_epoch_keys_in_child, args=(queue,))
+    child.start()
+    try:
+        got = queue.get(timeout=30)  # with the parent's executor (and no thread behind it) this would hang
+        child.join(timeout=30)
+    finally:
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0 and got == want
+
+
 def test_resume_mid_epoch_sees_the_same_samples_as_an_uninterrupted_run(click_store, tmp_path):
     store, keys, _ = click_store
 

@@ -19,6 +19,7 @@ carry weight 0, so every rank gets ``ceil(n / world_size)`` samples and the same
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -62,15 +63,20 @@ def epoch_permutation(n: int, seed: int, epoch: int, keys: np.ndarray | None = N
     return np.concatenate([rng.permutation(windows[i]) for i in order]) if windows else by_key
 
 
-_ORDER_THREAD: ThreadPoolExecutor | None = None
+_ORDER_THREAD: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _order_thread() -> ThreadPoolExecutor:
-    """One background thread for every sampler of the process: it computes upcoming epochs' permutations."""
+    """One background thread for every sampler of the process: it computes upcoming epochs' shares.
+
+    Made per process: a forked child (``ddp_fork``, a forked loop) inherits the parent's executor but not its
+    thread, and work submitted there would never run.
+    """
     global _ORDER_THREAD
-    if _ORDER_THREAD is None:
-        _ORDER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning-modyn-epoch-order")
-    return _ORDER_THREAD
+    if _ORDER_THREAD is None or _ORDER_THREAD[0] != os.getpid():
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning-modyn-epoch-order")
+        _ORDER_THREAD = (os.getpid(), executor)
+    return _ORDER_THREAD[1]
 
 
 class SelectionSampler(DistributedSampler):
