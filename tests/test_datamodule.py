@@ -193,6 +193,7 @@ def test_batches_follow_the_epoch_permutation_for_any_keys_and_weights(key_range
             assert [b.index for b in got] == list(range(len(s))) and all(b.epoch == epoch for b in got)
             np.testing.assert_array_equal(np.concatenate([b.keys for b in got]), want_k)
             np.testing.assert_array_equal(np.concatenate([b.weights for b in got]), want_w)
+            assert {b.keys.dtype for b in got} == {np.dtype(np.int64)}  # positions are int32: no narrowing
 
 
 def test_an_epoch_computed_ahead_equals_one_computed_on_the_spot_and_the_sampler_pickles():
@@ -212,6 +213,61 @@ def test_an_epoch_computed_ahead_equals_one_computed_on_the_spot_and_the_sampler
     first = next(iter(fresh))
     first.weights[:] = -1
     assert (next(iter(fresh)).weights > 0).all()
+
+
+def test_settings_changed_after_construction_are_honoured():
+    import time
+
+    keys = np.arange(0, 4000, 4, dtype=np.int64)
+    s = SelectionSampler(keys, np.ones(1000, np.float32), 100, seed=3)
+    time.sleep(0.2)  # epoch 0's share, with seed 3, is computed ahead by now
+    s.seed = 7
+    got = np.concatenate([b.keys for b in s])
+    np.testing.assert_array_equal(got, _reference_share(keys, np.ones(1000, np.float32), 100, 1, 0, 7, 0)[0])
+
+
+def test_a_sampler_rebuilt_each_epoch_takes_the_order_its_predecessor_computed_ahead():
+    from lightning_modyn.data.ahead import AHEAD
+
+    keys = np.arange(50_000, dtype=np.int64) * 3
+    weights = np.ones(len(keys), np.float32)
+    first = SelectionSampler(keys, weights, 1000, seed=1)
+    first_batches = list(first)  # epoch 0; epoch 1 starts on the background thread
+    assert first._ahead_key(1) in AHEAD.waiting()
+    second = SelectionSampler(keys, weights, 1000, seed=1, epoch=1)  # reload_dataloaders_every_n_epochs
+    second.set_epoch(1)  # as Lightning does: nothing new is started
+    assert AHEAD.waiting().count(first._ahead_key(1)) == 1 and second._ahead_key(0) not in AHEAD.waiting()
+    got = np.concatenate([b.keys for b in second])
+    assert first._ahead_key(1) not in AHEAD.waiting()  # taken, not computed again
+    np.testing.assert_array_equal(got, _reference_share(keys, weights, 1000, 1, 0, 1, 1)[0])
+    assert not np.array_equal(got, np.concatenate([b.keys for b in first_batches]))
+
+
+def _iterate_in_child(sampler, queue):
+    queue.put(np.concatenate([b.keys for b in sampler]).tolist())
+
+
+def test_a_sampler_made_before_a_fork_is_iterated_in_the_child():
+    import multiprocessing as mp
+    import time
+
+    from lightning_modyn.data.ahead import AHEAD
+
+    AHEAD.start(("busy", time.time()), time.sleep, 1.0)  # the parent's thread is busy when the child forks
+    keys = np.arange(0, 3000, 2, dtype=np.int64)
+    sampler = SelectionSampler(keys, np.ones(1500, np.float32), 100, seed=5)  # its epoch 0 waits in the parent
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_iterate_in_child, args=(sampler, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=30)
+        child.join(timeout=30)
+    finally:
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    assert got == _reference_share(keys, np.ones(1500, np.float32), 100, 1, 0, 5, 0)[0].tolist()
 
 
 def _epoch_keys_in_child(queue):

@@ -267,7 +267,15 @@ def test_pinned_reads_see_one_snapshot_on_their_thread_and_own_writes(tmp_path):
 
 
 def test_repeated_lookups_of_a_batch_stay_right_after_the_caller_changes_its_array(store):
-    keys = store.append(make_samples(6))
+    samples = make_samples(6)
+    keys = store.append(samples)
+    store.delete(keys[2:3])
+    live = store.contains(keys)
+    live |= True  # the caller's own array: changing it must not change what the store finds next
+    with pytest.raises(DeletedKeyError, match=f"key {int(keys[2])} was deleted"):
+        store.get(keys)
+    assert store.contains(keys).tolist() == [True, True, False, True, True, True]
+    keys = store.append(samples)
     ask = keys[::-1].copy()
     first = store.lookup(ask).keys.tolist()
     ask[:] = keys  # the same array object, new contents: must not be answered from the previous lookup

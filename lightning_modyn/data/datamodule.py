@@ -269,9 +269,13 @@ class ModynDataModule(L.LightningDataModule):
     def _loader(self, name: str, batch_size: int, shuffle: bool, drop_last: bool) -> ModynDataLoader:
         keys, weights = self._live(name)
         world, rank = self._rank()
+        trainer = getattr(self, "trainer", None)
+        # a loader rebuilt mid-fit (reload_dataloaders_every_n_epochs) starts at the trainer's epoch: its order is
+        # then computed ahead from here on, and not epoch 0's for nothing
+        epoch = int(trainer.current_epoch) if trainer is not None and shuffle else 0
         sampler = SelectionSampler(keys, weights, batch_size, num_replicas=world, rank=rank, shuffle=shuffle,
                                    seed=self.seed, drop_last=drop_last,
-                                   locality_window=self.locality_window if shuffle else None)
+                                   locality_window=self.locality_window if shuffle else None, epoch=epoch)
         kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
                                   "persistent_workers": self.persistent_workers}
         if self.num_workers > 0 and self.prefetch_factor is not None:

@@ -66,6 +66,8 @@ class KeyedBatchDataset(Dataset):
                                 f"(keys {int(keys[0])}...): {err}") from err
             try:
                 out = self.decode(batch)
+            except DeletedKeyError:
+                raise  # e.g. a decoder reading whole samples met a key deleted meanwhile: skipped like any other
             except Exception as err:
                 raise RuntimeError(
                     f"decode {type(self.decode).__name__} failed on batch {request.index} with keys "

@@ -19,13 +19,13 @@ carry weight 0, so every rank gets ``ceil(n / world_size)`` samples and the same
 from __future__ import annotations
 
 import hashlib
-import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 from torch.utils.data import DistributedSampler
+
+from lightning_modyn.data.ahead import AHEAD
 
 
 @dataclass
@@ -63,20 +63,30 @@ def epoch_permutation(n: int, seed: int, epoch: int, keys: np.ndarray | None = N
     return np.concatenate([rng.permutation(windows[i]) for i in order]) if windows else by_key
 
 
-_ORDER_THREAD: tuple[int, ThreadPoolExecutor] | None = None
+def rank_positions(n: int, epoch: int, seed: int, shuffle: bool, rank: int, world: int,
+                   keys: np.ndarray | None = None, locality_window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(positions into the training set, padding mask) of rank ``rank``'s samples in ``epoch``."""
+    order = epoch_permutation(n, seed, epoch, keys, locality_window) if shuffle else np.arange(n)
+    total = -(-n // world) * world
+    pad = np.zeros(total, bool)
+    if total > n:
+        order = np.concatenate([order, order[: total - n]])
+        pad[n:] = True
+    return order[rank:total:world], pad[rank:total:world]
 
 
-def _order_thread() -> ThreadPoolExecutor:
-    """One background thread for every sampler of the process: it computes upcoming epochs' shares.
+def rank_share(keys: np.ndarray, weights: np.ndarray, epoch: int, seed: int, shuffle: bool, rank: int, world: int,
+               locality_window: int | None, key_range: bool, uniform_weight: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Rank ``rank``'s keys and weights of ``epoch`` in training order (padding repeats carry weight 0).
 
-    Made per process: a forked child (``ddp_fork``, a forked loop) inherits the parent's executor but not its
-    thread, and work submitted there would never run.
+    A function of its arguments only, so that it can run ahead on a background thread.
     """
-    global _ORDER_THREAD
-    if _ORDER_THREAD is None or _ORDER_THREAD[0] != os.getpid():
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning-modyn-epoch-order")
-        _ORDER_THREAD = (os.getpid(), executor)
-    return _ORDER_THREAD[1]
+    positions, pad = rank_positions(len(keys), epoch, seed, shuffle, rank, world, keys, locality_window)
+    # a contiguous key range or uniform weights need no random gather (the usual case of both)
+    out_keys = np.add(positions, keys[0], dtype=np.int64) if key_range else keys[positions]
+    out_weights = np.full(len(positions), weights[0]) if uniform_weight else weights[positions]
+    out_weights[pad] = 0.0
+    return out_keys, out_weights
 
 
 class SelectionSampler(DistributedSampler):
@@ -91,6 +101,7 @@ class SelectionSampler(DistributedSampler):
         seed: Shuffle seed; the same on every rank.
         drop_last: Drop this rank's last, incomplete batch.
         locality_window: Shuffle only within windows of this many neighbouring keys.
+        epoch: The epoch this sampler starts at (its share is computed ahead from construction on).
     """
 
     def __init__(
@@ -104,6 +115,7 @@ class SelectionSampler(DistributedSampler):
         seed: int = 0,
         drop_last: bool = False,
         locality_window: int | None = None,
+        epoch: int = 0,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -121,13 +133,8 @@ class SelectionSampler(DistributedSampler):
         self._uniform_weight = bool(n) and bool((self.weights == self.weights[0]).all())
         self._resume_epoch: int | None = None
         self._resume_batches = 0
-        self._ahead: tuple[int, Future] | None = None  # (epoch, its rank_share being computed)
-        self._prefetch(self.epoch)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_ahead"] = None  # a thread's future does not pickle; the share is recomputed when needed
-        return state
+        self.epoch = epoch
+        self._start_ahead(epoch)
 
     # -------------------------------------------------------------- sizes
     @property
@@ -139,41 +146,36 @@ class SelectionSampler(DistributedSampler):
         return n // self.batch_size if self.drop_last_batch else -(-n // self.batch_size)
 
     # -------------------------------------------------------------- order
+    def _args(self, epoch: int) -> tuple:
+        return (epoch, self.seed, self.shuffle, self.rank, self.num_replicas, self.locality_window)
+
     def rank_positions(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions into the training set, padding mask) of this rank's samples in ``epoch``."""
-        n = len(self.keys)
-        order = (epoch_permutation(n, self.seed, epoch, self.keys, self.locality_window) if self.shuffle
-                 else np.arange(n))
-        total = self.samples_per_rank * self.num_replicas
-        pad = np.zeros(total, bool)
-        if total > n:
-            order = np.concatenate([order, order[: total - n]])
-            pad[n:] = True
-        return order[self.rank : total : self.num_replicas], pad[self.rank : total : self.num_replicas]
+        return rank_positions(len(self.keys), epoch, self.seed, self.shuffle, self.rank, self.num_replicas,
+                              self.keys, self.locality_window)
 
     def rank_share(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's keys and weights of ``epoch``, in training order (padding repeats carry weight 0)."""
-        positions, pad = self.rank_positions(epoch)
-        # a contiguous key range or uniform weights need no random gather (the usual case of both)
-        keys = positions + self.keys[0] if self._key_range else self.keys[positions]
-        weights = np.full(len(positions), self.weights[0]) if self._uniform_weight else self.weights[positions]
-        weights[pad] = 0.0
-        return keys, weights
+        return rank_share(self.keys, self.weights, *self._args(epoch), self._key_range, self._uniform_weight)
 
-    def _prefetch(self, epoch: int) -> None:
-        self._ahead = (epoch, _order_thread().submit(self.rank_share, epoch))
+    def _ahead_key(self, epoch: int) -> tuple:
+        return ("rank_share", self.fingerprint, len(self.keys)) + self._args(epoch)
+
+    def _start_ahead(self, epoch: int) -> None:
+        """Start computing ``epoch``'s share on the background thread (with the settings as they are now)."""
+        AHEAD.start(self._ahead_key(epoch), rank_share, self.keys, self.weights, *self._args(epoch),
+                    self._key_range, self._uniform_weight)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self._start_ahead(epoch)
 
     def _share(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """``rank_share(epoch)``, taken from the background thread when it was computed ahead; then starts the
-        next epoch's."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == epoch:
-            share = ahead[1].result()
-        else:
-            if ahead is not None:
-                ahead[1].cancel()
-            share = self.rank_share(epoch)
-        self._prefetch(epoch + 1)
+        """``rank_share(epoch)``, taken from the background thread when it was computed ahead with these settings;
+        then starts the next epoch's."""
+        ahead = AHEAD.take(self._ahead_key(epoch))
+        share = ahead.result() if ahead is not None else self.rank_share(epoch)
+        self._start_ahead(epoch + 1)
         return share
 
     def __iter__(self) -> Iterator[KeyBatch]:

@@ -100,6 +100,9 @@ def _as_int_array(values: Any, n: int, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+_MAX_REMEMBERED = 1 << 16  # keys of the last lookup a snapshot keeps (batches, not whole training sets)
+
+
 def _runs(ids: np.ndarray) -> list[tuple[int, int]]:
     """``(start, end)`` of each run of equal values in ``ids`` (grouped values: one run per group)."""
     cuts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1, [len(ids)]]).tolist()
@@ -165,7 +168,14 @@ class _Snapshot:
         return pos, found
 
     def remember(self, keys: np.ndarray, pos: np.ndarray, found: np.ndarray) -> None:
-        """Keep the last lookup: the next one of the same keys is a comparison instead of a search."""
+        """Keep the last lookup of a batch: the next one of the same keys is a comparison instead of a search.
+
+        The arrays handed out are made read-only, so that no caller can change what the next lookup returns.
+        """
+        if len(keys) > _MAX_REMEMBERED:  # a whole training set's check, not a batch: not worth keeping
+            self._last = None
+            return
+        pos.flags.writeable = found.flags.writeable = False
         self._last = (keys.copy(), pos, found)
 
 
@@ -1161,7 +1171,7 @@ class SampleStore:
     def contains(self, keys: Any) -> np.ndarray:
         """Whether each key is live (assigned and not deleted)."""
         keys = as_keys(keys)
-        return self._snapshot().locate(keys)[1] if len(keys) else np.zeros(0, bool)
+        return self._snapshot().locate(keys)[1].copy() if len(keys) else np.zeros(0, bool)
 
     def holds_only_records(self) -> bool:
         """True when every live key is a record row (so ``get_records`` serves any key)."""

@@ -299,8 +299,8 @@ def parse_sample(buf: bytes | memoryview, where: str) -> tuple[str | None, list[
             if ext is not None:
                 key = sample_key if key is None else key
                 out.append((ext, data_offset, size))
-        else:
-            pending = None if typeflag != b"K" else pending
+        else:  # as iter_members: a global PAX header or a GNU long link name keeps a pending long name
+            pending = pending if typeflag in (b"g", b"K") else None
         pos = data_offset + padded(size)
     if pos != n:
         raise ShardFormatError(f"{where}: sample range does not end on a member boundary; the index is stale")
