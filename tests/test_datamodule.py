@@ -243,6 +243,23 @@ def test_a_sampler_rebuilt_each_epoch_takes_the_order_its_predecessor_computed_a
     assert not np.array_equal(got, np.concatenate([b.keys for b in first_batches]))
 
 
+def test_each_live_sampler_keeps_one_share_waiting_and_a_collected_one_none():
+    import gc
+
+    from lightning_modyn.data.ahead import AHEAD
+
+    samplers = [SelectionSampler(np.arange(i, 30_000, 3, dtype=np.int64), np.ones(len(range(i, 30_000, 3)),
+                                 np.float32), 500, seed=i) for i in range(3)]
+    [list(s) for s in samplers]  # interleaved epochs (train, val and test loaders; the benchmark) evict nothing
+    assert all(s._ahead_key(1) in AHEAD.waiting() for s in samplers)
+    samplers[0].set_epoch(5)  # what it started for epoch 1 is dropped; epoch 5 waits instead
+    assert samplers[0]._ahead_key(1) not in AHEAD.waiting() and samplers[0]._ahead_key(5) in AHEAD.waiting()
+    gone = samplers.pop()._ahead_key(1)
+    gc.collect()
+    assert gone not in AHEAD.waiting() and all(s._ahead_key(s.epoch + (s.epoch == 0)) in AHEAD.waiting()
+                                               for s in samplers)
+
+
 def _iterate_in_child(sampler, queue):
     queue.put(np.concatenate([b.keys for b in sampler]).tolist())
 
@@ -253,7 +270,7 @@ def test_a_sampler_made_before_a_fork_is_iterated_in_the_child():
 
     from lightning_modyn.data.ahead import AHEAD
 
-    AHEAD.start(("busy", time.time()), time.sleep, 1.0)  # the parent's thread is busy when the child forks
+    AHEAD.start(("busy", time.time()), time.sleep, 1.0, owner=-1)  # the parent's thread is busy at the fork
     keys = np.arange(0, 3000, 2, dtype=np.int64)
     sampler = SelectionSampler(keys, np.ones(1500, np.float32), 100, seed=5)  # its epoch 0 waits in the parent
     ctx = mp.get_context("fork")

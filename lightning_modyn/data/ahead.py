@@ -3,19 +3,29 @@
 The sampler uses it for the next epoch's order: O(n) numpy work (a shuffle and two gathers, which numpy runs without
 the GIL) that would otherwise stall the first batch of every epoch. Keys name the result completely (the training
 set's fingerprint, every setting, the epoch), so a result is taken only by a caller that would have computed the
-same thing: a new sampler over the same set (``reload_dataloaders_every_n_epochs``) finds what the previous one
-started. At most two results wait at a time; older ones are dropped.
+same thing. Each result waits for one owner: an owner that starts something else drops what it started before,
+an owner that is garbage collected drops it too, and one that starts what another owner left waiting takes it over
+(a sampler rebuilt every epoch by ``reload_dataloaders_every_n_epochs`` takes what its predecessor started). So at
+most one result waits per live sampler.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections import OrderedDict
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Hashable
 
-MAX_WAITING = 2
+_OWNERS = itertools.count()
+
+
+def new_owner(obj: object) -> int:
+    """A token for ``obj`` to start work under; what it left waiting is dropped when ``obj`` is collected."""
+    token = next(_OWNERS)
+    weakref.finalize(obj, AHEAD.forget, token)
+    return token
 
 
 class _Ahead:
@@ -23,7 +33,8 @@ class _Ahead:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._waiting: OrderedDict[Hashable, Future] = OrderedDict()
+        self._waiting: dict[Hashable, tuple[Future, int]] = {}
+        self._owned: dict[int, Hashable] = {}
 
     def _here(self) -> ThreadPoolExecutor:
         # A forked child inherits the parent's executor and futures but not its thread: work queued there, or a
@@ -31,25 +42,51 @@ class _Ahead:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning-modyn-ahead")
-            self._waiting = OrderedDict()
+            self._waiting, self._owned = {}, {}
         assert self._executor is not None
         return self._executor
 
-    def start(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None:
-        """Begin ``fn(*args)`` on the background thread, unless the result for ``key`` is already on its way."""
+    def _drop(self, key: Hashable) -> None:
+        entry = self._waiting.pop(key, None)
+        if entry is not None:
+            entry[0].cancel()
+            if self._owned.get(entry[1]) == key:
+                del self._owned[entry[1]]
+
+    def start(self, key: Hashable, fn: Callable[..., Any], *args: Any, owner: int) -> None:
+        """Begin ``fn(*args)`` on the background thread for ``owner``, unless the result for ``key`` is already on
+        its way (then ``owner`` takes it over). What ``owner`` started before under another key is dropped."""
         with self._lock:
             executor = self._here()
-            if key in self._waiting:
-                return
-            self._waiting[key] = executor.submit(fn, *args)
-            while len(self._waiting) > MAX_WAITING:
-                self._waiting.popitem(last=False)[1].cancel()
+            previous = self._owned.get(owner)
+            if previous is not None and previous != key:
+                self._drop(previous)
+            entry = self._waiting.get(key)
+            if entry is None:
+                self._waiting[key] = (executor.submit(fn, *args), owner)
+            elif entry[1] != owner:
+                self._owned.pop(entry[1], None)
+                self._waiting[key] = (entry[0], owner)
+            self._owned[owner] = key
 
     def take(self, key: Hashable) -> Future | None:
         """The computation started for ``key`` (then forgotten here), or None."""
         with self._lock:
             self._here()
-            return self._waiting.pop(key, None)
+            entry = self._waiting.pop(key, None)
+            if entry is None:
+                return None
+            if self._owned.get(entry[1]) == key:
+                del self._owned[entry[1]]
+            return entry[0]
+
+    def forget(self, owner: int) -> None:
+        """Drop what ``owner`` left waiting."""
+        with self._lock:
+            self._here()
+            key = self._owned.get(owner)
+            if key is not None:
+                self._drop(key)
 
     def waiting(self) -> list[Hashable]:
         with self._lock:

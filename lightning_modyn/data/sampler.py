@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 from torch.utils.data import DistributedSampler
 
-from lightning_modyn.data.ahead import AHEAD
+from lightning_modyn.data.ahead import AHEAD, new_owner
 
 
 @dataclass
@@ -134,7 +134,15 @@ class SelectionSampler(DistributedSampler):
         self._resume_epoch: int | None = None
         self._resume_batches = 0
         self.epoch = epoch
+        self._owner = new_owner(self)
         self._start_ahead(epoch)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_owner"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._owner = new_owner(self)  # a copy starts its own work
 
     # -------------------------------------------------------------- sizes
     @property
@@ -164,7 +172,7 @@ class SelectionSampler(DistributedSampler):
     def _start_ahead(self, epoch: int) -> None:
         """Start computing ``epoch``'s share on the background thread (with the settings as they are now)."""
         AHEAD.start(self._ahead_key(epoch), rank_share, self.keys, self.weights, *self._args(epoch),
-                    self._key_range, self._uniform_weight)
+                    self._key_range, self._uniform_weight, owner=self._owner)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
