@@ -24,7 +24,7 @@ _OWNERS = itertools.count()
 def new_owner(obj: object) -> int:
     """A token for ``obj`` to start work under; what it left waiting is dropped when ``obj`` is collected."""
     token = next(_OWNERS)
-    weakref.finalize(obj, AHEAD.forget, token)
+    weakref.finalize(obj, AHEAD.forget, token).atexit = False  # nothing to drop at interpreter exit
     return token
 
 
