@@ -260,6 +260,36 @@ def test_each_live_sampler_keeps_one_share_waiting_and_a_collected_one_none():
                                                for s in samplers)
 
 
+def test_a_fit_rebuilding_its_loader_every_epoch_computes_each_order_once_ahead(click_store, monkeypatch):
+    import threading
+
+    from lightning_modyn.data import sampler as sampler_module
+
+    store, keys, _ = click_store
+    calls: list[tuple[int, bool]] = []  # (epoch, computed on the training thread)
+    real = sampler_module.rank_share
+
+    def counted(*args):
+        calls.append((args[2], threading.current_thread() is threading.main_thread()))
+        return real(*args)
+
+    monkeypatch.setattr(sampler_module, "rank_share", counted)
+    dm = ModynDataModule(store, batch_size=256, seed=6)
+    dm.set_training_set(keys[:2000])
+    rec = RecordKeys()
+    trainer(max_epochs=4, reload_dataloaders_every_n_epochs=1, callbacks=[rec], num_sanity_val_steps=0).fit(
+        PlainClickModel(), datamodule=dm)
+    per_epoch = len(rec.batches) // 4
+    for epoch in range(4):  # each epoch trained the order of its epoch: the batches are right under reloading
+        got = sorted(k for b in rec.batches[epoch * per_epoch : (epoch + 1) * per_epoch] for k in b)
+        first = [k for b in rec.batches[epoch * per_epoch : epoch * per_epoch + 1] for k in b]
+        want = _reference_share(keys[:2000], np.ones(2000, np.float32), 256, 1, 0, 6, epoch)[0]
+        assert got == sorted(keys[:2000].tolist()) and sorted(first) == sorted(want[:256].tolist())
+    trained = [e for e, _ in calls if e < 4]
+    assert sorted(trained) == [0, 1, 2, 3]  # every epoch's order computed once, none twice, none thrown away
+    assert not any(on_main for _, on_main in calls)  # and always ahead, on the background thread
+
+
 def _iterate_in_child(sampler, queue):
     queue.put(np.concatenate([b.keys for b in sampler]).tolist())
 
