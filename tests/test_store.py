@@ -286,6 +286,51 @@ def test_repeated_lookups_of_a_batch_stay_right_after_the_caller_changes_its_arr
         store.get_member(keys[order], "bin")
 
 
+def _child_reads(store, keys, queue):
+    try:
+        got = store.get_member(keys, "bin")
+        kept = getattr(store._snapshot(), "made_by", None) == "parent"
+        queue.put(("ok", kept, [got[i] for i in range(len(keys))]))
+    except Exception as err:  # noqa: BLE001 - reported to the parent
+        queue.put((type(err).__name__, str(err), None))
+
+
+def _in_forked_child(store, keys):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_reads, args=(store, keys, queue))
+    proc.start()
+    try:
+        return queue.get(timeout=60)
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+
+
+def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unchanged(tmp_path):
+    writer = SampleStore.create(tmp_path / "s", shard_max_samples=5)
+    samples = make_samples(12)
+    keys = writer.append(samples)
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    reader.get_member(keys[:2], "bin")  # the parent has its snapshot and member layout
+    reader._snapshot().made_by = "parent"
+    # nothing changed: the child reads with the parent's snapshot instead of rebuilding it
+    status, kept, got = _in_forked_child(reader, keys[[3, 11, 0]])
+    assert (status, kept, got) == ("ok", True, [samples[3]["bin"], samples[11]["bin"], samples[0]["bin"]])
+    more = make_samples(3, start=12)
+    new_keys = writer.append(more)  # committed after the parent's snapshot: the child must see it
+    status, kept, got = _in_forked_child(reader, np.concatenate([new_keys, keys[:1]]))
+    assert (status, kept, got) == ("ok", False, [m["bin"] for m in more] + [samples[0]["bin"]])
+    writer.delete(keys[4:5])  # and a delete, which the parent's snapshot does not know of yet
+    status, message, _ = _in_forked_child(reader, keys[4:6])
+    assert status == "DeletedKeyError" and f"key {int(keys[4])} was deleted" in message
+    reader.close()
+    writer.close()
+
+
 def test_reader_after_compaction_gets_right_bytes_or_clear_error(tmp_path):
     writer = SampleStore.create(tmp_path / "s")
     keys = writer.append(make_samples(4))
