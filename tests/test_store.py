@@ -331,6 +331,30 @@ def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unc
     writer.close()
 
 
+def test_member_layouts_grow_with_appends_and_reload_after_a_delete(tmp_path):
+    writer = SampleStore.create(tmp_path / "s", shard_max_samples=4)
+    samples = make_samples(6)
+    keys = writer.append(samples)
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    assert reader.get_member(keys[::-1], "bin").tolist() == [s["bin"] for s in samples[::-1]]
+    asked = []
+    real = reader.catalog.member_layout
+    reader.catalog.member_layout = lambda ext, after_key=-1: asked.append((ext, after_key)) or real(ext, after_key)
+    more = make_samples(5, start=6)
+    new_keys = writer.append(more)
+    both = np.concatenate([new_keys, keys])
+    assert reader.get_member(both, "bin").tolist() == [s["bin"] for s in more + samples]
+    assert asked == [("bin", int(keys[-1]))]  # only the appended samples' layouts were read
+    writer.delete(keys[1:2])
+    with pytest.raises(DeletedKeyError):
+        reader.get_member(keys[:2], "bin")
+    assert reader.get_member(both[both != keys[1]], "bin").tolist() == [
+        s["bin"] for s in more + samples[:1] + samples[2:]]
+    assert asked[1:] == [("bin", -1)]  # a delete changes the layout: reloaded whole, once
+    reader.close()
+    writer.close()
+
+
 def test_reader_after_compaction_gets_right_bytes_or_clear_error(tmp_path):
     writer = SampleStore.create(tmp_path / "s")
     keys = writer.append(make_samples(4))

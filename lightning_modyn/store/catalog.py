@@ -278,10 +278,12 @@ class Catalog:
         """(extension, key, data offset relative to the sample's range, size) of each member of new samples."""
         self.conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", rows)
 
-    def member_layout(self, ext: str) -> np.ndarray:
-        """(n, 3) int64: key, relative data offset, size of every live sample's ``ext`` member, by key."""
+    def member_layout(self, ext: str, after_key: int = -1) -> np.ndarray:
+        """(n, 3) int64: key, relative data offset, size of every live sample's ``ext`` member (of keys above
+        ``after_key``), by key."""
         rows = self.conn.execute(
-            "SELECT first_key, offset, size FROM members WHERE ext = ? ORDER BY first_key", (ext,)
+            "SELECT first_key, offset, size FROM members WHERE first_key > ? AND ext = ? ORDER BY first_key",
+            (after_key, ext),
         ).fetchall()
         return np.array(rows, dtype=np.int64).reshape(-1, 3)
 

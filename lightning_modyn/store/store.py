@@ -829,6 +829,8 @@ class SampleStore:
             self._row_views.clear()
         dtype = self.record_dtype
         self._snap = _Snapshot(version, layout, *cols, deleted, kinds, paths, 0 if dtype is None else dtype.itemsize)
+        if snap is not None and snap.layout == layout:
+            self._extend_layouts(snap, self._snap)
         return self._snap
 
     def _locate(self, keys: np.ndarray) -> tuple[_Snapshot, np.ndarray]:
@@ -1026,16 +1028,16 @@ class SampleStore:
         """Per snapshot entry: the ``ext`` member's data offset within the sample's range and its size (-1: none)."""
         layout = snap.layouts.get(ext)
         if layout is None:
-            rows = self.catalog.member_layout(ext)
-            rel = np.full(len(snap.first), -1, np.int64)
-            size = np.full(len(snap.first), -1, np.int64)
-            if len(rows) and len(snap.first):
-                idx = np.minimum(np.searchsorted(snap.first, rows[:, 0]), len(snap.first) - 1)
-                known = snap.first[idx] == rows[:, 0]  # keys appended after the snapshot are skipped
-                rel[idx[known]] = rows[known, 1]
-                size[idx[known]] = rows[known, 2]
-            layout = snap.layouts[ext] = (rel, size)
+            layout = snap.layouts[ext] = _layout_of(snap.first, self.catalog.member_layout(ext))
         return layout
+
+    def _extend_layouts(self, old: _Snapshot, new: _Snapshot) -> None:
+        """Carry the member layouts ``old`` had loaded over to ``new``, which only adds entries after them."""
+        start = len(old.first)
+        after = int(old.first[-1]) if start else -1
+        for ext, (rel, size) in old.layouts.items():
+            more_rel, more_size = _layout_of(new.first[start:], self.catalog.member_layout(ext, after_key=after))
+            new.layouts[ext] = (np.concatenate([rel, more_rel]), np.concatenate([size, more_size]))
 
     def read_order(self, keys: Any) -> np.ndarray:
         """A permutation of ``keys`` that groups them by where their bytes lie (shard and row alignment).
@@ -1391,6 +1393,18 @@ class MemberBatch:
 
     def tolist(self) -> list[bytes]:
         return [self[i] for i in range(len(self))]
+
+
+def _layout_of(first: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Member layout rows (key, relative offset, size) spread over entries starting at ``first`` (-1: none)."""
+    rel = np.full(len(first), -1, np.int64)
+    size = np.full(len(first), -1, np.int64)
+    if len(rows) and len(first):
+        idx = np.minimum(np.searchsorted(first, rows[:, 0]), len(first) - 1)
+        known = first[idx] == rows[:, 0]  # keys appended after the snapshot are skipped
+        rel[idx[known]] = rows[known, 1]
+        size[idx[known]] = rows[known, 2]
+    return rel, size
 
 
 def _remove_unfinished_create(root: str) -> bool:
