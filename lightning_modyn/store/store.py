@@ -817,7 +817,8 @@ class SampleStore:
         for s in shards:
             kinds[s["id"]] = s["kind"]
         paths = {s["id"]: s["path"] for s in shards}
-        if snap is not None and snap.layout == layout:  # appends only: extend the arrays
+        grown = snap is not None and snap.layout == layout  # appends only: extend what the old snapshot had
+        if grown:
             new = self.catalog.location_arrays(after_key=int(snap.first[-1]) if len(snap.first) else -1)
             cols = [np.concatenate([old, new[:, j]]) for j, old in enumerate(
                 (snap.first, snap.count, snap.shard, snap.offset, snap.length, snap.timestamp, snap.label))]
@@ -829,7 +830,7 @@ class SampleStore:
             self._row_views.clear()
         dtype = self.record_dtype
         self._snap = _Snapshot(version, layout, *cols, deleted, kinds, paths, 0 if dtype is None else dtype.itemsize)
-        if snap is not None and snap.layout == layout:
+        if grown:
             self._extend_layouts(snap, self._snap)
         return self._snap
 
@@ -931,8 +932,7 @@ class SampleStore:
         try:
             return self.files.array(rel)
         except ShardMissingError as err:
-            raise ShardMissingError(f"{err}; it may have been removed by a compaction after this reader "
-                                    "opened (call refresh()) or by hand") from None
+            raise _shard_gone(err) from None
 
     def _read_ranges(self, rel: str, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
         try:
@@ -955,8 +955,7 @@ class SampleStore:
                     result[int(order[j])] = blob[lo : lo + int(e[j] - s[j])]
             return result
         except ShardMissingError as err:
-            raise ShardMissingError(f"{err}; it may have been removed by a compaction after this reader opened "
-                                    "(call refresh()) or by hand") from None
+            raise _shard_gone(err) from None
 
     def get_member(self, keys: Any, ext: str) -> MemberBatch:
         """One member (by extension) of many samples as one buffer: the batch form of :meth:`get`.
@@ -1393,6 +1392,12 @@ class MemberBatch:
 
     def tolist(self) -> list[bytes]:
         return [self[i] for i in range(len(self))]
+
+
+def _shard_gone(err: ShardMissingError) -> ShardMissingError:
+    """A reader's missing shard, with the likely cause."""
+    return ShardMissingError(f"{err}; it may have been removed by a compaction after this reader opened "
+                             "(call refresh()) or by hand")
 
 
 def _layout_of(first: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
