@@ -125,6 +125,18 @@ def bench_alternating(methods: dict, n_keys: int, batch: int, repeats: int, seed
     return out
 
 
+def per_shard_maps(read):
+    """``read`` with the span of shards turned off (``LIGHTNING_MODYN_SPANMAP=0``): one map and gather per shard,
+    as before the span existed, timed side by side with the default."""
+    def call(idx):
+        os.environ["LIGHTNING_MODYN_SPANMAP"] = "0"
+        try:
+            return read(idx)
+        finally:
+            os.environ.pop("LIGHTNING_MODYN_SPANMAP", None)
+    return call
+
+
 def page_faults() -> int:
     """Minor + major page faults of this process so far."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -344,14 +356,16 @@ def part_samples(args, work: str, res: dict, SampleStore) -> None:
     assert reader.get_member(check, "bin").array().tobytes() == mm[check].tobytes(), "get_member bytes differ"
     assert reader1.get_member(check, "bin").array().tobytes() == mm[check].tobytes(), "get_member bytes differ"
     log("samples: populating every memory map (each store and the memmap read in full once)")
-    for read in (lambda idx: reader.get_member(idx, "bin"), lambda idx: reader1.get_member(idx, "bin"),
-                 lambda idx: np.take(mm, idx, axis=0)):
+    for read in (lambda idx: reader.get_member(idx, "bin"), per_shard_maps(lambda idx: reader.get_member(idx, "bin")),
+                 lambda idx: reader1.get_member(idx, "bin"), lambda idx: np.take(mm, idx, axis=0)):
         prefault(read, n, chunk=1 << 14)
     sh = f"{info['shards']} shards"
     methods = {
         f"store.get(keys) ({sh})": reader.get,
         f"store.get(keys, meta=False) ({sh})": lambda idx: reader.get(idx, meta=False),
         f"store.get_member(keys, 'bin').array() ({sh})": lambda idx: reader.get_member(idx, "bin").array(),
+        f"store.get_member(keys, 'bin').array() ({sh}, one map per shard)":
+            per_shard_maps(lambda idx: reader.get_member(idx, "bin").array()),
         f"store.get_member(keys[read_order], 'bin').array() ({sh}, batch order free)":
             lambda idx: reader.get_member(idx[reader.read_order(idx)], "bin").array(),
         f"store.get(keys, meta=False) ({shards1} shard)": lambda idx: reader1.get(idx, meta=False),

@@ -7,6 +7,7 @@ so a reader that still holds an old shard open (or mapped) keeps reading the rig
 from __future__ import annotations
 
 import contextlib
+import itertools
 import mmap
 import os
 import threading
@@ -18,9 +19,11 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
+from lightning_modyn.store import spanmap
 from lightning_modyn.store.errors import ShardMissingError
 
 _MAX_OPEN_MAPS = 256
+_SPAN_GENERATIONS = itertools.count()  # process-wide, so that a forked child's new StoreFS never reuses its parent's
 
 
 class StoreFS:
@@ -34,6 +37,9 @@ class StoreFS:
         self.local = isinstance(fs, LocalFileSystem)
         self._maps: OrderedDict[str, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        self._span: spanmap.SpanMap | None = None
+        self._spanned: dict[str, tuple[int, int]] = {}
+        self._span_generation = -1
 
     # ------------------------------------------------------------------ paths
     def path(self, rel: str) -> str:
@@ -150,6 +156,36 @@ class StoreFS:
         except FileNotFoundError:
             raise ShardMissingError(f"shard file {path!r} is missing") from None
 
+    def span(self, rels: Sequence[str]) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """Local files side by side in one read-only array (see :mod:`~lightning_modyn.store.spanmap`), so that one
+        gather reads from all of them: (generation, the array, an ``(len(rels), 2)`` array of each file's start in
+        it and size). Files stay in the span until one of them is forgotten (then a new span, with a new
+        generation, is started on the next call). None where the platform cannot span or a file is remote.
+        """
+        if not self.local or any("://" in rel for rel in rels) or not spanmap.supported():
+            return None
+        with self._lock:
+            for attempt in range(2):
+                try:
+                    if self._span is None:
+                        self._span, self._spanned = spanmap.SpanMap(), {}
+                        self._span_generation = next(_SPAN_GENERATIONS)
+                    for rel in rels:
+                        if rel not in self._spanned:
+                            self._spanned[rel] = self._span.add(self.path(rel))
+                    break
+                except spanmap.SpanFullError:  # start afresh: files no longer read are dropped with the old span
+                    self._span = None
+                    if attempt:
+                        return None
+                except ShardMissingError:
+                    raise
+                except OSError:  # no address space to reserve (e.g. ulimit -v), or mmap refused: read per shard
+                    self._span = None
+                    return None
+            where = np.array([self._spanned[rel] for rel in rels], dtype=np.int64).reshape(-1, 2)
+            return self._span_generation, self._span.array(), where
+
     def open_read(self, rel: str) -> IO[bytes]:
         try:
             return self.fs_for(rel).open(self.path(rel), "rb")
@@ -159,10 +195,22 @@ class StoreFS:
     def forget(self, rel: str) -> None:
         with self._lock:
             self._maps.pop(rel, None)
+            if rel in self._spanned:  # the span holds it mapped (and its disk space): drop the span
+                self._span, self._spanned = None, {}
+
+    def retain(self, rels: set[str]) -> None:
+        """Unmap every file not in ``rels`` (shards a compaction replaced), so that their disk space is freed once
+        no array in use still refers to them."""
+        with self._lock:
+            for rel in [rel for rel in self._maps if rel not in rels]:
+                del self._maps[rel]
+            if any(rel not in rels for rel in self._spanned):
+                self._span, self._spanned = None, {}
 
     def close(self) -> None:
         with self._lock:
             self._maps.clear()
+            self._span, self._spanned = None, {}
 
 
 def _fsync_dir(folder: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from lightning_modyn.store import tarformat
+from lightning_modyn.store import spanmap, tarformat
 from lightning_modyn.store.catalog import (
     KIND_RECORDS,
     KIND_SAMPLES,
@@ -50,6 +50,7 @@ from lightning_modyn.store.errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    TruncatedShardError,
     UnknownKeyError,
 )
 from lightning_modyn.store.filesystem import StoreFS
@@ -128,6 +129,7 @@ class _Snapshot:
     itemsize: int = 0
     layouts: dict = field(default_factory=dict)
     blobs: dict = field(default_factory=dict)
+    span: list | None = None  # [files' span generation, start of each shard id in the span, its size] (-1: none)
 
     def __post_init__(self) -> None:
         self.directory = KeyDirectory(self.first, self.count)
@@ -828,6 +830,7 @@ class SampleStore:
             cols = [np.ascontiguousarray(arr[:, j]) for j in range(7)]
             deleted = self.catalog.deleted_keys()
             self._row_views.clear()
+            self.files.retain(set(paths.values()))  # shards another process compacted away are unmapped
         dtype = self.record_dtype
         self._snap = _Snapshot(version, layout, *cols, deleted, kinds, paths, 0 if dtype is None else dtype.itemsize)
         if grown:
@@ -997,7 +1000,11 @@ class SampleStore:
                     # (fancy indexing of the strided member columns copies only them, into a contiguous result:
                     # measured 3-4x faster than np.take of whole rows plus a contiguous copy for 256 3 KiB images)
                     return MemberBatch(fixed=rows[0][:, :size0][rows[1]])
-            elif (shard[1:] >= shard[:-1]).all():  # keys in read_order: each shard fills a slice of the rows
+            spanned = self._spanned(snap, shard_ids)
+            if spanned is not None and (starts + size0 <= spanned[2][shard]).all():
+                # the shards side by side in one address range: one gather straight into request order
+                return MemberBatch(fixed=spanmap.gather(spanned[0], spanned[1][shard] + starts, size0))
+            if (shard[1:] >= shard[:-1]).all():  # keys in read_order: each shard fills a slice of the rows
                 runs = _runs(shard)
                 parts = [self._sample_rows(snap, int(shard[a]), starts[a:b], lengths[a:b]) for a, b in runs]
                 if all(p is not None for p in parts) and len({p[0].shape[1] for p in parts}) == 1:
@@ -1009,7 +1016,11 @@ class SampleStore:
             out = np.empty((n, size0), np.uint8)
             for shard_id in shard_ids.tolist():
                 sel = slice(None) if len(shard_ids) == 1 else np.flatnonzero(shard == shard_id)
-                arr = self.files.array(snap.path_of_shard[shard_id])
+                arr = self._shard_array(snap.path_of_shard[shard_id])
+                if int(starts[sel].max()) + size0 > len(arr):
+                    raise TruncatedShardError(f"shard file {self.files.path(snap.path_of_shard[shard_id])!r} has "
+                                              f"{len(arr)} bytes, fewer than the catalog places in it; it was "
+                                              "truncated or replaced behind the store's back")
                 window = np.lib.stride_tricks.sliding_window_view(arr, size0)
                 out[sel] = window[starts[sel]]
             return MemberBatch(fixed=out)
@@ -1022,6 +1033,31 @@ class SampleStore:
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(sizes, out=offsets[1:])
         return MemberBatch(np.frombuffer(b"".join(pieces), np.uint8), offsets)
+
+    def _spanned(self, snap: _Snapshot, shard_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The local shards ``shard_ids`` (and any spanned before) as one array, with each shard id's start in it
+        and size (-1 where not spanned); None where spanning is not available (see ``StoreFS.span``)."""
+        for _ in range(2):
+            table = snap.span
+            if table is None:
+                n = len(snap.kind_of_shard)
+                table = snap.span = [-1, np.full(n, -1, np.int64), np.full(n, -1, np.int64)]
+            seen, start, size = table
+            need = shard_ids[start[shard_ids] < 0]
+            try:
+                got = self.files.span([snap.path_of_shard[int(i)] for i in need.tolist()])
+            except ShardMissingError as err:
+                raise _shard_gone(err) from None
+            if got is None:
+                return None
+            generation, span, where = got
+            if seen not in (-1, generation):  # the span was rebuilt (a shard was forgotten): start this table over
+                snap.span = None
+                continue
+            start[need], size[need] = where[:, 0], where[:, 1]
+            table[0] = generation
+            return span, start, size
+        return None
 
     def _member_layout(self, snap: _Snapshot, ext: str) -> tuple[np.ndarray, np.ndarray]:
         """Per snapshot entry: the ``ext`` member's data offset within the sample's range and its size (-1: none)."""

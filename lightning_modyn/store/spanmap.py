@@ -1,0 +1,137 @@
+"""Many read-only files mapped back to back into one reserved address range, seen as one numpy array.
+
+A batch of random keys touches many shards. Gathering it from one map per shard means one gather per shard and a
+scatter into request order: every byte copied twice. With the shards side by side in one address range, the batch
+is a single fancy-index copy straight into request order, as fast as a batch from one shard.
+
+The range is reserved up front (address space only: ``PROT_NONE``, no memory, no swap) so that files added later
+(new shards after an append) are mapped after the others without moving them, and pages already touched stay
+mapped. Linux and macOS only (``mmap`` with ``MAP_FIXED`` through ``ctypes``); elsewhere :func:`supported` is
+False and readers keep one map per shard. Set ``LIGHTNING_MODYN_SPANMAP=0`` to turn it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import sys
+import threading
+import weakref
+
+import numpy as np
+
+from lightning_modyn.store.errors import ShardMissingError
+
+RESERVE_BYTES = 1 << 40
+"""Address space reserved per span (1 TiB: a quarter of a percent of a 64-bit process's; it costs no memory)."""
+
+_PAGE = mmap.PAGESIZE
+_MAP_FIXED = 0x10  # the same value on Linux and macOS; Python's mmap module does not export it
+_MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0
+_FAILED = ctypes.c_void_p(-1).value
+
+
+class SpanFullError(Exception):
+    """The span's reserved address range has no room for another file."""
+
+
+def supported() -> bool:
+    """Whether this platform can span files (64-bit Linux or macOS) and it is not turned off."""
+    if os.environ.get("LIGHTNING_MODYN_SPANMAP", "1") == "0":
+        return False
+    return sys.maxsize > 2**32 and (sys.platform.startswith("linux") or sys.platform == "darwin") and _libc() is not None
+
+
+_LIBC: list = []
+
+
+def _libc():
+    if not _LIBC:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_int64]
+            libc.munmap.restype = ctypes.c_int
+            libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        except (OSError, AttributeError):
+            libc = None
+        _LIBC.append(libc)
+    return _LIBC[0]
+
+
+def _release(base: int, length: int) -> None:
+    _libc().munmap(base, length)
+
+
+class SpanMap:
+    """Files mapped read-only, one after the other (each from a page boundary), inside one reserved range.
+
+    :meth:`add` maps a file and returns where it starts; :meth:`array` is a read-only uint8 array over everything
+    mapped so far. Arrays handed out keep the mapping alive: it is released when the span and all of them are gone.
+    Files are expected not to change while mapped (store shards never do); reading past a file's end is the
+    caller's to prevent (the bytes there are zeros up to the page's end, then unmapped).
+    """
+
+    def __init__(self, reserve: int = RESERVE_BYTES) -> None:
+        if not supported():
+            raise OSError("spanning files in one address range needs 64-bit Linux or macOS")
+        libc = _libc()
+        self.reserve = -(-int(reserve) // _PAGE) * _PAGE
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+        base = libc.mmap(None, self.reserve, 0, flags, -1, 0)  # PROT_NONE: address space only
+        if base in (None, _FAILED):
+            raise OSError(ctypes.get_errno(), f"could not reserve {self.reserve} bytes of address space")
+        self.base = base
+        self.end = 0  # where the next file goes
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _release, base, self.reserve)
+        self._finalizer.atexit = False  # the process's exit releases it anyway
+
+    def add(self, path: str) -> tuple[int, int]:
+        """Map the file at ``path`` after the others; its (offset in :meth:`array`, size)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise ShardMissingError(f"shard file {path!r} is missing") from None
+        try:
+            size = os.fstat(fd).st_size
+            with self._lock:
+                start = self.end
+                slot = -(-size // _PAGE) * _PAGE
+                if start + slot > self.reserve:
+                    raise SpanFullError(f"no room for {path!r} ({size} bytes) in a span of {self.reserve} bytes")
+                if size:
+                    addr = self.base + start
+                    got = _libc().mmap(addr, size, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
+                    if got != addr:
+                        raise OSError(ctypes.get_errno(), f"could not map {path!r} into the span")
+                self.end = start + slot
+            return start, size
+        finally:
+            os.close(fd)
+
+    def array(self) -> np.ndarray:
+        """Read-only uint8 array over every file mapped so far (offsets as :meth:`add` returned them)."""
+        return np.asarray(_Window(self, self.end))
+
+
+def gather(span: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray:
+    """``(len(starts), size)`` uint8: the ``size`` bytes at each of ``starts`` in the uint8 array ``span``, in one
+    copy. The caller checks that every range lies inside ``span``'s files.
+
+    The span is seen as overlapping items of ``size`` bytes, one starting at every byte, so each row is copied as
+    one item (measured 2x faster than fancy-indexing a sliding window of 160-byte rows, the same for 3 KiB).
+    """
+    items = np.ndarray((max(len(span) - size + 1, 0),), np.dtype((np.void, size)), buffer=span, strides=(1,))
+    return items[starts].view(np.uint8).reshape(len(starts), size)
+
+
+class _Window:
+    """Hands numpy a range of the span (``__array_interface__``); the resulting array keeps this, and so the span,
+    alive as its ``base``."""
+
+    def __init__(self, span: SpanMap, length: int) -> None:
+        self.span = span
+        self.__array_interface__ = {"data": (span.base, True), "shape": (length,), "typestr": "|u1", "version": 3}

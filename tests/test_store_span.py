@@ -1,0 +1,175 @@
+"""Shards side by side in one address range (``spanmap``): exact bytes, lifetimes, and the store's reads through it."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+
+import numpy as np
+import pytest
+
+from lightning_modyn.store import SampleStore, ShardMissingError, TruncatedShardError, spanmap
+
+pytestmark = pytest.mark.skipif(not spanmap.supported(), reason="spanning needs 64-bit Linux or macOS")
+
+
+def _files(tmp_path, sizes):
+    rng = np.random.default_rng(0)
+    out = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"f{i}"
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        path.write_bytes(data)
+        out.append((str(path), data))
+    return out
+
+
+def test_files_are_mapped_back_to_back_from_page_boundaries_with_their_exact_bytes(tmp_path):
+    files = _files(tmp_path, [1, 4095, 4096, 10_000, 0, 7])
+    span = spanmap.SpanMap(reserve=1 << 20)
+    where = [span.add(path) for path, _ in files]
+    arr = span.array()
+    starts = [w[0] for w in where]
+    assert [w[1] for w in where] == [len(d) for _, d in files]
+    assert all(s % os.sysconf("SC_PAGE_SIZE") == 0 for s in starts) and starts == sorted(starts)
+    for (start, size), (_, data) in zip(where, files):
+        assert arr[start : start + size].tobytes() == data
+    assert not arr.flags.writeable
+    with pytest.raises(ValueError):
+        arr[0] = 1
+    # gather: rows of any size from anywhere in any file, in the order asked, one copy
+    pos = np.array([starts[3] + 9_000, starts[2] + 4093, starts[1] + 5, starts[3] + 3], np.int64)
+    got = spanmap.gather(arr, pos, 3)
+    assert got.shape == (4, 3) and got.dtype == np.uint8 and got.flags.c_contiguous
+    assert [bytes(r) for r in got] == [files[3][1][9_000:9_003], files[2][1][4093:], files[1][1][5:8],
+                                      files[3][1][3:6]]
+
+
+def test_a_full_span_and_a_missing_file_are_reported(tmp_path):
+    (path, _), = _files(tmp_path, [3 * 4096])
+    span = spanmap.SpanMap(reserve=4 * 4096)
+    span.add(path)
+    with pytest.raises(spanmap.SpanFullError, match="no room"):
+        span.add(path)
+    with pytest.raises(ShardMissingError, match="missing"):
+        span.add(str(tmp_path / "nope"))
+
+
+def test_arrays_keep_the_mapping_alive_and_it_is_released_after_the_last(tmp_path):
+    (path, data), = _files(tmp_path, [9000])
+    span = spanmap.SpanMap(reserve=1 << 20)
+    span.add(path)
+    arr = span.array()
+    rows = spanmap.gather(arr, np.array([10]), 5)  # a copy: owns its memory
+    released = span._finalizer
+    del span
+    gc.collect()
+    assert released.alive and arr[:9000].tobytes() == data  # the array still reads the file
+    del arr
+    gc.collect()
+    assert not released.alive and rows.tobytes() == data[10:15]
+
+
+def test_turned_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+    assert not spanmap.supported()
+    with pytest.raises(OSError, match="needs 64-bit"):
+        spanmap.SpanMap()
+
+
+def _sample_store(tmp_path, n=40, per_shard=6):
+    store = SampleStore.create(tmp_path / "s", shard_max_samples=per_shard)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (n, 48), dtype=np.uint8)
+    keys = store.append([{"bin": im.tobytes(), "cls": i % 3} for i, im in enumerate(images)])
+    return store, keys, images
+
+
+@pytest.mark.parametrize("span_on", [True, False])
+def test_member_batches_over_many_shards_read_in_request_order(tmp_path, monkeypatch, span_on):
+    if not span_on:
+        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+    store, keys, images = _sample_store(tmp_path)
+    order = np.random.default_rng(2).permutation(len(keys))
+    batch = store.get_member(keys[order], "bin")
+    np.testing.assert_array_equal(batch.array(), images[order])
+    assert (store.files._span is not None) == span_on  # which path read it
+    store.close()
+
+
+def test_appended_shards_join_the_span_and_a_compaction_starts_a_new_one(tmp_path):
+    store, keys, images = _sample_store(tmp_path, n=18)
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    reader.get_member(keys[::-1], "bin")
+    span, spanned = reader.files._span, set(reader.files._spanned)
+    more = np.random.default_rng(5).integers(0, 256, (13, 48), dtype=np.uint8)
+    new_keys = store.append([{"bin": im.tobytes()} for im in more])
+    both = np.concatenate([new_keys, keys])[::-1]
+    np.testing.assert_array_equal(reader.get_member(both, "bin").array(), np.concatenate([more, images])[::-1])
+    assert reader.files._span is span and spanned < set(reader.files._spanned)  # added, nothing moved
+    # a compaction in the writer replaces shards: the reader unmaps the old ones (their disk space is freed)
+    store.delete(keys[:7])
+    store.compact()
+    live = both[np.isin(both, keys[:7], invert=True)]
+    expect = {int(k): im for k, im in zip(np.concatenate([keys, new_keys]), np.concatenate([images, more]))}
+    np.testing.assert_array_equal(reader.get_member(live, "bin").array(), np.stack([expect[int(k)] for k in live]))
+    shards_now = {s["path"] for s in reader.catalog.shards()}
+    assert reader.files._span is not span and set(reader.files._spanned) <= shards_now
+    assert set(reader.files._maps) <= shards_now
+    # and the writer, which removed the files itself, dropped its span too
+    np.testing.assert_array_equal(store.get_member(live, "bin").array(), np.stack([expect[int(k)] for k in live]))
+    assert set(store.files._spanned) <= shards_now
+    reader.close()
+    store.close()
+
+
+def _child_reads(store, keys, queue):
+    queue.put(store.get_member(keys, "bin").array().tobytes())
+
+
+def test_a_forked_child_reads_through_its_parents_span(tmp_path):
+    store, keys, images = _sample_store(tmp_path)
+    order = np.random.default_rng(6).permutation(len(keys))
+    store.get_member(keys[order], "bin")  # the parent's span exists before the fork
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_reads, args=(store, keys[order[::-1]], queue))
+    proc.start()
+    try:
+        assert queue.get(timeout=60) == images[order[::-1]].tobytes()
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0
+    store.close()
+
+
+@pytest.mark.parametrize("span_on", [True, False])
+def test_a_shard_shorter_than_the_catalog_says_is_an_error_naming_it(tmp_path, monkeypatch, span_on):
+    if not span_on:
+        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+    store, keys, images = _sample_store(tmp_path)
+    store.close()
+    last = sorted((tmp_path / "s").rglob("*.tar"))[-1]
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    order = np.random.default_rng(7).permutation(len(keys))
+    for batch in (keys[order], keys[-2:]):  # many shards; the truncated one alone
+        with pytest.raises(TruncatedShardError, match=f"{last.name}.* has {len(data) // 2} bytes, fewer than"):
+            reader.get_member(batch, "bin")
+    np.testing.assert_array_equal(reader.get_member(keys[:6], "bin").array(), images[:6])  # the others still read
+    reader.close()
+
+
+@pytest.mark.parametrize("span_on", [True, False])
+def test_batches_in_read_order_read_the_same_bytes(tmp_path, monkeypatch, span_on):
+    if not span_on:
+        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+    store, keys, images = _sample_store(tmp_path)
+    batch = keys[np.random.default_rng(8).permutation(len(keys))]
+    order = store.read_order(batch)
+    np.testing.assert_array_equal(store.get_member(batch[order], "bin").array(), images[batch[order]])
+    store.close()
