@@ -909,27 +909,48 @@ class SampleStore:
         if meta:  # Python values in bulk, not one numpy scalar at a time
             key_list, ts_list, label_list = keys[idx].tolist(), snap.timestamp[p].tolist(), snap.label[p].tolist()
         idx_list = idx.tolist()
-        for shard_id in np.unique(shard_of).tolist():
-            here = np.flatnonzero(shard_of == shard_id)
-            rel = snap.path_of_shard[shard_id]
-            for j, buf in zip(here.tolist(), self._sample_ranges(rel, starts[here], ends[here])):
-                # the sample's key and members come from its own headers: the catalog is not asked again
-                wds_key, members = tarformat.parse_sample(buf, rel)
-                sample: dict[str, Any] = {ext: bytes(buf[off : off + size]) for ext, off, size in members}
-                if meta:
-                    # a sample deleted by another process after our snapshot still has the bytes we just read
+        for buf, sel, s, e in self._sample_buffers(snap, shard_of, starts, ends):
+            # every sample's key and members come from its own headers, parsed for the whole batch at once
+            parsed = tarformat.parse_samples(buf, s, e, lambda i: snap.path_of_shard[int(shard_of[sel[i]])], meta)
+            view = memoryview(buf)
+            values = list(map(bytes, map(view.__getitem__, map(slice, parsed.data.tolist(),
+                                                                (parsed.data + parsed.size).tolist()))))
+            samples = _member_dicts(parsed, values, len(sel))
+            if meta:
+                # a sample deleted by another process after our snapshot still has the bytes we just read
+                for j, sample, wds_key in zip(sel.tolist(), samples, parsed.keys):
                     k, label = key_list[j], label_list[j]
                     sample.update({"__key__": f"{k:012d}" if wds_key is None else wds_key, "__store_key__": k,
                                    "__timestamp__": ts_list[j], "__label__": None if label == NO_LABEL else label,
-                                   "__url__": rel})
+                                   "__url__": snap.path_of_shard[int(shard_of[j])]})
+            for j, sample in zip(sel.tolist(), samples):
                 out[idx_list[j]] = sample
 
-    def _sample_ranges(self, rel: str, starts: np.ndarray, ends: np.ndarray) -> list[memoryview] | list[bytes]:
-        """Each ``[start, end)`` of a shard: views of the map when local (nothing copied), else fetched bytes."""
-        if self.files.local and "://" not in rel:
-            view = memoryview(self._shard_array(rel))
-            return [view[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
-        return self._read_ranges(rel, starts, ends)
+    def _sample_buffers(self, snap, shard_of, starts, ends) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                               np.ndarray]]:
+        """Where a batch's sample ranges are: (uint8 buffer, which of them, their starts and ends in it). Local
+        shards are one span (or one map each); remote ranges are fetched per shard into one buffer."""
+        shard_ids = shard_of[:1] if len(shard_of) and shard_of.min() == shard_of.max() else np.unique(shard_of)
+        local = [self.files.local and "://" not in snap.path_of_shard[int(i)] for i in shard_ids.tolist()]
+        if all(local):
+            spanned = self._spanned(snap, shard_ids)
+            if spanned is not None and (ends <= spanned[2][shard_of]).all():
+                base = spanned[1][shard_of]
+                yield spanned[0], np.arange(len(starts)), starts + base, ends + base
+                return
+        for shard_id, is_local in zip(shard_ids.tolist(), local):
+            sel = np.arange(len(starts)) if len(shard_ids) == 1 else np.flatnonzero(shard_of == shard_id)
+            rel = snap.path_of_shard[shard_id]
+            if is_local:
+                arr = self._shard_array(rel)
+                if int(ends[sel].max()) > len(arr):
+                    raise _truncated(self.files.path(rel), len(arr))
+                yield arr, sel, starts[sel], ends[sel]
+            else:
+                blobs = self._read_ranges(rel, starts[sel], ends[sel])
+                bounds = np.zeros(len(sel) + 1, np.int64)
+                np.cumsum([len(b) for b in blobs], out=bounds[1:])
+                yield np.frombuffer(b"".join(blobs), np.uint8), sel, bounds[:-1], bounds[1:]
 
     def _shard_array(self, rel: str) -> np.ndarray:
         try:
@@ -1018,9 +1039,7 @@ class SampleStore:
                 sel = slice(None) if len(shard_ids) == 1 else np.flatnonzero(shard == shard_id)
                 arr = self._shard_array(snap.path_of_shard[shard_id])
                 if int(starts[sel].max()) + size0 > len(arr):
-                    raise TruncatedShardError(f"shard file {self.files.path(snap.path_of_shard[shard_id])!r} has "
-                                              f"{len(arr)} bytes, fewer than the catalog places in it; it was "
-                                              "truncated or replaced behind the store's back")
+                    raise _truncated(self.files.path(snap.path_of_shard[shard_id]), len(arr))
                 window = np.lib.stride_tricks.sliding_window_view(arr, size0)
                 out[sel] = window[starts[sel]]
             return MemberBatch(fixed=out)
@@ -1434,6 +1453,41 @@ def _shard_gone(err: ShardMissingError) -> ShardMissingError:
     """A reader's missing shard, with the likely cause."""
     return ShardMissingError(f"{err}; it may have been removed by a compaction after this reader opened "
                              "(call refresh()) or by hand")
+
+
+def _truncated(path: str, size: int) -> TruncatedShardError:
+    return TruncatedShardError(f"shard file {path!r} has {size} bytes, fewer than the catalog places in it; it was "
+                               "truncated or replaced behind the store's back")
+
+
+def _member_dicts(parsed: tarformat.ParsedSamples, values: list[bytes], n: int) -> list[dict[str, Any]]:
+    """One dict of extension -> bytes per sample (members in tar order), built per group of samples that have the
+    same extensions in the same order — usually one group, so the dicts come from one comprehension."""
+    if not n:
+        return []
+    counts = np.bincount(parsed.sample, minlength=n)
+    first = np.zeros(n, np.int64)
+    np.cumsum(counts[:-1], out=first[1:])
+    width = int(counts.max())
+    if not width:
+        return [{} for _ in range(n)]
+    table = np.full((n, width), -1, np.int64)  # each sample's extension ids in order, -1 past its last member
+    table[parsed.sample, np.arange(len(parsed.sample)) - first[parsed.sample]] = parsed.ext
+    signatures, group = np.unique(table, axis=0, return_inverse=True)
+    held = np.empty(len(values), object)
+    held[:] = values
+    out: list[dict[str, Any]] = [None] * n  # type: ignore[list-item]
+    for g, signature in enumerate(signatures.tolist()):
+        members = [parsed.exts[x] for x in signature if x >= 0]
+        rows = np.flatnonzero(group.reshape(-1) == g) if len(signatures) > 1 else np.arange(n)
+        columns = [held[first[rows] + j].tolist() for j in range(len(members))]
+        if len(members) == 1:
+            dicts = [{members[0]: v} for v in columns[0]]
+        else:
+            dicts = [dict(zip(members, vs)) for vs in zip(*columns)]
+        for i, d in zip(rows.tolist(), dicts):
+            out[i] = d
+    return out
 
 
 def _layout_of(first: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

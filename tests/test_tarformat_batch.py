@@ -1,0 +1,121 @@
+"""``parse_samples`` (all headers of a batch at once, with numpy) finds exactly what ``parse_sample`` finds per range."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lightning_modyn.store import tarformat
+from lightning_modyn.store.errors import ShardFormatError
+
+NAMES = st.sampled_from([
+    "a", "b7", "dir/s", "dir.x/s", "d/e/f", "é/ü", "k" * 90, "p" * 140, "q" * 60 + "/" + "r" * 60, "dir/.h",
+    ".hid", "sp ace", "n",
+])
+EXTS = st.sampled_from(["bin", "cls", "json", "c.d", "", "jpg", "tar.gz", "ü"])
+
+
+@st.composite
+def tar_shards(draw):
+    fmt = draw(st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT]))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for i in range(draw(st.integers(1, 6))):
+            base = draw(NAMES)
+            key = f"{base}{i}" if not base.startswith(".") else base + str(i)
+            for ext in draw(st.lists(EXTS, min_size=1, max_size=3, unique=True)):
+                name = f"{key}.{ext}" if ext != "noext" else key
+                if fmt == tarfile.USTAR_FORMAT and (len(name.encode()) > 100 or not name.isascii()):
+                    continue  # USTAR cannot hold it (prefix splits are still drawn by the long "q/r" names)
+                if draw(st.booleans()):
+                    d = tarfile.TarInfo(key.rsplit("/", 1)[0] + "/" if "/" in key else "top/")
+                    d.type = tarfile.DIRTYPE
+                    tf.addfile(d)
+                info = tarfile.TarInfo(name)
+                data = draw(st.binary(max_size=1100))
+                info.size = len(data)
+                if fmt == tarfile.PAX_FORMAT and draw(st.booleans()):
+                    info.pax_headers = {"mtime": "1796192346.5931754", "comment": draw(st.sampled_from(
+                        ["x", "has path=inside", "y" * 600])), }
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _ranges(data: bytes):
+    members = tarformat.iter_members(lambda o, n: data[o : o + n], len(data), "t.tar")
+    spans = list(tarformat.iter_samples(members, "t.tar"))
+    return np.array([s.start for s in spans], np.int64), np.array([s.end for s in spans], np.int64)
+
+
+def _per_range(data: bytes, starts, ends):
+    out = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        key, members = tarformat.parse_sample(memoryview(data)[s:e], "t.tar")
+        out.append((key, [(ext, s + off, size) for ext, off, size in members]))
+    return out
+
+
+def _batched(parsed: tarformat.ParsedSamples, n: int):
+    out = [(parsed.keys[i] if parsed.keys is not None else None, []) for i in range(n)]
+    for i, x, d, z in zip(parsed.sample.tolist(), parsed.ext.tolist(), parsed.data.tolist(), parsed.size.tolist()):
+        out[i][1].append((parsed.exts[x], d, z))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(tar_shards(), st.randoms(use_true_random=False))
+def test_parse_samples_equals_parse_sample_on_each_range(data, rnd):
+    starts, ends = _ranges(data)
+    if not len(starts):
+        return
+    order = np.array(rnd.sample(range(len(starts)), len(starts)) * 2)  # any order, repeats allowed
+    arr = np.frombuffer(data, np.uint8)
+    parsed = tarformat.parse_samples(arr, starts[order], ends[order], lambda i: "t.tar")
+    assert _batched(parsed, len(order)) == _per_range(data, starts[order], ends[order])
+    no_keys = tarformat.parse_samples(arr, starts[order], ends[order], lambda i: "t.tar", keys=False)
+    assert no_keys.keys is None and no_keys.data.tolist() == parsed.data.tolist()
+
+
+def test_the_common_shapes_take_the_vectorized_path_and_the_odd_ones_the_exact_one(monkeypatch):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, pax in [("s0.bin", {}), ("s1.bin", {"mtime": "1.5"}), ("s2/.x", {}), ("s3.bin", {"path": "z.jpg"}),
+                          ("l" * 120 + ".bin", {})]:
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            info.pax_headers = pax
+            tf.addfile(info, io.BytesIO(b"abc"))
+    data = buf.getvalue()
+    starts, ends = _ranges(data)
+    calls = []
+    real = tarformat.parse_sample
+    monkeypatch.setattr(tarformat, "parse_sample", lambda b, w: calls.append(bytes(b[:100])) or real(b, w))
+    parsed = tarformat.parse_samples(np.frombuffer(data, np.uint8), starts, ends, lambda i: "t.tar")
+    assert parsed.keys == ["s0", "s1", "s2/", "z", "l" * 120]
+    assert len(calls) == 3  # the dot-file, the PAX path and the long name; plain and mtime-only PAX are batched
+
+
+def test_a_range_that_does_not_end_on_a_member_is_a_stale_index():
+    data = tarformat.encode_member("k.bin", b"x" * 700) + tarformat.encode_member("k.cls", b"1")
+    arr = np.frombuffer(data, np.uint8)
+    with pytest.raises(ShardFormatError, match="shard-7.tar: sample range does not end on a member boundary"):
+        tarformat.parse_samples(arr, np.array([0]), np.array([len(data) - 512]), lambda i: "shard-7.tar")
+    ok = tarformat.parse_samples(arr, np.array([0]), np.array([len(data)]), lambda i: "shard-7.tar")
+    assert ok.keys == ["k"] and [ok.exts[e] for e in ok.ext] == ["bin", "cls"] and ok.size.tolist() == [700, 1]
+
+
+@pytest.mark.parametrize("field, size, trusted", [
+    (b"00000001750\0", 0o1750, True), (b"    1750 \0\0\0", 0o1750, True), (b"\0" * 12, 0, True),
+    (b"777777777777", 0o777777777777, True), (b"12 34\0\0\0\0\0\0\0", None, False), (b"+12\0" + b"\0" * 8, None, False),
+    (b"\x80" + b"\0" * 10 + b"\x05", None, False),
+])
+def test_octal_size_fields(field, size, trusted):
+    value, ok = tarformat._octal_sizes(np.frombuffer(field, np.uint8).reshape(1, 12))
+    assert bool(ok[0]) is trusted
+    if trusted:
+        assert int(value[0]) == size
