@@ -173,3 +173,36 @@ def test_batches_in_read_order_read_the_same_bytes(tmp_path, monkeypatch, span_o
     order = store.read_order(batch)
     np.testing.assert_array_equal(store.get_member(batch[order], "bin").array(), images[batch[order]])
     store.close()
+
+
+def test_a_full_span_is_replaced_by_a_larger_one_and_reads_stay_exact(tmp_path, monkeypatch):
+    from lightning_modyn.store import filesystem
+
+    monkeypatch.setattr(filesystem, "_MIN_SPAN_RESERVE", 4096 * 2)
+    store, keys, images = _sample_store(tmp_path, n=12, per_shard=3)  # 4 shards
+    store.get_member(keys[[0, 3]], "bin")  # two of them
+    first = store.files._span
+    assert first.reserve == 4 * first.end and len(store.files._spanned) == 2  # room for 3x as much again
+    for n_more in (3, 3, 3, 3, 3):
+        more = np.random.default_rng(n_more).integers(0, 256, (n_more, 48), dtype=np.uint8)
+        keys = np.concatenate([keys, store.append([{"bin": im.tobytes(), "cls": 1} for im in more])])
+        images = np.concatenate([images, more])
+        order = np.random.default_rng(len(keys)).permutation(len(keys))
+        np.testing.assert_array_equal(store.get_member(keys[order], "bin").array(), images[order])
+    last = store.files._span
+    assert last is not first and last.reserve > first.reserve and len(store.files._spanned) == 9
+    store.close()
+
+
+def test_where_no_span_can_be_made_reads_go_shard_by_shard(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(spanmap, "SpanMap", refuse)
+    store, keys, images = _sample_store(tmp_path)
+    order = np.random.default_rng(9).permutation(len(keys))
+    for _ in range(2):
+        np.testing.assert_array_equal(store.get_member(keys[order], "bin").array(), images[order])
+        assert [s["bin"] for s in store.get(keys[order])] == [im.tobytes() for im in images[order]]
+    assert store.files._span is None and store.files._span_refused
+    store.close()

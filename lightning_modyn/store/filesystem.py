@@ -23,6 +23,7 @@ from lightning_modyn.store import spanmap
 from lightning_modyn.store.errors import ShardMissingError
 
 _MAX_OPEN_MAPS = 256
+_MIN_SPAN_RESERVE = 16 << 30  # address space only; a span is rebuilt 4x larger when the store outgrows it
 _SPAN_GENERATIONS = itertools.count()  # process-wide, so that a forked child's new StoreFS never reuses its parent's
 
 
@@ -40,6 +41,7 @@ class StoreFS:
         self._span: spanmap.SpanMap | None = None
         self._spanned: dict[str, tuple[int, int]] = {}
         self._span_generation = -1
+        self._span_refused = False  # spanning failed once here: read per shard from then on
 
     # ------------------------------------------------------------------ paths
     def path(self, rel: str) -> str:
@@ -159,32 +161,38 @@ class StoreFS:
     def span(self, rels: Sequence[str]) -> tuple[int, np.ndarray, np.ndarray] | None:
         """Local files side by side in one read-only array (see :mod:`~lightning_modyn.store.spanmap`), so that one
         gather reads from all of them: (generation, the array, an ``(len(rels), 2)`` array of each file's start in
-        it and size). Files stay in the span until one of them is forgotten (then a new span, with a new
-        generation, is started on the next call). None where the platform cannot span or a file is remote.
+        it and size). Files stay in the span until one of them is forgotten or the span is full; then a new span,
+        with a new generation, is started. None where the platform cannot span or a file is remote.
         """
-        if not self.local or any("://" in rel for rel in rels) or not spanmap.supported():
+        if not self.local or self._span_refused or any("://" in rel for rel in rels) or not spanmap.supported():
             return None
         with self._lock:
-            for attempt in range(2):
-                try:
-                    if self._span is None:
-                        self._span, self._spanned = spanmap.SpanMap(), {}
-                        self._span_generation = next(_SPAN_GENERATIONS)
-                    for rel in rels:
-                        if rel not in self._spanned:
-                            self._spanned[rel] = self._span.add(self.path(rel))
-                    break
-                except spanmap.SpanFullError:  # start afresh: files no longer read are dropped with the old span
-                    self._span = None
-                    if attempt:
-                        return None
-                except ShardMissingError:
-                    raise
-                except OSError:  # no address space to reserve (e.g. ulimit -v), or mmap refused: read per shard
-                    self._span = None
-                    return None
+            missing = [rel for rel in rels if rel not in self._spanned]
+            try:
+                if missing or self._span is None:
+                    need = sum(self._page_rounded_size(rel) for rel in missing)
+                    if self._span is None or self._span.end + need > self._span.reserve:
+                        # room for this and 3x as much again: the span grows with the store without remapping
+                        used = self._span.end if self._span is not None else 0
+                        self._span = spanmap.SpanMap(max(_MIN_SPAN_RESERVE, 4 * (used + need)))
+                        self._spanned, self._span_generation = {}, next(_SPAN_GENERATIONS)
+                        missing = list(dict.fromkeys(rels))
+                    for rel in missing:
+                        self._spanned[rel] = self._span.add(self.path(rel))
+            except ShardMissingError:
+                raise
+            except (OSError, spanmap.SpanFullError):  # no address space (e.g. ulimit -v), mmap refused, a file grew
+                self._span, self._spanned, self._span_refused = None, {}, True
+                return None
             where = np.array([self._spanned[rel] for rel in rels], dtype=np.int64).reshape(-1, 2)
             return self._span_generation, self._span.array(), where
+
+    def _page_rounded_size(self, rel: str) -> int:
+        try:
+            size = os.stat(self.path(rel)).st_size
+        except FileNotFoundError:
+            raise ShardMissingError(f"shard file {self.path(rel)!r} is missing") from None
+        return -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
 
     def open_read(self, rel: str) -> IO[bytes]:
         try:

@@ -6,7 +6,7 @@ is a single fancy-index copy straight into request order, as fast as a batch fro
 
 The range is reserved up front (address space only: ``PROT_NONE``, no memory, no swap) so that files added later
 (new shards after an append) are mapped after the others without moving them, and pages already touched stay
-mapped. Linux and macOS only (``mmap`` with ``MAP_FIXED`` through ``ctypes``); elsewhere :func:`supported` is
+mapped. A store reserves four times what it maps (at least 16 GiB) and starts a new span when that is full. Linux and macOS only (``mmap`` with ``MAP_FIXED`` through ``ctypes``); elsewhere :func:`supported` is
 False and readers keep one map per shard. Set ``LIGHTNING_MODYN_SPANMAP=0`` to turn it off.
 """
 
@@ -23,8 +23,8 @@ import numpy as np
 
 from lightning_modyn.store.errors import ShardMissingError
 
-RESERVE_BYTES = 1 << 40
-"""Address space reserved per span (1 TiB: a quarter of a percent of a 64-bit process's; it costs no memory)."""
+RESERVE_BYTES = 16 << 30
+"""Default address space reserved per span (it costs no memory)."""
 
 _PAGE = mmap.PAGESIZE
 _MAP_FIXED = 0x10  # the same value on Linux and macOS; Python's mmap module does not export it
