@@ -137,6 +137,23 @@ def per_shard_maps(read):
     return call
 
 
+def member_bytes_floor(reader, n: int, ext: str):
+    """What any per-sample read costs at least: one Python ``bytes`` per key, sliced from the shard's ``mmap``
+    (where each member lies is looked up beforehand, outside the timing; nothing is parsed, no dict is built)."""
+    keys = np.arange(n)
+    snap, pos = reader._locate(keys)
+    rel, size = reader._member_layout(snap, ext)
+    start = (snap.offset[pos] + rel[pos]).tolist()
+    end = (snap.offset[pos] + rel[pos] + size[pos]).tolist()
+    maps = {sid: reader.files._maps[path][0] for sid, path in snap.path_of_shard.items()
+            if reader.files.array(path) is not None}
+    shard_map = [maps[s] for s in snap.shard[pos].tolist()]
+
+    def read(idx):
+        return [shard_map[i][start[i] : end[i]] for i in idx.tolist()]
+    return read
+
+
 def page_faults() -> int:
     """Minor + major page faults of this process so far."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -357,8 +374,11 @@ def part_samples(args, work: str, res: dict, SampleStore) -> None:
     assert reader1.get_member(check, "bin").array().tobytes() == mm[check].tobytes(), "get_member bytes differ"
     log("samples: populating every memory map (each store and the memmap read in full once)")
     for read in (lambda idx: reader.get_member(idx, "bin"), per_shard_maps(lambda idx: reader.get_member(idx, "bin")),
-                 lambda idx: reader1.get_member(idx, "bin"), lambda idx: np.take(mm, idx, axis=0)):
+                 lambda idx: reader1.get_member(idx, "bin"), lambda idx: reader1.get(idx, meta=False),
+                 lambda idx: np.take(mm, idx, axis=0)):
         prefault(read, n, chunk=1 << 14)
+    bytes_floor = member_bytes_floor(reader, n, "bin")
+    prefault(bytes_floor, n, chunk=1 << 14)
     sh = f"{info['shards']} shards"
     methods = {
         f"store.get(keys) ({sh})": reader.get,
@@ -370,6 +390,7 @@ def part_samples(args, work: str, res: dict, SampleStore) -> None:
             lambda idx: reader.get_member(idx[reader.read_order(idx)], "bin").array(),
         f"store.get(keys, meta=False) ({shards1} shard)": lambda idx: reader1.get(idx, meta=False),
         f"store.get_member(keys, 'bin').array() ({shards1} shard)": lambda idx: reader1.get_member(idx, "bin").array(),
+        f"floor of any get: one bytes per key sliced from the shard maps ({sh})": bytes_floor,
         CEILING: lambda idx: mm[idx],
         RAW_CEILING: lambda idx: np.take(mm, idx, axis=0),
     }
