@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import io
 import multiprocessing as mp
+import tarfile
 import os
 
 import numpy as np
@@ -176,9 +178,7 @@ def test_batches_in_read_order_read_the_same_bytes(tmp_path, monkeypatch, span_o
 
 
 def test_a_full_span_is_replaced_by_a_larger_one_and_reads_stay_exact(tmp_path, monkeypatch):
-    from lightning_modyn.store import filesystem
-
-    monkeypatch.setattr(filesystem, "_MIN_SPAN_RESERVE", 4096 * 2)
+    monkeypatch.setattr(spanmap, "RESERVE_BYTES", 4096 * 2)
     store, keys, images = _sample_store(tmp_path, n=12, per_shard=3)  # 4 shards
     store.get_member(keys[[0, 3]], "bin")  # two of them
     first = store.files._span
@@ -206,3 +206,29 @@ def test_where_no_span_can_be_made_reads_go_shard_by_shard(tmp_path, monkeypatch
         assert [s["bin"] for s in store.get(keys[order])] == [im.tobytes() for im in images[order]]
     assert store.files._span is None and store.files._span_refused
     store.close()
+
+
+@pytest.mark.parametrize("span_on", [True, False])
+def test_a_shard_path_used_again_for_another_file_is_read_anew(tmp_path, monkeypatch, span_on):
+    if not span_on:
+        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+
+    def shard(payload: bytes) -> str:
+        with tarfile.open(tmp_path / "ext.tar", "w", format=tarfile.GNU_FORMAT) as tf:
+            for i in range(3):
+                info = tarfile.TarInfo(f"s{i}.bin")
+                info.size = 100
+                tf.addfile(info, io.BytesIO(payload * 100))
+        return str(tmp_path / "ext.tar")
+
+    writer = SampleStore.create(tmp_path / "s")
+    old = writer.ingest([shard(b"O")])
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    assert reader.get_member(old[::-1], "bin").array()[:, 0].tobytes() == b"OOO"
+    writer.delete(old)
+    writer.compact()  # no survivors: the ingested file is removed
+    new = writer.ingest([shard(b"N")])  # another file at the same path, as another shard
+    assert reader.get_member(new[::-1], "bin").array()[:, 0].tobytes() == b"NNN"
+    assert [s["bin"][:1] for s in reader.get(new)] == [b"N"] * 3
+    reader.close()
+    writer.close()

@@ -15,7 +15,7 @@ from lightning_modyn.store.errors import ShardFormatError
 
 NAMES = st.sampled_from([
     "a", "b7", "dir/s", "dir.x/s", "d/e/f", "é/ü", "k" * 90, "p" * 140, "q" * 60 + "/" + "r" * 60, "dir/.h",
-    ".hid", "sp ace", "n",
+    ".hid", "sp ace", "n", "nl\nx", "d.x\n/k", "m" * 96,
 ])
 EXTS = st.sampled_from(["bin", "cls", "json", "c.d", "", "jpg", "tar.gz", "ü"])
 
@@ -41,8 +41,14 @@ def tar_shards(draw):
                 info.size = len(data)
                 if fmt == tarfile.PAX_FORMAT and draw(st.booleans()):
                     info.pax_headers = {"mtime": "1796192346.5931754", "comment": draw(st.sampled_from(
-                        ["x", "has path=inside", "y" * 600])), }
+                        ["x", "has path=inside", "y" * 600, "a path"])), }
                 tf.addfile(info, io.BytesIO(data))
+                if draw(st.booleans()):  # a member without a key inside the sample: skipped, the sample goes on
+                    stray = tarfile.TarInfo(draw(st.sampled_from([".hid", "noext", "d.x\n/k.jpg", "a\n.b/c"])))
+                    if fmt == tarfile.USTAR_FORMAT and not stray.name.isascii():
+                        continue
+                    stray.size = 5
+                    tf.addfile(stray, io.BytesIO(b"stray"))
     return buf.getvalue()
 
 
@@ -98,6 +104,33 @@ def test_the_common_shapes_take_the_vectorized_path_and_the_odd_ones_the_exact_o
     parsed = tarformat.parse_samples(np.frombuffer(data, np.uint8), starts, ends, lambda i: "t.tar")
     assert parsed.keys == ["s0", "s1", "s2/", "z", "l" * 120]
     assert len(calls) == 3  # the dot-file, the PAX path and the long name; plain and mtime-only PAX are batched
+
+
+def _pax_member(records: bytes, name: str = "k.bin", data: bytes = b"abc") -> bytes:
+    return _with_type(tarformat.encode_member("PaxHeader/k", records), b"x") + tarformat.encode_member(name, data)
+
+
+def _with_type(member: bytes, flag: bytes) -> bytes:
+    header = bytearray(member[:512])
+    header[156:157] = flag
+    header[148:156] = b" " * 8
+    header[148:155] = f"{sum(header):06o}\0".encode()
+    return bytes(header) + member[512:]
+
+
+@pytest.mark.parametrize("records", [b"7 path\n", b"13 path=z.jpg\n", b"a b", b"0 x=y\n", b"", b"12 mtime=1.5\n",
+                                     b"21 comment=my path\n"])
+def test_pax_headers_the_batch_does_not_understand_are_parsed_one_sample_at_a_time(records):
+    data = _pax_member(records)
+    arr = np.frombuffer(data, np.uint8)
+    try:
+        expected = tarformat.parse_sample(memoryview(data), "t.tar")
+    except ShardFormatError as err:
+        with pytest.raises(ShardFormatError, match=str(err).split(":")[-1].strip()):
+            tarformat.parse_samples(arr, np.array([0]), np.array([len(data)]), lambda i: "t.tar")
+        return
+    got = tarformat.parse_samples(arr, np.array([0]), np.array([len(data)]), lambda i: "t.tar")
+    assert _batched(got, 1) == [expected]
 
 
 def test_a_range_that_does_not_end_on_a_member_is_a_stale_index():

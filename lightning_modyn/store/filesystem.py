@@ -23,7 +23,6 @@ from lightning_modyn.store import spanmap
 from lightning_modyn.store.errors import ShardMissingError
 
 _MAX_OPEN_MAPS = 256
-_MIN_SPAN_RESERVE = 16 << 30  # address space only; a span is rebuilt 4x larger when the store outgrows it
 _SPAN_GENERATIONS = itertools.count()  # process-wide, so that a forked child's new StoreFS never reuses its parent's
 
 
@@ -36,10 +35,11 @@ class StoreFS:
         self.fs = fs
         self.root = root.rstrip("/") if root != "/" else root
         self.local = isinstance(fs, LocalFileSystem)
-        self._maps: OrderedDict[str, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
+        self._maps: OrderedDict[str, tuple[mmap.mmap, np.ndarray, tuple[int, int]]] = OrderedDict()
         self._lock = threading.Lock()
         self._span: spanmap.SpanMap | None = None
-        self._spanned: dict[str, tuple[int, int]] = {}
+        self._spanned: dict[str, tuple[int, int]] = {}  # file -> (start in the span, size)
+        self._span_ids: dict[str, tuple[int, int]] = {}  # file -> (device, inode) when it was mapped
         self._span_generation = -1
         self._span_refused = False  # spanning failed once here: read per shard from then on
 
@@ -136,12 +136,12 @@ class StoreFS:
             except FileNotFoundError:
                 raise ShardMissingError(f"shard file {path!r} is missing") from None
             try:
-                size = os.fstat(fd).st_size
-                mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+                stat = os.fstat(fd)
+                mapped = mmap.mmap(fd, stat.st_size, access=mmap.ACCESS_READ) if stat.st_size else None
             finally:
                 os.close(fd)
             arr = np.frombuffer(mapped, dtype=np.uint8) if mapped is not None else np.zeros(0, np.uint8)
-            self._maps[rel] = (mapped, arr)
+            self._maps[rel] = (mapped, arr, (stat.st_dev, stat.st_ino))
             while len(self._maps) > _MAX_OPEN_MAPS:
                 self._maps.popitem(last=False)
             return arr
@@ -161,38 +161,54 @@ class StoreFS:
     def span(self, rels: Sequence[str]) -> tuple[int, np.ndarray, np.ndarray] | None:
         """Local files side by side in one read-only array (see :mod:`~lightning_modyn.store.spanmap`), so that one
         gather reads from all of them: (generation, the array, an ``(len(rels), 2)`` array of each file's start in
-        it and size). Files stay in the span until one of them is forgotten or the span is full; then a new span,
-        with a new generation, is started. None where the platform cannot span or a file is remote.
+        it and size), consistent with each other. Files stay in the span until one of them is forgotten or the span
+        is full; then a new span, with a new generation, is started. None where spanning is not possible here (see
+        ``spanmap.supported``) or a file is remote.
         """
         if not self.local or self._span_refused or any("://" in rel for rel in rels) or not spanmap.supported():
             return None
         with self._lock:
-            missing = [rel for rel in rels if rel not in self._spanned]
-            try:
-                if missing or self._span is None:
-                    need = sum(self._page_rounded_size(rel) for rel in missing)
-                    if self._span is None or self._span.end + need > self._span.reserve:
-                        # room for this and 3x as much again: the span grows with the store without remapping
-                        used = self._span.end if self._span is not None else 0
-                        self._span = spanmap.SpanMap(max(_MIN_SPAN_RESERVE, 4 * (used + need)))
-                        self._spanned, self._span_generation = {}, next(_SPAN_GENERATIONS)
-                        missing = list(dict.fromkeys(rels))
+            missing = [rel for rel in dict.fromkeys(rels) if rel not in self._spanned]
+            if missing or self._span is None:
+                found = {rel: self._identity(rel) for rel in missing}
+                need = sum(-(-size // mmap.PAGESIZE) * mmap.PAGESIZE for size, _ in found.values())
+                if self._span is None or self._span.end + need > self._span.reserve:
+                    # room for this and 3x as much again: the span grows with the store without remapping
+                    used = self._span.end if self._span is not None else 0
+                    try:
+                        self._span = spanmap.SpanMap(max(spanmap.RESERVE_BYTES, 4 * (used + need)))
+                    except OSError:  # no address space to reserve: read shard by shard from now on
+                        self._span, self._spanned, self._span_refused = None, {}, True
+                        return None
+                    self._spanned, self._span_ids, self._span_generation = {}, {}, next(_SPAN_GENERATIONS)
+                    missing = list(dict.fromkeys(rels))
+                    found.update((rel, self._identity(rel)) for rel in missing if rel not in found)
+                try:
                     for rel in missing:
                         self._spanned[rel] = self._span.add(self.path(rel))
-            except ShardMissingError:
-                raise
-            except (OSError, spanmap.SpanFullError):  # no address space (e.g. ulimit -v), mmap refused, a file grew
-                self._span, self._spanned, self._span_refused = None, {}, True
-                return None
+                        self._span_ids[rel] = found[rel][1]
+                except ShardMissingError:
+                    raise
+                except (OSError, spanmap.SpanFullError):  # e.g. out of file handles, a file grew: this call reads
+                    self._span, self._spanned = None, {}  # shard by shard; the next one starts a new span
+                    return None
             where = np.array([self._spanned[rel] for rel in rels], dtype=np.int64).reshape(-1, 2)
             return self._span_generation, self._span.array(), where
 
-    def _page_rounded_size(self, rel: str) -> int:
+    def _identity(self, rel: str) -> tuple[int, tuple[int, int]]:
+        """A local file's size and (device, inode)."""
         try:
-            size = os.stat(self.path(rel)).st_size
+            stat = os.stat(self.path(rel))
         except FileNotFoundError:
             raise ShardMissingError(f"shard file {self.path(rel)!r} is missing") from None
-        return -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        return stat.st_size, (stat.st_dev, stat.st_ino)
+
+    def _replaced(self, rel: str, ident: tuple[int, int]) -> bool:
+        try:
+            stat = os.stat(self.path(rel))
+        except FileNotFoundError:
+            return True
+        return (stat.st_dev, stat.st_ino) != ident
 
     def open_read(self, rel: str) -> IO[bytes]:
         try:
@@ -207,12 +223,12 @@ class StoreFS:
                 self._span, self._spanned = None, {}
 
     def retain(self, rels: set[str]) -> None:
-        """Unmap every file not in ``rels`` (shards a compaction replaced), so that their disk space is freed once
-        no array in use still refers to them."""
+        """Unmap every file not in ``rels`` (shards a compaction replaced) or no longer the file it was (a path
+        used again for another file), so that their disk space is freed once no array in use refers to them."""
         with self._lock:
-            for rel in [rel for rel in self._maps if rel not in rels]:
+            for rel in [rel for rel, m in self._maps.items() if rel not in rels or self._replaced(rel, m[2])]:
                 del self._maps[rel]
-            if any(rel not in rels for rel in self._spanned):
+            if any(rel not in rels or self._replaced(rel, self._span_ids[rel]) for rel in self._spanned):
                 self._span, self._spanned = None, {}
 
     def close(self) -> None:

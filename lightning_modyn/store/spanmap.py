@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import resource
 import sys
 import threading
 import weakref
@@ -28,7 +29,6 @@ RESERVE_BYTES = 16 << 30
 
 _PAGE = mmap.PAGESIZE
 _MAP_FIXED = 0x10  # the same value on Linux and macOS; Python's mmap module does not export it
-_MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0
 _FAILED = ctypes.c_void_p(-1).value
 
 
@@ -37,10 +37,16 @@ class SpanFullError(Exception):
 
 
 def supported() -> bool:
-    """Whether this platform can span files (64-bit Linux or macOS) and it is not turned off."""
-    if os.environ.get("LIGHTNING_MODYN_SPANMAP", "1") == "0":
+    """Whether spanning is possible and wanted here: 64-bit Linux or macOS, no limit on the process's address space
+    (a reservation counts against ``ulimit -v`` and would starve other allocations), and not turned off with
+    ``LIGHTNING_MODYN_SPANMAP=0``."""
+    if os.environ.get("LIGHTNING_MODYN_SPANMAP", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
-    return sys.maxsize > 2**32 and (sys.platform.startswith("linux") or sys.platform == "darwin") and _libc() is not None
+    if sys.maxsize <= 2**32 or not (sys.platform.startswith("linux") or sys.platform == "darwin"):
+        return False
+    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+        return False
+    return _libc() is not None
 
 
 _LIBC: list = []
@@ -79,12 +85,13 @@ class SpanMap:
             raise OSError("spanning files in one address range needs 64-bit Linux or macOS")
         libc = _libc()
         self.reserve = -(-int(reserve) // _PAGE) * _PAGE
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
-        base = libc.mmap(None, self.reserve, 0, flags, -1, 0)  # PROT_NONE: address space only
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        base = libc.mmap(None, self.reserve, 0, flags, -1, 0)  # PROT_NONE: address space only, never committed
         if base in (None, _FAILED):
             raise OSError(ctypes.get_errno(), f"could not reserve {self.reserve} bytes of address space")
         self.base = base
         self.end = 0  # where the next file goes
+        self.broken = False  # a file failed to map: add no more
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _release, base, self.reserve)
         self._finalizer.atexit = False  # the process's exit releases it anyway
@@ -102,15 +109,27 @@ class SpanMap:
                 slot = -(-size // _PAGE) * _PAGE
                 if start + slot > self.reserve:
                     raise SpanFullError(f"no room for {path!r} ({size} bytes) in a span of {self.reserve} bytes")
+                if self.broken:
+                    raise OSError(f"the span could not map a file before; not mapping {path!r}")
                 if size:
                     addr = self.base + start
                     got = _libc().mmap(addr, size, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
                     if got != addr:
-                        raise OSError(ctypes.get_errno(), f"could not map {path!r} into the span")
+                        errno = ctypes.get_errno()
+                        self._plug(addr, slot)
+                        raise OSError(errno, f"could not map {path!r} into the span")
                 self.end = start + slot
             return start, size
         finally:
             os.close(fd)
+
+    def _plug(self, addr: int, length: int) -> None:
+        """After a failed ``MAP_FIXED``, the kernel may have unmapped that part of the reservation: reserve it again,
+        or, failing that, never unmap the reservation (unmapping could hit a mapping made in the hole since)."""
+        self.broken = True
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
+        if _libc().mmap(addr, length, 0, flags, -1, 0) != addr:
+            self._finalizer.detach()
 
     def array(self) -> np.ndarray:
         """Read-only uint8 array over every file mapped so far (offsets as :meth:`add` returned them)."""

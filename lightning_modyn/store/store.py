@@ -129,7 +129,6 @@ class _Snapshot:
     itemsize: int = 0
     layouts: dict = field(default_factory=dict)
     blobs: dict = field(default_factory=dict)
-    span: list | None = None  # [files' span generation, start of each shard id in the span, its size] (-1: none)
 
     def __post_init__(self) -> None:
         self.directory = KeyDirectory(self.first, self.count)
@@ -1054,29 +1053,20 @@ class SampleStore:
         return MemberBatch(np.frombuffer(b"".join(pieces), np.uint8), offsets)
 
     def _spanned(self, snap: _Snapshot, shard_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The local shards ``shard_ids`` (and any spanned before) as one array, with each shard id's start in it
-        and size (-1 where not spanned); None where spanning is not available (see ``StoreFS.span``)."""
-        for _ in range(2):
-            table = snap.span
-            if table is None:
-                n = len(snap.kind_of_shard)
-                table = snap.span = [-1, np.full(n, -1, np.int64), np.full(n, -1, np.int64)]
-            seen, start, size = table
-            need = shard_ids[start[shard_ids] < 0]
-            try:
-                got = self.files.span([snap.path_of_shard[int(i)] for i in need.tolist()])
-            except ShardMissingError as err:
-                raise _shard_gone(err) from None
-            if got is None:
-                return None
-            generation, span, where = got
-            if seen not in (-1, generation):  # the span was rebuilt (a shard was forgotten): start this table over
-                snap.span = None
-                continue
-            start[need], size[need] = where[:, 0], where[:, 1]
-            table[0] = generation
-            return span, start, size
-        return None
+        """The local shards ``shard_ids`` as one array, with each shard id's start in it and size (-1 for shards not
+        asked for); None where spanning is not available (see ``StoreFS.span``). Asked afresh for every batch (a
+        few dict lookups), so that the array and the starts always come from the same span."""
+        try:
+            got = self.files.span([snap.path_of_shard[i] for i in shard_ids.tolist()])
+        except ShardMissingError as err:
+            raise _shard_gone(err) from None
+        if got is None:
+            return None
+        _, span, where = got
+        start = np.full(len(snap.kind_of_shard), -1, np.int64)
+        size = np.full(len(snap.kind_of_shard), -1, np.int64)
+        start[shard_ids], size[shard_ids] = where[:, 0], where[:, 1]
+        return span, start, size
 
     def _member_layout(self, snap: _Snapshot, ext: str) -> tuple[np.ndarray, np.ndarray]:
         """Per snapshot entry: the ``ext`` member's data offset within the sample's range and its size (-1: none)."""
@@ -1481,7 +1471,9 @@ def _member_dicts(parsed: tarformat.ParsedSamples, values: list[bytes], n: int) 
         members = [parsed.exts[x] for x in signature if x >= 0]
         rows = np.flatnonzero(group.reshape(-1) == g) if len(signatures) > 1 else np.arange(n)
         columns = [held[first[rows] + j].tolist() for j in range(len(members))]
-        if len(members) == 1:
+        if not members:  # samples without a member with an extension
+            dicts = [{} for _ in rows]
+        elif len(members) == 1:
             dicts = [{members[0]: v} for v in columns[0]]
         else:
             dicts = [dict(zip(members, vs)) for vs in zip(*columns)]

@@ -325,7 +325,7 @@ class ParsedSamples:
     keys: list[str | None] | None
 
 
-_PAX_PATH = np.frombuffer(b" path=", np.uint8)
+_PAX_PATH = np.frombuffer(b" path", np.uint8)
 _HEAD_BYTES = 346  # a header up to the first byte of the USTAR prefix: all that parse_samples reads of it
 _MAX_PAX_SCAN = 1024  # longer PAX headers (long names, many records) are read one sample at a time
 
@@ -337,7 +337,8 @@ def parse_samples(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: 
     The headers of all samples are parsed together, one member position at a time, with numpy: reading a batch of
     small samples costs a few array operations per member instead of ~5 µs of Python per sample. Anything unusual
     — a PAX header that sets a path, a GNU long name, a USTAR prefix, a base-256 size, a name starting with a dot —
-    sends that sample to :func:`parse_sample`, so the result is always the same as parsing each range on its own.
+    sends that sample to :func:`parse_sample`, so the result is the same as parsing each range on its own. PAX
+    records other than a path are not checked here (``ingest`` checked them).
     ``where(i)`` names sample ``i``'s shard in errors. The caller makes sure every range lies inside ``buf``.
     """
     n = len(starts)
@@ -356,7 +357,7 @@ def parse_samples(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: 
         odd |= regular & (head[:, 345] != 0) & (head[:, 257:263] == _USTAR_MAGIC).all(1)  # a USTAR prefix
         pax = np.flatnonzero((flag == 0x78) & ~odd)
         if len(pax):
-            odd[pax] |= _pax_sets_path(buf, data[pax], size[pax], ends[live[pax]], gather)
+            odd[pax] |= _pax_sets_path(buf, data[pax], size[pax], ends[live[pax]])
         slow[live[odd]] = True
         take = regular & ~odd
         found.append((live[take], head[take, :100], data[take], size[take]))
@@ -438,20 +439,24 @@ def _octal_sizes(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return value, ok
 
 
-def _pax_sets_path(buf: np.ndarray, data: np.ndarray, size: np.ndarray, ends: np.ndarray, gather) -> np.ndarray:
-    """For PAX extended headers with data at ``data``: whether one may set the member's path (then the sample is
-    parsed on its own). A " path=" anywhere in the data counts; false alarms only cost speed."""
+def _pax_sets_path(buf: np.ndarray, data: np.ndarray, size: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For PAX extended headers with data at ``data``: whether the sample must be parsed on its own — a record that
+    may set the member's path (" path" anywhere in the data: false alarms only cost speed), or data that does not
+    start like a record (a length from 1). The other records (mtime, comments...) do not change what is read."""
     width = int(size.max()) if len(size) else 0
     out = size > _MAX_PAX_SCAN
-    fits = np.flatnonzero(~out & (data + max(width, len(_PAX_PATH)) <= ends))
+    fits = np.flatnonzero(~out & (data + max(width, 1) <= ends))
     out[np.setdiff1d(np.flatnonzero(~out), fits)] = True  # too near the range's end to read the widest: alone
-    if len(fits) and width >= len(_PAX_PATH):
+    if len(fits) and width:
         block = gather(buf, data[fits], width)
+        own = size[fits]
+        out[fits] = (own > 0) & ((block[:, 0] < 0x31) | (block[:, 0] > 0x39))
         k = len(_PAX_PATH)
-        hit = np.ones((len(fits), width - k + 1), bool)
-        for j in range(k):
-            hit &= block[:, j : width - k + 1 + j] == _PAX_PATH[j]
-        out[fits] = hit.any(1)
+        if width >= k:
+            hit = np.arange(width - k + 1) + k <= own[:, None]  # only inside this header's own data
+            for j in range(k):
+                hit &= block[:, j : width - k + 1 + j] == _PAX_PATH[j]
+            out[fits] |= hit.any(1)
     return out
 
 
@@ -468,6 +473,7 @@ def _split_names(names: np.ndarray):
     has_dot = dot.any(1)
     first_dot = np.where(has_dot, dot.argmax(1), -1)
     odd = has_dot & (first_dot == last_slash + 1)
+    odd |= ((names == 0x0A) & inside).any(1)  # a newline: the expression's "." and "$" treat it specially
     return first_dot, first_dot + 1, name_end, has_dot & ~odd, odd
 
 
