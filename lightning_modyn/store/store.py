@@ -905,8 +905,6 @@ class SampleStore:
         shard_of = snap.shard[p]
         starts = snap.offset[p]
         ends = starts + snap.length[p]
-        if meta:  # Python values in bulk, not one numpy scalar at a time
-            key_list, ts_list, label_list = keys[idx].tolist(), snap.timestamp[p].tolist(), snap.label[p].tolist()
         idx_list = idx.tolist()
         for buf, sel, s, e in self._sample_buffers(snap, shard_of, starts, ends):
             # every sample's key and members come from its own headers, parsed for the whole batch at once
@@ -916,12 +914,22 @@ class SampleStore:
                                                                 (parsed.data + parsed.size).tolist()))))
             samples = _member_dicts(parsed, values, len(sel))
             if meta:
-                # a sample deleted by another process after our snapshot still has the bytes we just read
-                for j, sample, wds_key in zip(sel.tolist(), samples, parsed.keys):
-                    k, label = key_list[j], label_list[j]
-                    sample.update({"__key__": f"{k:012d}" if wds_key is None else wds_key, "__store_key__": k,
-                                   "__timestamp__": ts_list[j], "__label__": None if label == NO_LABEL else label,
-                                   "__url__": snap.path_of_shard[int(shard_of[j])]})
+                # metadata from the snapshot, as Python values in bulk (a sample deleted by another process after
+                # the snapshot still has the bytes just read)
+                q = p[sel]
+                store_keys = keys[idx[sel]].tolist()
+                wds_keys = [f"{k:012d}" if w is None else w for k, w in zip(store_keys, parsed.keys)]
+                labels = snap.label[q]
+                label_list = labels.tolist() if not (labels == NO_LABEL).any() else [
+                    None if x == NO_LABEL else x for x in labels.tolist()]
+                urls = [snap.path_of_shard[i] for i in shard_of[sel].tolist()]
+                for sample, w, k, t, y, u in zip(samples, wds_keys, store_keys, snap.timestamp[q].tolist(),
+                                                 label_list, urls):
+                    sample["__key__"] = w
+                    sample["__store_key__"] = k
+                    sample["__timestamp__"] = t
+                    sample["__label__"] = y
+                    sample["__url__"] = u
             for j, sample in zip(sel.tolist(), samples):
                 out[idx_list[j]] = sample
 
