@@ -570,3 +570,61 @@ def test_attributes_are_json_values_kept_with_the_store(tmp_path):
     store.close()
     with SampleStore.open(tmp_path / "s") as again:
         assert again.attributes["note"] == "hello"
+
+
+def test_threads_sharing_one_store_read_exact_bytes_while_another_process_commits(tmp_path):
+    import sys
+    import threading
+    import time
+
+    writer = SampleStore.create(tmp_path / "s", shard_max_samples=2)
+    value = {}  # key -> first byte of its member, for the keys that are never deleted
+    keys = writer.append([{"bin": bytes([k % 251]) * 64} for k in range(40)])
+    value.update((int(k), k % 251) for k in keys.tolist())
+    reader = SampleStore.open(tmp_path / "s", readonly=True)  # one object, shared by the threads below
+    stop = time.monotonic() + 3.0
+    errors: list[BaseException] = []
+    wrong: list[int] = []
+    lock = threading.Lock()
+
+    def write():  # commits from another connection: appends, deletes and compactions that replace shards
+        count = 0
+        while time.monotonic() < stop:
+            count += 1
+            new = writer.append([{"bin": bytes([(count + j) % 251]) * 64} for j in range(4)])
+            with lock:
+                value.update((int(k), (count + j) % 251) for j, k in enumerate(new[:2].tolist()))
+            writer.delete(new[2:])
+            writer.compact()
+
+    def read(seed):
+        rng = np.random.default_rng(seed)
+        while time.monotonic() < stop:
+            with lock:
+                live = np.array(list(value))
+            batch = live[rng.integers(0, len(live), 8)]
+            expect = [value[k] for k in batch.tolist()]
+            try:
+                got = reader.get_member(batch, "bin").array()[:, 0].tolist()
+                samples = reader.get(batch[:3])
+                reader.time_range(None, None)
+            except Exception as err:  # noqa: BLE001 - any error is a failure here
+                errors.append(err)
+                continue
+            if got != expect or [s["bin"][0] for s in samples] != expect[:3]:
+                wrong.append(1)
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, inside store calls
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read, args=(i,)) for i in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert not errors, f"{len(errors)} errors, first: {errors[0]!r}"
+    assert not wrong
+    reader.close()
+    writer.close()

@@ -13,6 +13,7 @@ number read; a store is opened by its URL alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -180,6 +181,23 @@ class _Snapshot:
         self._last = (keys.copy(), pos, found)
 
 
+def _one_call_at_a_time(method):
+    """Run a public method of a store under the store's lock.
+
+    Threads may share one store object: their calls then run one after the other, so that each sees a consistent
+    snapshot and none interleaves its catalog reads with another's transaction (one SQLite connection per store
+    object). A forked child reopens the store, with a fresh lock, before taking it: a lock held by one of the
+    parent's threads at fork time is never waited for.
+    """
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if self._pid != os.getpid():
+            self._reopen_in_child()
+        with self._calls:
+            return method(self, *args, **kwargs)
+    return call
+
+
 class SampleStore:
     """A key-addressable store of samples over WebDataset shards, local or at any fsspec URL.
 
@@ -216,6 +234,7 @@ class SampleStore:
         self._row_views: dict[tuple[int, int, int], np.ndarray] = {}
         self._record_dtype: np.dtype | None = None
         self._pid = os.getpid()
+        self._calls = threading.RLock()
         if _create is not None:
             self._create(_create)
         else:
@@ -349,6 +368,7 @@ class SampleStore:
 
     def _reopen_in_child(self) -> None:
         self._pid = os.getpid()
+        self._calls = threading.RLock()
         self._lock_handle = None  # the parent holds the writer lock; a child never writes
         self.readonly = True
         self.files = StoreFS(self.url, self.storage_options)
@@ -363,6 +383,7 @@ class SampleStore:
         else:  # the parent's downloaded copy is a file: open our own connection to it
             self._catalog = Catalog(self._catalog.path, readonly=False, wal=False)
 
+    @_one_call_at_a_time
     def refresh(self) -> None:
         """See commits made since this store was opened (remote readers re-download the catalog)."""
         if not self.files.local and self.readonly:
@@ -371,6 +392,7 @@ class SampleStore:
         self._snap = None
         self._row_views.clear()
 
+    @_one_call_at_a_time
     def close(self) -> None:
         """Release the catalog, the file maps and (for a writer) the writer lock."""
         with contextlib.suppress(Exception):
@@ -401,11 +423,13 @@ class SampleStore:
     def __repr__(self) -> str:
         return f"SampleStore({self.url!r}{', readonly=True' if self.readonly else ''})"
 
+    @_one_call_at_a_time
     def __len__(self) -> int:
         return self.catalog.live_count()
 
     # ================================================================== settings
     @property
+    @_one_call_at_a_time
     def record_dtype(self) -> np.dtype | None:
         """The structured dtype of the store's records, or None before the first ``append_records``."""
         if self._record_dtype is None:  # fixed once set, so cache it
@@ -414,12 +438,14 @@ class SampleStore:
         return self._record_dtype
 
     @property
+    @_one_call_at_a_time
     def attributes(self) -> dict[str, Any]:
         """User attributes kept with the store (JSON values), e.g. how a generated stream was made."""
         prefix = "attr."
         return {name[len(prefix):]: json.loads(value) for name, value in self.catalog.meta().items()
                 if name.startswith(prefix)}
 
+    @_one_call_at_a_time
     def set_attribute(self, name: str, value: Any) -> None:
         """Keep a JSON-able ``value`` under ``name`` with the store (visible to every reader once written)."""
         self._check_writable("set_attribute")
@@ -440,6 +466,7 @@ class SampleStore:
             raise ReadOnlyStoreError(f"{what} on {self.url}: the store was opened with readonly=True")
 
     # ================================================================== writes
+    @_one_call_at_a_time
     def append(self, samples: Iterable[Mapping[str, Any]], timestamps: Any = None, labels: Any = None) -> np.ndarray:
         """Append WebDataset-style samples (``{"jpg": b"...", "cls": 3, "__key__": "optional"}``).
 
@@ -553,6 +580,7 @@ class SampleStore:
             raise
         return entries, written
 
+    @_one_call_at_a_time
     def append_records(self, rows: np.ndarray, timestamps: Any = None, labels: Any = None) -> np.ndarray:
         """Append fixed-size records (a numpy structured array), packed many rows to a tar member.
 
@@ -633,6 +661,7 @@ class SampleStore:
             raise
         return entries, written
 
+    @_one_call_at_a_time
     def ingest(
         self,
         shards: Sequence[str | os.PathLike],
@@ -788,12 +817,16 @@ class SampleStore:
         pins = self._pins
         outer = getattr(pins, "pin", None)
         if outer is None:
-            pins.pin = (self._snapshot(), self.catalog.commits)
+            pins.pin = self._pin()
         try:
             yield
         finally:
             if outer is None:
                 pins.pin = None
+
+    @_one_call_at_a_time
+    def _pin(self) -> tuple[_Snapshot, int]:
+        return self._snapshot(), self.catalog.commits
 
     def _snapshot(self) -> _Snapshot:
         pin = getattr(self._pins, "pin", None)
@@ -867,6 +900,7 @@ class SampleStore:
             self._row_views.clear()
             return read(*args)
 
+    @_one_call_at_a_time
     def get(self, keys: Any, meta: bool = True) -> list[dict[str, Any]]:
         """Samples in the order of ``keys``, each a dict of member extension -> exactly the bytes written.
 
@@ -988,6 +1022,7 @@ class SampleStore:
         except ShardMissingError as err:
             raise _shard_gone(err) from None
 
+    @_one_call_at_a_time
     def get_member(self, keys: Any, ext: str) -> MemberBatch:
         """One member (by extension) of many samples as one buffer: the batch form of :meth:`get`.
 
@@ -1091,6 +1126,7 @@ class SampleStore:
             more_rel, more_size = _layout_of(new.first[start:], self.catalog.member_layout(ext, after_key=after))
             new.layouts[ext] = (np.concatenate([rel, more_rel]), np.concatenate([size, more_size]))
 
+    @_one_call_at_a_time
     def read_order(self, keys: Any) -> np.ndarray:
         """A permutation of ``keys`` that groups them by where their bytes lie (shard and row alignment).
 
@@ -1109,6 +1145,7 @@ class SampleStore:
         snap.remember(keys[order], pos[order], np.ones(len(keys), bool))  # the read that follows finds them
         return order
 
+    @_one_call_at_a_time
     def get_records(self, keys: Any) -> np.ndarray:
         """Record rows of ``keys`` as a structured array in the order of ``keys`` (no per-row Python objects)."""
         return self._retrying(self._get_records, as_keys(keys))
@@ -1213,6 +1250,7 @@ class SampleStore:
                 labels[sel] = label_run[offset]
         return ts, labels
 
+    @_one_call_at_a_time
     def lookup(self, keys: Any) -> Slice:
         """Timestamps and labels of ``keys`` (in their order) without reading any sample bytes."""
         keys = as_keys(keys)
@@ -1225,36 +1263,44 @@ class SampleStore:
             ts[rec], labels[rec] = self._record_meta(snap, keys[rec], pos[rec])
         return Slice(keys, ts, labels)
 
+    @_one_call_at_a_time
     def contains(self, keys: Any) -> np.ndarray:
         """Whether each key is live (assigned and not deleted)."""
         keys = as_keys(keys)
         return self._snapshot().locate(keys)[1].copy() if len(keys) else np.zeros(0, bool)
 
+    @_one_call_at_a_time
     def holds_only_records(self) -> bool:
         """True when every live key is a record row (so ``get_records`` serves any key)."""
         return self._snapshot().only_records
 
     # ================================================================== queries
+    @_one_call_at_a_time
     def time_range(self, start: int | None = None, end: int | None = None) -> Slice:
         """Live keys with ``start <= timestamp < end`` (either bound may be None), sorted by key."""
         return self.catalog.time_range(None if start is None else int(start), None if end is None else int(end))
 
+    @_one_call_at_a_time
     def keys_after(self, key: int) -> Slice:
         """Live keys greater than ``key``: the data appended after it."""
         return self.catalog.after_key(int(key))
 
+    @_one_call_at_a_time
     def appended_since(self, when: int) -> Slice:
         """Live keys appended or ingested at or after wall-clock second ``when``."""
         return self.catalog.appended_since(int(when))
 
+    @_one_call_at_a_time
     def all(self) -> Slice:
         """Every live key with its timestamp and label."""
         return self.catalog.time_range(None, None)
 
+    @_one_call_at_a_time
     def label_counts(self) -> dict[int, int]:
         """Live samples per label (unlabeled samples are not counted)."""
         return self.catalog.label_counts()
 
+    @_one_call_at_a_time
     def info(self) -> dict[str, Any]:
         """Summary numbers: samples, shards, bytes, time range, label counts, deleted, record dtype."""
         totals = self.catalog.totals()
@@ -1263,6 +1309,7 @@ class SampleStore:
                 "record_dtype": None if dtype is None else str(dtype)}
 
     # ================================================================== deletes
+    @_one_call_at_a_time
     def delete(self, keys: Any) -> int:
         """Hide samples at once (new reads fail with ``DeletedKeyError``); bytes go away at :meth:`compact`.
 
@@ -1306,6 +1353,7 @@ class SampleStore:
         self._publish_catalog()
         return int(len(keys))
 
+    @_one_call_at_a_time
     def compact(self, progress: bool = False) -> dict[str, int]:
         """Rewrite every shard that holds deleted samples so their bytes are physically gone.
 
