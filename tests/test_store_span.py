@@ -80,6 +80,14 @@ def test_turned_off_by_the_environment(monkeypatch):
         spanmap.SpanMap()
 
 
+@pytest.fixture(params=[True, False], ids=["span", "map-per-shard"])
+def span_on(request, monkeypatch):
+    """Run a test with shards spanned (the default) and with one map per shard (``LIGHTNING_MODYN_SPANMAP=0``)."""
+    if not request.param:
+        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+    return request.param
+
+
 def _sample_store(tmp_path, n=40, per_shard=6):
     store = SampleStore.create(tmp_path / "s", shard_max_samples=per_shard)
     rng = np.random.default_rng(1)
@@ -88,10 +96,7 @@ def _sample_store(tmp_path, n=40, per_shard=6):
     return store, keys, images
 
 
-@pytest.mark.parametrize("span_on", [True, False])
-def test_member_batches_over_many_shards_read_in_request_order(tmp_path, monkeypatch, span_on):
-    if not span_on:
-        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+def test_member_batches_over_many_shards_read_in_request_order(tmp_path, span_on):
     store, keys, images = _sample_store(tmp_path)
     order = np.random.default_rng(2).permutation(len(keys))
     batch = store.get_member(keys[order], "bin")
@@ -148,10 +153,7 @@ def test_a_forked_child_reads_through_its_parents_span(tmp_path):
     store.close()
 
 
-@pytest.mark.parametrize("span_on", [True, False])
-def test_a_shard_shorter_than_the_catalog_says_is_an_error_naming_it(tmp_path, monkeypatch, span_on):
-    if not span_on:
-        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+def test_a_shard_shorter_than_the_catalog_says_is_an_error_naming_it(tmp_path, span_on):
     store, keys, images = _sample_store(tmp_path)
     store.close()
     last = sorted((tmp_path / "s").rglob("*.tar"))[-1]
@@ -166,10 +168,7 @@ def test_a_shard_shorter_than_the_catalog_says_is_an_error_naming_it(tmp_path, m
     reader.close()
 
 
-@pytest.mark.parametrize("span_on", [True, False])
-def test_batches_in_read_order_read_the_same_bytes(tmp_path, monkeypatch, span_on):
-    if not span_on:
-        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+def test_batches_in_read_order_read_the_same_bytes(tmp_path, span_on):
     store, keys, images = _sample_store(tmp_path)
     batch = keys[np.random.default_rng(8).permutation(len(keys))]
     order = store.read_order(batch)
@@ -208,10 +207,7 @@ def test_where_no_span_can_be_made_reads_go_shard_by_shard(tmp_path, monkeypatch
     store.close()
 
 
-@pytest.mark.parametrize("span_on", [True, False])
-def test_a_shard_path_used_again_for_another_file_is_read_anew(tmp_path, monkeypatch, span_on):
-    if not span_on:
-        monkeypatch.setenv("LIGHTNING_MODYN_SPANMAP", "0")
+def test_a_shard_path_used_again_for_another_file_is_read_anew(tmp_path, span_on):
 
     def shard(payload: bytes) -> str:
         with tarfile.open(tmp_path / "ext.tar", "w", format=tarfile.GNU_FORMAT) as tf:
