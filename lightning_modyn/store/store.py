@@ -1519,7 +1519,12 @@ def _member_dicts(parsed: tarformat.ParsedSamples, values: list[bytes], n: int) 
         return [{} for _ in range(n)]
     table = np.full((n, width), -1, np.int64)  # each sample's extension ids in order, -1 past its last member
     table[parsed.sample, np.arange(len(parsed.sample)) - first[parsed.sample]] = parsed.ext
-    signatures, group = np.unique(table, axis=0, return_inverse=True)
+    if (table == table[0]).all():  # the usual case: every sample has the same members
+        signatures, group = table[:1], np.zeros(n, np.int64)
+        if width == 1:
+            return [{parsed.exts[int(table[0, 0])]: v} for v in values]
+    else:
+        signatures, group = np.unique(table, axis=0, return_inverse=True)
     held = np.empty(len(values), object)
     held[:] = values
     out: list[dict[str, Any]] = [None] * n  # type: ignore[list-item]

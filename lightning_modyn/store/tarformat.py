@@ -393,8 +393,11 @@ def parse_samples(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: 
             found_keys = raw.astype(f"U{names.shape[1]}").tolist()
         else:
             found_keys = [r.decode("utf-8", "surrogateescape") for r in raw.tolist()]
-        for i, key in zip(sample[first].tolist(), found_keys):
-            key_list[i] = key
+        if len(first) == n:  # every sample has a named member (the usual case): keys in sample order
+            key_list = found_keys
+        else:
+            for i, key in zip(sample[first].tolist(), found_keys):
+                key_list[i] = key
     slow_idx = np.flatnonzero(slow)
     if len(slow_idx):  # one sample at a time, exactly as the single-range parser does
         view = memoryview(buf)
@@ -429,8 +432,9 @@ def _octal_sizes(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     digit = (fields >= 0x30) & (fields <= 0x37)
     space = fields == 0x20
     first_digit = np.where(digit.any(1), digit.argmax(1), 12)
-    run = np.logical_and.accumulate(digit | (space & (col < first_digit[:, None])), axis=1)  # spaces, then digits
-    length = run.sum(1)
+    stop = ~(digit | (space & (col < first_digit[:, None])))  # the run is spaces, then digits, up to here
+    length = np.where(stop.any(1), stop.argmax(1), 12)
+    run = col < length[:, None]
     total = (np.where(run & digit, fields.astype(np.int64) - 0x30, 0) * _OCTAL_WEIGHTS).sum(1)
     value = total // 8 ** (12 - length)
     zero = fields == 0
