@@ -7,7 +7,6 @@ so a reader that still holds an old shard open (or mapped) keeps reading the rig
 from __future__ import annotations
 
 import contextlib
-import itertools
 import mmap
 import os
 import threading
@@ -23,7 +22,6 @@ from lightning_modyn.store import spanmap
 from lightning_modyn.store.errors import ShardMissingError
 
 _MAX_OPEN_MAPS = 256
-_SPAN_GENERATIONS = itertools.count()  # process-wide, so that a forked child's new StoreFS never reuses its parent's
 
 
 class StoreFS:
@@ -40,7 +38,6 @@ class StoreFS:
         self._span: spanmap.SpanMap | None = None
         self._spanned: dict[str, tuple[int, int]] = {}  # file -> (start in the span, size)
         self._span_ids: dict[str, tuple[int, int]] = {}  # file -> (device, inode) when it was mapped
-        self._span_generation = -1
         self._span_refused = False  # spanning failed once here: read per shard from then on
 
     # ------------------------------------------------------------------ paths
@@ -158,11 +155,11 @@ class StoreFS:
         except FileNotFoundError:
             raise ShardMissingError(f"shard file {path!r} is missing") from None
 
-    def span(self, rels: Sequence[str]) -> tuple[int, np.ndarray, np.ndarray] | None:
+    def span(self, rels: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """Local files side by side in one read-only array (see :mod:`~lightning_modyn.store.spanmap`), so that one
-        gather reads from all of them: (generation, the array, an ``(len(rels), 2)`` array of each file's start in
-        it and size), consistent with each other. Files stay in the span until one of them is forgotten or the span
-        is full; then a new span, with a new generation, is started. None where spanning is not possible here (see
+        gather reads from all of them: (the array, an ``(len(rels), 2)`` array of each file's start in it and size),
+        taken together under the lock so that they always agree. Files stay in the span until one of them is
+        forgotten or the span is full; then a new span is started. None where spanning is not possible here (see
         ``spanmap.supported``) or a file is remote.
         """
         if not self.local or self._span_refused or any("://" in rel for rel in rels) or not spanmap.supported():
@@ -171,7 +168,7 @@ class StoreFS:
             missing = [rel for rel in dict.fromkeys(rels) if rel not in self._spanned]
             if missing or self._span is None:
                 found = {rel: self._identity(rel) for rel in missing}
-                need = sum(-(-size // mmap.PAGESIZE) * mmap.PAGESIZE for size, _ in found.values())
+                need = sum(spanmap.page_rounded(size) for size, _ in found.values())
                 if self._span is None or self._span.end + need > self._span.reserve:
                     # room for this and 3x as much again: the span grows with the store without remapping
                     used = self._span.end if self._span is not None else 0
@@ -180,7 +177,7 @@ class StoreFS:
                     except OSError:  # no address space to reserve: read shard by shard from now on
                         self._span, self._spanned, self._span_refused = None, {}, True
                         return None
-                    self._spanned, self._span_ids, self._span_generation = {}, {}, next(_SPAN_GENERATIONS)
+                    self._spanned, self._span_ids = {}, {}
                     missing = list(dict.fromkeys(rels))
                     found.update((rel, self._identity(rel)) for rel in missing if rel not in found)
                 try:
@@ -193,7 +190,7 @@ class StoreFS:
                     self._span, self._spanned = None, {}  # shard by shard; the next one starts a new span
                     return None
             where = np.array([self._spanned[rel] for rel in rels], dtype=np.int64).reshape(-1, 2)
-            return self._span_generation, self._span.array(), where
+            return self._span.array(), where
 
     def _identity(self, rel: str) -> tuple[int, tuple[int, int]]:
         """A local file's size and (device, inode)."""

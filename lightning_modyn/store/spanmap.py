@@ -6,8 +6,9 @@ is a single fancy-index copy straight into request order, as fast as a batch fro
 
 The range is reserved up front (address space only: ``PROT_NONE``, no memory, no swap) so that files added later
 (new shards after an append) are mapped after the others without moving them, and pages already touched stay
-mapped. A store reserves four times what it maps (at least 16 GiB) and starts a new span when that is full. Linux and macOS only (``mmap`` with ``MAP_FIXED`` through ``ctypes``); elsewhere :func:`supported` is
-False and readers keep one map per shard. Set ``LIGHTNING_MODYN_SPANMAP=0`` to turn it off.
+mapped. A store reserves four times what it maps (at least 16 GiB) and starts a new span when that is full.
+Linux and macOS only (``mmap`` with ``MAP_FIXED`` through ``ctypes``); elsewhere :func:`supported` is False and
+readers keep one map per shard. Set ``LIGHTNING_MODYN_SPANMAP=0`` to turn it off.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ RESERVE_BYTES = 16 << 30
 _PAGE = mmap.PAGESIZE
 _MAP_FIXED = 0x10  # the same value on Linux and macOS; Python's mmap module does not export it
 _FAILED = ctypes.c_void_p(-1).value
+
+
+def page_rounded(size: int) -> int:
+    """Bytes a file of ``size`` bytes takes in a span: whole pages, since each file is mapped from a page boundary."""
+    return -(-int(size) // _PAGE) * _PAGE
 
 
 class SpanFullError(Exception):
@@ -84,7 +90,7 @@ class SpanMap:
         if not supported():
             raise OSError("spanning files in one address range needs 64-bit Linux or macOS")
         libc = _libc()
-        self.reserve = -(-int(reserve) // _PAGE) * _PAGE
+        self.reserve = page_rounded(reserve)
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
         base = libc.mmap(None, self.reserve, 0, flags, -1, 0)  # PROT_NONE: address space only, never committed
         if base in (None, _FAILED):
@@ -106,7 +112,7 @@ class SpanMap:
             size = os.fstat(fd).st_size
             with self._lock:
                 start = self.end
-                slot = -(-size // _PAGE) * _PAGE
+                slot = page_rounded(size)
                 if start + slot > self.reserve:
                     raise SpanFullError(f"no room for {path!r} ({size} bytes) in a span of {self.reserve} bytes")
                 if self.broken:

@@ -1105,7 +1105,7 @@ class SampleStore:
             raise _shard_gone(err) from None
         if got is None:
             return None
-        _, span, where = got
+        span, where = got
         start = np.full(len(snap.kind_of_shard), -1, np.int64)
         size = np.full(len(snap.kind_of_shard), -1, np.int64)
         start[shard_ids], size[shard_ids] = where[:, 0], where[:, 1]

@@ -40,8 +40,8 @@ _REGULAR = (b"0", b"\0", b"7")
 _PATH_CHARS = re.compile(r"[/\\:\0]")
 
 
-def padded(size: int) -> int:
-    """Bytes a member's data occupies in the archive (rounded up to whole 512-byte blocks)."""
+def padded(size):
+    """Bytes a member's data occupies in the archive (rounded up to whole 512-byte blocks); also for size arrays."""
     return (size + BLOCK - 1) // BLOCK * BLOCK
 
 
@@ -361,19 +361,19 @@ def parse_samples(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: 
         slow[live[odd]] = True
         take = regular & ~odd
         found.append((live[take], head[take, :100], data[take], size[take]))
-        cur[live] = data + (size + BLOCK - 1) // BLOCK * BLOCK
+        cur[live] = data + padded(size)
         live = live[~odd]
         live = live[cur[live] + BLOCK <= ends[live]]
     stale = np.flatnonzero(~slow & (cur != ends))
     if len(stale):
         raise ShardFormatError(f"{where(int(stale[0]))}: sample range does not end on a member boundary; the index "
                                "is stale")
-    sample = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.int64)
-    names = np.concatenate([f[1] for f in found]) if found else np.zeros((0, 100), np.uint8)
+    if not found:  # no range holds a whole header
+        none = np.zeros(0, np.int64)
+        found.append((none, np.zeros((0, 100), np.uint8), none, none))
+    sample, names, data, size = (np.concatenate(parts) for parts in zip(*found))
     longest = int((names != 0).any(0).nonzero()[0].max(initial=-1)) + 1  # names are usually far shorter than 100
     names = np.ascontiguousarray(names[:, : max(longest, 1)])
-    data = np.concatenate([f[2] for f in found]) if found else np.zeros(0, np.int64)
-    size = np.concatenate([f[3] for f in found]) if found else np.zeros(0, np.int64)
     key_end, ext_start, name_end, named, odd_name = _split_names(names)
     slow[sample[odd_name]] = True
     keep = named & ~odd_name & ~slow[sample]
