@@ -286,56 +286,40 @@ def test_repeated_lookups_of_a_batch_stay_right_after_the_caller_changes_its_arr
         store.get_member(keys[order], "bin")
 
 
-def _child_reads(store, keys, queue):
-    try:
-        got = store.get_member(keys, "bin")
-        kept = getattr(store._snapshot(), "made_by", None) == "parent"
-        queue.put(("ok", kept, [got[i] for i in range(len(keys))]))
-    except Exception as err:  # noqa: BLE001 - reported to the parent
-        queue.put((type(err).__name__, str(err), None))
-
-
-def _in_forked_child(store, keys):
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child_reads, args=(store, keys, queue))
-    proc.start()
-    try:
-        return queue.get(timeout=60)
-    finally:
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-
-
-def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unchanged(tmp_path):
-    writer = SampleStore.create(tmp_path / "s", shard_max_samples=5)
-    samples = make_samples(12)
+def _writer_and_reader(tmp_path, n, per_shard):
+    """A store of ``n`` samples in shards of ``per_shard``: its writer, the samples, their keys, and a reader."""
+    writer = SampleStore.create(tmp_path / "s", shard_max_samples=per_shard)
+    samples = make_samples(n)
     keys = writer.append(samples)
-    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    return writer, samples, keys, SampleStore.open(tmp_path / "s", readonly=True)
+
+
+def _read_bin(store, keys):
+    """In a child: the members read, and whether the store still had the snapshot its parent marked."""
+    got = store.get_member(keys, "bin")
+    return getattr(store._snapshot(), "made_by", None) == "parent", [got[i] for i in range(len(keys))]
+
+
+def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unchanged(tmp_path, in_forked_child):
+    writer, samples, keys, reader = _writer_and_reader(tmp_path, 12, per_shard=5)
     reader.get_member(keys[:2], "bin")  # the parent has its snapshot and member layout
     reader._snapshot().made_by = "parent"
     # nothing changed: the child reads with the parent's snapshot instead of rebuilding it
-    status, kept, got = _in_forked_child(reader, keys[[3, 11, 0]])
-    assert (status, kept, got) == ("ok", True, [samples[3]["bin"], samples[11]["bin"], samples[0]["bin"]])
+    status, result = in_forked_child(_read_bin, reader, keys[[3, 11, 0]])
+    assert (status, result) == ("ok", (True, [samples[3]["bin"], samples[11]["bin"], samples[0]["bin"]]))
     more = make_samples(3, start=12)
     new_keys = writer.append(more)  # committed after the parent's snapshot: the child must see it
-    status, kept, got = _in_forked_child(reader, np.concatenate([new_keys, keys[:1]]))
-    assert (status, kept, got) == ("ok", False, [m["bin"] for m in more] + [samples[0]["bin"]])
+    status, result = in_forked_child(_read_bin, reader, np.concatenate([new_keys, keys[:1]]))
+    assert (status, result) == ("ok", (False, [m["bin"] for m in more] + [samples[0]["bin"]]))
     writer.delete(keys[4:5])  # and a delete, which the parent's snapshot does not know of yet
-    status, message, _ = _in_forked_child(reader, keys[4:6])
+    status, message = in_forked_child(_read_bin, reader, keys[4:6])
     assert status == "DeletedKeyError" and f"key {int(keys[4])} was deleted" in message
     reader.close()
     writer.close()
 
 
 def test_member_layouts_grow_with_appends_and_reload_after_a_delete(tmp_path):
-    writer = SampleStore.create(tmp_path / "s", shard_max_samples=4)
-    samples = make_samples(6)
-    keys = writer.append(samples)
-    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    writer, samples, keys, reader = _writer_and_reader(tmp_path, 6, per_shard=4)
     assert reader.get_member(keys[::-1], "bin").tolist() == [s["bin"] for s in samples[::-1]]
     asked = []
     real = reader.catalog.member_layout
