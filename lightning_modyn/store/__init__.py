@@ -3,6 +3,7 @@
 from lightning_modyn.store.catalog import NO_LABEL, Slice
 from lightning_modyn.store.codec import decode_sample, decode_value
 from lightning_modyn.store.errors import (
+    CatalogError,
     CompressedShardError,
     DeletedKeyError,
     DuplicateKeyError,
@@ -11,10 +12,12 @@ from lightning_modyn.store.errors import (
     SampleEncodingError,
     ShardFormatError,
     ShardMissingError,
+    ShardWriteError,
     StoreError,
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreVersionError,
     TruncatedShardError,
     UnknownKeyError,
     UnsafeMemberError,
@@ -23,6 +26,7 @@ from lightning_modyn.store.store import MemberBatch, SampleStore
 
 __all__ = [
     "NO_LABEL",
+    "CatalogError",
     "CompressedShardError",
     "DeletedKeyError",
     "DuplicateKeyError",
@@ -33,11 +37,13 @@ __all__ = [
     "SampleStore",
     "ShardFormatError",
     "ShardMissingError",
+    "ShardWriteError",
     "Slice",
     "StoreError",
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreVersionError",
     "TruncatedShardError",
     "UnknownKeyError",
     "UnsafeMemberError",

@@ -25,7 +25,21 @@ class ReadOnlyStoreError(StoreError, PermissionError):
 
 
 class StoreLockedError(StoreError):
-    """Another process holds the store open for writing (one writer, many readers)."""
+    """Another process holds the store open for writing (one writer, many readers), or holds a write transaction
+    on its catalog."""
+
+
+class StoreVersionError(StoreError):
+    """The store (``store.json``) or its catalog was written by a newer format than this version reads."""
+
+
+class CatalogError(StoreError):
+    """The catalog is missing, damaged, truncated or cannot be written. The message names the catalog file."""
+
+
+class ShardWriteError(StoreError, OSError):
+    """A shard file could not be written (file-size limit, disk full, read-only folder). Names the file; nothing of
+    the call was committed."""
 
 
 class ShardFormatError(StoreError, ValueError):
