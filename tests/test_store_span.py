@@ -207,7 +207,7 @@ def test_a_shard_path_used_again_for_another_file_is_read_anew(tmp_path, span_on
         return str(tmp_path / "ext.tar")
 
     writer = SampleStore.create(tmp_path / "s")
-    old = writer.ingest([shard(b"O")])
+    old = writer.ingest([shard(b"O")], hand_over=True)
     reader = SampleStore.open(tmp_path / "s", readonly=True)
     assert reader.get_member(old[::-1], "bin").array()[:, 0].tobytes() == b"OOO"
     writer.delete(old)

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from lightning_modyn.store.errors import CatalogError, StoreLockedError, StoreVersionError
+
 FORMAT_VERSION = 1
+BUSY_TIMEOUT_S = 5
+"""How long a write waits for another process's write transaction on the catalog before StoreLockedError."""
 NO_LABEL = np.iinfo(np.int64).min
 """Label value in numpy arrays for samples stored without a label."""
 
@@ -56,6 +63,7 @@ CREATE INDEX IF NOT EXISTS entries_shard ON entries(shard);
 CREATE UNIQUE INDEX IF NOT EXISTS entries_wds_key ON entries(wds_key);
 CREATE TABLE IF NOT EXISTS deleted (key INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS label_counts (label INTEGER PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS erasures (path TEXT PRIMARY KEY, since INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS members (
     ext TEXT NOT NULL,
     first_key INTEGER NOT NULL,
@@ -122,20 +130,93 @@ class Slice:
         return Slice(z, z.copy(), z.copy())
 
 
-class Catalog:
-    """A thin, typed layer over the SQLite file. Mutations happen inside :meth:`transaction`."""
+@contextlib.contextmanager
+def catalog_errors(path: str) -> Iterator[None]:
+    """Turn SQLite's errors into the store's: a write lock held by another process is ``StoreLockedError``, anything
+    else (a damaged file, a failed write) ``CatalogError`` — both naming the catalog file."""
+    try:
+        yield
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            raise StoreLockedError(
+                f"catalog {path!r}: another process holds a write transaction on it (waited {BUSY_TIMEOUT_S} s); "
+                "retry when it is done"
+            ) from None
+        raise CatalogError(f"catalog {path!r}: {err} (disk full, file-size limit, read-only or damaged file?)") from err
+    except sqlite3.DatabaseError as err:
+        raise CatalogError(f"catalog {path!r} is damaged or not a lightning-modyn catalog: {err}") from err
 
-    def __init__(self, path: str, readonly: bool = False, wal: bool = True) -> None:
+
+class Catalog:
+    """A thin, typed layer over the SQLite file. Mutations happen inside :meth:`transaction`.
+
+    Opening checks that the file exists (unless ``create``), is a catalog, and is of a format this version reads. A
+    read-only catalog on read-only media (where SQLite cannot make the WAL's shared-memory file) is opened
+    ``immutable``, or from a private copy when its WAL still holds commits.
+    """
+
+    def __init__(self, path: str, readonly: bool = False, wal: bool = True, create: bool = False) -> None:
         self.path = path
         self.readonly = readonly
         self.commits = 0
-        if readonly:
-            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-        else:
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.conn.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
-            self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA busy_timeout=30000")
+        self._copy: str | None = None
+        if not create and not os.path.isfile(path):
+            raise CatalogError(f"catalog {path!r} is missing; the store cannot be opened without it")
+        if not create:
+            _check_not_truncated(path)
+        with catalog_errors(path):
+            if readonly:
+                self.conn = self._connect_readonly(path)
+            else:
+                self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+                self.conn.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
+                self.conn.execute("PRAGMA synchronous=FULL")
+            if not create:
+                self._check_format()
+                if not readonly:
+                    self.conn.execute("CREATE TABLE IF NOT EXISTS erasures (path TEXT PRIMARY KEY, since INTEGER NOT NULL)")
+
+    def _connect_readonly(self, path: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not _read_only_folder(folder):
+                raise
+            conn.close()
+        # read-only media: SQLite cannot create the -shm file a WAL database needs
+        wal = path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:  # commits not yet in the main file: read a copy
+            self._copy = tempfile.mkdtemp(prefix="lightning-modyn-catalog-")
+            for suffix in ("", "-wal"):
+                shutil.copyfile(path + suffix, os.path.join(self._copy, "catalog.sqlite" + suffix))
+            return sqlite3.connect(os.path.join(self._copy, "catalog.sqlite"), isolation_level=None,
+                                   check_same_thread=False)
+        return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+
+    def _check_format(self) -> None:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone()
+        except sqlite3.OperationalError as err:
+            if "no such table" not in str(err):
+                raise
+            row = None
+        if row is None:
+            raise CatalogError(f"catalog {self.path!r} is not a lightning-modyn catalog (no format_version)")
+        try:
+            version = int(row[0])
+        except ValueError:
+            raise CatalogError(f"catalog {self.path!r}: format_version {row[0]!r} is not a number") from None
+        if version > FORMAT_VERSION:
+            raise StoreVersionError(
+                f"catalog {self.path!r} has format_version {version}, newer than the {FORMAT_VERSION} this version "
+                "of lightning-modyn reads; upgrade lightning-modyn to open it"
+            )
 
     # ------------------------------------------------------------------ lifecycle
     def initialise(self, meta: dict[str, str]) -> None:
@@ -149,7 +230,15 @@ class Catalog:
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", base.items())
 
     def close(self) -> None:
+        """Close the connection; a writer first folds the WAL into the main file, so that a copy of the store (a
+        snapshot, read-only media) holds every commit in ``catalog.sqlite`` alone."""
+        with contextlib.suppress(sqlite3.Error):
+            if not self.readonly and self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = None
 
     def transaction(self):
         return _Transaction(self)
@@ -297,11 +386,57 @@ class Catalog:
         return out
 
     def entry_rows(self, where: str, params: Sequence) -> list[tuple]:
+        """Entry rows (first_key, count, shard, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob)
+        matching ``where``, by key."""
         return self.conn.execute(
             "SELECT first_key, count, shard, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob "
             f"FROM entries WHERE {where} ORDER BY first_key",
             params,
         ).fetchall()
+
+    # ------------------------------------------------------------------ deletes, compaction, erasure
+    def delete_keys(self, keys: np.ndarray, samples: np.ndarray, per_shard: dict[int, int],
+                    label_delta: dict[int, int]) -> None:
+        """Mark ``keys`` deleted: ``samples`` (keys that are whole entries) lose their entry and member rows, record
+        rows stay inside their run until compaction; shard live counts and label counts follow."""
+        self.conn.executemany("INSERT INTO deleted VALUES (?)", ((int(k),) for k in keys))
+        if len(samples):
+            self.conn.executemany("DELETE FROM entries WHERE first_key = ?", ((int(k),) for k in samples))
+            self.conn.executemany("DELETE FROM members WHERE first_key = ?", ((int(k),) for k in samples))
+        self.conn.executemany("UPDATE shards SET live = live - ? WHERE id = ?",
+                              ((count, shard) for shard, count in per_shard.items()))
+        self.add_label_counts(label_delta)
+
+    def shard_appended(self, shard_id: int) -> dict[int, int]:
+        """first_key -> the wall-clock second its entry was appended, for the entries of one shard."""
+        return dict(self.conn.execute("SELECT first_key, appended FROM entries WHERE shard = ?", (shard_id,)))
+
+    def replace_shard(self, old_id: int, entries: list[tuple[Entry, int]]) -> None:
+        """Move a shard's surviving entries (each with its original ``appended`` second) to their new places and
+        drop the old shard's rows; label counts already exclude the deleted samples."""
+        self.conn.execute("DELETE FROM entries WHERE shard = ?", (old_id,))
+        self.conn.execute("DELETE FROM shards WHERE id = ?", (old_id,))
+        self.conn.executemany(
+            "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(e.first_key, e.count, e.shard, e.offset, e.length, e.min_ts, e.max_ts, e.label, appended,
+              e.wds_key, e.ts_blob, e.label_blob) for e, appended in entries],
+        )
+
+    def add_erasure(self, path: str) -> None:
+        """Record that the file ``path`` must be removed (its samples were deleted and its survivors moved)."""
+        self.conn.execute("INSERT OR IGNORE INTO erasures VALUES (?, ?)", (path, int(time.time())))
+
+    def erasure_done(self, path: str) -> None:
+        self.conn.execute("DELETE FROM erasures WHERE path = ?", (path,))
+
+    def pending_erasures(self) -> list[str]:
+        """Files that hold deleted bytes and are to be removed, oldest first."""
+        try:
+            return [r[0] for r in self.conn.execute("SELECT path FROM erasures ORDER BY since, path")]
+        except sqlite3.OperationalError as err:  # a read-only catalog written before erasures were recorded
+            if "no such table" in str(err):
+                return []
+            raise
 
     # ------------------------------------------------------------------ queries
     def expand(self, rows: list[tuple], lo_ts: int | None = None, hi_ts: int | None = None,
@@ -390,6 +525,33 @@ class _Transaction:
             self.conn.execute("ROLLBACK")
         self.catalog.commits += 1
         return False
+
+
+def _check_not_truncated(path: str) -> None:
+    """A catalog file shorter than its own header says (database size in pages x page size) was cut: refuse it
+    at open rather than fail on some later query. Reads 100 bytes."""
+    with open(path, "rb") as fh:
+        header = fh.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise CatalogError(f"catalog {path!r} is damaged or not a lightning-modyn catalog: not an SQLite database")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = int.from_bytes(header[92:96], "big") == int.from_bytes(header[24:28], "big")  # size field is current
+    size = os.path.getsize(path)
+    if valid and pages and size < pages * page_size:
+        raise CatalogError(f"catalog {path!r} is truncated: {size} bytes, but its header counts {pages} pages of "
+                           f"{page_size} bytes; restore it from a copy")
+
+
+def _read_only_folder(folder: str) -> bool:
+    """Whether files cannot be created in ``folder`` (a read-only mount, or no write permission)."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        pass
+    return not os.access(folder, os.W_OK)
 
 
 def _chunks(items: list, n: int):

@@ -30,7 +30,11 @@ def encode_value(value: Any, where: str) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise SampleEncodingError(f"{where}: str value is not valid text at position {err.start} (a lone "
+                                      "surrogate); encode it to bytes yourself") from None
     if isinstance(value, (bool, np.bool_)):
         return str(int(value)).encode("ascii")
     if isinstance(value, (int, np.integer)):
@@ -64,12 +68,20 @@ def encode_sample(sample: Mapping[str, Any], where: str) -> list[tuple[str, byte
     for ext, value in sample.items():
         if not isinstance(ext, str) or ext.startswith("__"):
             continue
-        if not ext or "/" in ext or ext.startswith(".") or "\0" in ext:
+        if not ext or "/" in ext or ext.startswith(".") or "\0" in ext or not _is_text(ext):
             raise SampleEncodingError(f"{where}: invalid member extension {ext!r}")
         members.append((ext, encode_value(value, f"{where}, field {ext!r}")))
     if not members:
         raise SampleEncodingError(f"{where}: the sample has no data fields (only metadata such as __key__)")
     return members
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def decode_value(ext: str, data: bytes, allow_pickle: bool = False) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -19,9 +20,17 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from lightning_modyn.store import spanmap
-from lightning_modyn.store.errors import ShardMissingError
+from lightning_modyn.store.errors import ShardMissingError, TruncatedShardError
 
 _MAX_OPEN_MAPS = 256
+TEMP_PREFIX = ".tmp-"
+_TEMP_NAME = re.compile(r"^\.tmp-[0-9a-f]{32}-")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of the store's own temp files (``.tmp-<uuid hex>-<final name>``): an atomic write
+    that did not finish, which only the store can have made."""
+    return _TEMP_NAME.match(name) is not None
 
 
 class StoreFS:
@@ -74,6 +83,9 @@ class StoreFS:
         except FileNotFoundError:
             return []
 
+    def isdir(self, rel: str) -> bool:
+        return self.fs_for(rel).isdir(self.path(rel))
+
     def makedirs(self, rel: str) -> None:
         self.fs.makedirs(self.path(rel), exist_ok=True)
 
@@ -89,7 +101,7 @@ class StoreFS:
         final = self.path(rel)
         if self.local:
             folder, name = os.path.split(final)
-            tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{name}")
+            tmp = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name}")
             try:
                 with open(tmp, "wb") as handle:
                     yield handle
@@ -125,6 +137,7 @@ class StoreFS:
         with self._lock:
             hit = self._maps.get(rel)
             if hit is not None:
+                self._check_size(rel, len(hit[1]), hit[2])
                 self._maps.move_to_end(rel)
                 return hit[1]
             path = self.path(rel)
@@ -190,7 +203,32 @@ class StoreFS:
                     self._span, self._spanned = None, {}  # shard by shard; the next one starts a new span
                     return None
             where = np.array([self._spanned[rel] for rel in rels], dtype=np.int64).reshape(-1, 2)
+            fresh = set(missing)  # just measured; those mapped before: still as long as then?
+            for rel, size in zip(rels, where[:, 1].tolist()):
+                if rel not in fresh:
+                    self._check_size(rel, size, self._span_ids[rel])
             return self._span.array(), where
+
+    def check_mapped(self, rel: str) -> None:
+        """Raise ``TruncatedShardError`` when the mapped local file ``rel`` was cut since it was mapped (reading the
+        lost pages would give zeros or SIGBUS). For callers that keep views of :meth:`array` themselves."""
+        with self._lock:
+            hit = self._maps.get(rel)
+            if hit is not None:
+                self._check_size(rel, len(hit[1]), hit[2])
+
+    def _check_size(self, rel: str, size: int, ident: tuple[int, int]) -> None:
+        """One ``stat`` per mapped file per read: a file cut in place (same inode, fewer bytes) is an error; one
+        removed or replaced by another file is not (the mapping still holds the old file's bytes)."""
+        try:
+            stat = os.stat(self.path(rel))
+        except FileNotFoundError:
+            return
+        if stat.st_size < size and (stat.st_dev, stat.st_ino) == ident:
+            raise TruncatedShardError(
+                f"shard file {self.path(rel)!r} was cut from {size} to {stat.st_size} bytes while mapped; it was truncated "
+                "behind the store's back"
+            )
 
     def _identity(self, rel: str) -> tuple[int, tuple[int, int]]:
         """A local file's size and (device, inode)."""

@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -34,11 +36,13 @@ from lightning_modyn.store.catalog import (
     Catalog,
     Entry,
     Slice,
+    catalog_errors,
     pack_array,
     unpack_array,
 )
 from lightning_modyn.store.codec import encode_sample
 from lightning_modyn.store.errors import (
+    CatalogError,
     CompressedShardError,
     DeletedKeyError,
     DuplicateKeyError,
@@ -51,17 +55,22 @@ from lightning_modyn.store.errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreVersionError,
     TruncatedShardError,
     UnknownKeyError,
 )
-from lightning_modyn.store.filesystem import StoreFS
+from lightning_modyn.store.filesystem import StoreFS, is_temp_name
+from lightning_modyn.store.journal import JOURNAL, ShardJournal
 from lightning_modyn.store.keyindex import KeyDirectory
+
+log = logging.getLogger(__name__)
 
 MARKER = "store.json"
 CATALOG = "catalog.sqlite"
 SHARDS = "shards"
 LOCK = "writer.lock"
 STORE_FORMAT = "lightning-modyn-store"
+STORE_VERSION = 1
 RECORD_EXT = "rows"
 _COALESCE_GAP = 64 * 1024
 
@@ -74,19 +83,33 @@ def _shard_name(shard_id: int) -> str:
     return f"{SHARDS}/shard-{shard_id:06d}.tar"
 
 
+_INT64 = np.iinfo(np.int64)
+
+
 def as_keys(keys: Any, what: str = "keys") -> np.ndarray:
-    """Keys as a 1-D int64 array; floats, bools and other types are refused with a clear error."""
+    """Keys as a 1-D int64 array; floats, bools and other types are refused with a clear error, and integers
+    outside int64 (which no store ever assigned) with ``UnknownKeyError`` naming them, never wrapped."""
     arr = np.asarray(keys)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.size == 0:
         return np.zeros(0, np.int64)
+    if arr.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                   for v in arr.ravel().tolist()):
+        outside = [v for v in arr.ravel().tolist() if not _INT64.min <= v <= _INT64.max]
+        if outside:
+            raise UnknownKeyError(f"unknown key {outside[0]}: store keys are int64")
+        arr = arr.astype(np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{what} must be integers (store keys), got dtype {arr.dtype}")
+    if arr.dtype == np.uint64 and (arr > _INT64.max).any():
+        raise UnknownKeyError(f"unknown key {int(arr[arr > _INT64.max][0])}: store keys are int64")
     return arr.astype(np.int64, copy=False).ravel()
 
 
-def _as_int_array(values: Any, n: int, what: str) -> np.ndarray:
+def _as_int_array(values: Any, n: int, what: str, reserved: int | None = None) -> np.ndarray:
+    """``values`` as int64, one per sample (a scalar for all), refusing what is not a whole number or does not fit
+    int64 — never wrapped — and the ``reserved`` value (the no-label sentinel), naming ``what`` and the value."""
     arr = np.asarray(values)
     if arr.ndim == 0:
         arr = np.full(n, arr)
@@ -94,12 +117,31 @@ def _as_int_array(values: Any, n: int, what: str) -> np.ndarray:
         raise ValueError(f"{what} must have one value per sample ({n}), got shape {arr.shape}")
     if arr.dtype == bool:
         raise TypeError(f"{what} must be integers, got booleans")
+    if arr.dtype == object:  # Python ints too large for any numpy integer type, or mixed values
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in arr.tolist()):
+            raise TypeError(f"{what} must be integers, got {type(arr.tolist()[0]).__name__} values")
+        outside = [(i, v) for i, v in enumerate(arr.tolist()) if not _INT64.min <= v <= _INT64.max]
+        if outside:
+            raise ValueError(f"{what}[{outside[0][0]}] = {outside[0][1]} does not fit in int64")
+        arr = arr.astype(np.int64)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise ValueError(f"{what} must be whole numbers (e.g. unix seconds); got non-integral values")
+        # float64 holds -2**63 exactly and nothing between 2**63 - 1024 and 2**63: the bounds are exact
+        bad = np.flatnonzero((arr < -(2.0**63)) | (arr >= 2.0**63))
+        if len(bad):
+            raise ValueError(f"{what}[{bad[0]}] = {float(arr[bad[0]])!r} does not fit in int64")
     elif not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{what} must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
+    elif arr.dtype == np.uint64:
+        bad = np.flatnonzero(arr > _INT64.max)
+        if len(bad):
+            raise ValueError(f"{what}[{bad[0]}] = {int(arr[bad[0]])} does not fit in int64")
+    out = arr.astype(np.int64)
+    if reserved is not None and (out == reserved).any():
+        i = int(np.flatnonzero(out == reserved)[0])
+        raise ValueError(f"{what}[{i}] = {reserved} is reserved (it marks a sample without a label)")
+    return out
 
 
 _MAX_REMEMBERED = 1 << 16  # keys of the last lookup a snapshot keeps (batches, not whole training sets)
@@ -193,7 +235,7 @@ def _one_call_at_a_time(method):
     def call(self, *args, **kwargs):
         if self._pid != os.getpid():
             self._reopen_in_child()
-        with self._calls:
+        with self._calls, catalog_errors(self._catalog_where):
             return method(self, *args, **kwargs)
     return call
 
@@ -235,10 +277,14 @@ class SampleStore:
         self._record_dtype: np.dtype | None = None
         self._pid = os.getpid()
         self._calls = threading.RLock()
-        if _create is not None:
-            self._create(_create)
-        else:
-            self._open()
+        self._catalog_where = self.files.path(CATALOG) if self.files.local else f"{self.url.rstrip('/')}/{CATALOG}"
+        self._journal = ShardJournal(self.files)
+        try:
+            with catalog_errors(self._catalog_where):
+                self._create(_create) if _create is not None else self._open()
+        except BaseException:
+            self._release()
+            raise
 
     # ================================================================== lifecycle
     @classmethod
@@ -282,13 +328,16 @@ class SampleStore:
         if files.exists("") and files.local and os.listdir(files.root):
             if not _remove_unfinished_create(files.root):
                 raise StoreExistsError(f"{self.url}: the directory is not empty; create a store in a new directory")
+        if not files.local and files.listdir(""):
+            raise StoreExistsError(f"{self.url}: the prefix already holds objects; create a store under a new prefix")
         files.makedirs(SHARDS)
+        files.makedirs(JOURNAL)
         self._take_lock()
         path = self._catalog_local_path()
-        self.catalog = Catalog(path, wal=files.local)
+        self.catalog = Catalog(path, wal=files.local, create=True)
         self.catalog.initialise({k: str(v) for k, v in settings.items()})
         self._publish_catalog()
-        files.write_bytes(MARKER, json.dumps({"format": STORE_FORMAT, "version": 1}).encode())
+        files.write_bytes(MARKER, json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode())
 
     def _open(self) -> None:
         files = self.files
@@ -303,8 +352,16 @@ class SampleStore:
             marker = json.loads(files.read_bytes(MARKER))
         except (ValueError, OSError) as err:
             raise StoreNotFoundError(f"{self.url}/{MARKER} is unreadable: {err}") from None
-        if marker.get("format") != STORE_FORMAT:
+        if not isinstance(marker, dict) or marker.get("format") != STORE_FORMAT:
             raise StoreNotFoundError(f"{self.url}/{MARKER} does not describe a lightning-modyn store")
+        version = marker.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise StoreNotFoundError(f"{self.url}/{MARKER}: version {version!r} is not a store format version")
+        if version > STORE_VERSION:
+            raise StoreVersionError(
+                f"{self.url}/{MARKER}: the store has format version {version}, newer than the {STORE_VERSION} this "
+                "version of lightning-modyn reads; upgrade lightning-modyn to open it"
+            )
         if not self.readonly:
             self._take_lock()
         path = self._catalog_local_path(download=True)
@@ -322,7 +379,8 @@ class SampleStore:
             try:
                 self.files.get_file(CATALOG, local)
             except FileNotFoundError:
-                raise StoreNotFoundError(f"{self.url}: the catalog ({CATALOG}) is missing") from None
+                raise CatalogError(f"catalog {self._catalog_where!r} is missing; the store cannot be opened without "
+                                   "it") from None
         return local
 
     def _publish_catalog(self) -> None:
@@ -347,12 +405,42 @@ class SampleStore:
         self._lock_handle = handle
 
     def _collect_garbage(self) -> None:
-        """Remove what a crashed writer left: temp files and shard files the catalog does not know."""
-        known = {p for p in self.catalog.shard_paths().values()}
-        for name in self.files.listdir(SHARDS):
-            rel = f"{SHARDS}/{name}"
+        """Remove what a crashed writer left, and only what the store can prove it wrote: shards named in the writer
+        journal that the catalog does not know, and the store's own temp files. Any other file (one the user put in
+        ``shards/``, other objects under a shared prefix) is left alone. Then finish erasures a compaction recorded."""
+        files = self.files
+        files.makedirs(JOURNAL)
+        known = set(self.catalog.shard_paths().values())
+        pending = self._journal.pending()
+        for rel in pending:
             if rel not in known:
+                files.remove(rel)
+        self._journal.settle(pending)
+        for folder in ("", SHARDS, JOURNAL):
+            for name in files.listdir(folder):
+                if is_temp_name(name):
+                    files.remove(f"{folder}/{name}" if folder else name)
+        self._finish_erasures()
+
+    def _finish_erasures(self) -> list[str]:
+        """Remove the files that compactions recorded for erasure; return those that could not be removed (each
+        also a warning). A record is dropped only once its file is gone, so no erasure is ever forgotten."""
+        failed, done = [], False
+        for rel in self.catalog.pending_erasures():
+            try:
                 self.files.remove(rel)
+            except OSError as err:
+                failed.append(rel)
+                warnings.warn(f"{self.url}: could not remove {self.files.path(rel)!r}, which still holds deleted "
+                              f"samples' bytes ({err.strerror or err}); the erasure stays recorded and the next "
+                              "compact() or writable open tries again", stacklevel=3)
+                continue
+            with self.catalog.transaction():
+                self.catalog.erasure_done(rel)
+            done = True
+        if done:
+            self._publish_catalog()
+        return failed
 
     @property
     def catalog(self) -> Catalog:
@@ -395,8 +483,11 @@ class SampleStore:
     @_one_call_at_a_time
     def close(self) -> None:
         """Release the catalog, the file maps and (for a writer) the writer lock."""
+        self._release()
+
+    def _release(self) -> None:
         with contextlib.suppress(Exception):
-            self.catalog.close()
+            self._catalog.close()
         self.files.close()
         self._row_views.clear()
         self._snap = None
@@ -489,30 +580,26 @@ class SampleStore:
         wds_keys = [_check_wds_key(s.get("__key__"), i) for i, s in enumerate(samples)]
         ts = _as_int_array(_now() if timestamps is None else timestamps, n, "timestamps")
         label_arr = self._labels_for_samples(samples, labels, n)
-        with self.catalog.transaction():
+        with self._journal.publication() as pub, self.catalog.transaction():
             first_key = self.catalog.allocate("next_key", n)
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
             wds_keys = [w if w is not None else f"{k:012d}" for w, k in zip(wds_keys, keys.tolist())]
             self._check_unique_wds_keys(wds_keys, [f"sample {i}" for i in range(n)])
-            self._register(*self._write_samples(keys, wds_keys, encoded, ts, label_arr))
+            self._register(self._write_samples(pub, keys, wds_keys, encoded, ts, label_arr))
         self._publish_catalog()
         return keys
 
-    def _register(self, entries: list[Entry], written: list[str]) -> None:
-        """Add the catalog rows of new shards inside the open transaction; on failure remove the shard files."""
-        try:
-            self.catalog.add_entries(entries, _now())
-            self.catalog.bump()
-        except BaseException:
-            for rel in written:
-                self.files.remove(rel)
-            raise
+    def _register(self, entries: list[Entry]) -> None:
+        """Add the catalog rows of new shards inside the open transaction (the publication removes the shard files
+        if it does not commit)."""
+        self.catalog.add_entries(entries, _now())
+        self.catalog.bump()
 
     def _labels_for_samples(self, samples: list, labels: Any, n: int) -> np.ndarray | None:
         if labels is None:
             return None
         if isinstance(labels, str):
-            out = np.empty(n, np.int64)
+            out = []
             for i, s in enumerate(samples):
                 if labels not in s:
                     raise ValueError(f"sample {i} has no {labels!r} member to take its label from")
@@ -523,11 +610,11 @@ class SampleStore:
                         raise ValueError
                     if isinstance(value, (bool, np.bool_)):
                         raise TypeError
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise ValueError(f"sample {i}: member {labels!r} = {value!r} is not an integer label") from None
-                out[i] = whole
-            return out
-        return _as_int_array(labels, n, "labels")
+                out.append(whole)
+            return _as_int_array(np.array(out, dtype=object), n, f"labels (member {labels!r})", reserved=NO_LABEL)
+        return _as_int_array(labels, n, "labels", reserved=NO_LABEL)
 
     def _check_unique_wds_keys(self, wds_keys: list[str], where: list[str]) -> None:
         seen: dict[str, str] = {}
@@ -542,43 +629,36 @@ class SampleStore:
                 + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
             )
 
-    def _write_samples(self, keys, wds_keys, encoded, ts, labels) -> tuple[list[Entry], list[str]]:
+    def _write_samples(self, pub, keys, wds_keys, encoded, ts, labels) -> list[Entry]:
         max_bytes, max_samples = self._setting("shard_max_bytes"), self._setting("shard_max_samples")
         entries: list[Entry] = []
         members: list[tuple[str, int, int, int]] = []
-        written: list[str] = []
         i, n = 0, len(keys)
         mtime = _now()
-        try:
-            while i < n:
-                shard_id = self.catalog.allocate("next_shard", 1)
-                rel = _shard_name(shard_id)
-                start_i = i
-                with self.files.atomic_writer(rel) as out:
-                    pos = 0
-                    while i < n and i - start_i < max_samples and (pos < max_bytes or i == start_i):
-                        start = pos
-                        for ext, data in encoded[i]:
-                            header = tarformat.member_header(f"{wds_keys[i]}.{ext}", len(data), mtime)
-                            out.write(header)
-                            out.write(data)
-                            pad = tarformat.padded(len(data)) - len(data)
-                            out.write(b"\0" * pad)
-                            members.append((ext, int(keys[i]), pos + len(header) - start, len(data)))
-                            pos += len(header) + len(data) + pad
-                        entries.append(Entry(int(keys[i]), 1, shard_id, start, pos - start, int(ts[i]), int(ts[i]),
-                                             None if labels is None else int(labels[i]), wds_keys[i]))
-                        i += 1
-                    out.write(tarformat.END_OF_ARCHIVE)
-                    pos += len(tarformat.END_OF_ARCHIVE)
-                written.append(rel)
-                self.catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, pos, i - start_i)
-            self.catalog.add_members(members)
-        except BaseException:
-            for rel in written:
-                self.files.remove(rel)
-            raise
-        return entries, written
+        while i < n:
+            shard_id = self.catalog.allocate("next_shard", 1)
+            rel = _shard_name(shard_id)
+            start_i = i
+            with pub.shard(rel) as out:
+                pos = 0
+                while i < n and i - start_i < max_samples and (pos < max_bytes or i == start_i):
+                    start = pos
+                    for ext, data in encoded[i]:
+                        header = tarformat.member_header(f"{wds_keys[i]}.{ext}", len(data), mtime)
+                        out.write(header)
+                        out.write(data)
+                        pad = tarformat.padded(len(data)) - len(data)
+                        out.write(b"\0" * pad)
+                        members.append((ext, int(keys[i]), pos + len(header) - start, len(data)))
+                        pos += len(header) + len(data) + pad
+                    entries.append(Entry(int(keys[i]), 1, shard_id, start, pos - start, int(ts[i]), int(ts[i]),
+                                         None if labels is None else int(labels[i]), wds_keys[i]))
+                    i += 1
+                out.write(tarformat.END_OF_ARCHIVE)
+                pos += len(tarformat.END_OF_ARCHIVE)
+            self.catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, pos, i - start_i)
+        self.catalog.add_members(members)
+        return entries
 
     @_one_call_at_a_time
     def append_records(self, rows: np.ndarray, timestamps: Any = None, labels: Any = None) -> np.ndarray:
@@ -606,10 +686,10 @@ class SampleStore:
         if isinstance(labels, str):
             if labels not in rows.dtype.names or not np.issubdtype(rows.dtype[labels], np.integer):
                 raise ValueError(f"labels={labels!r} is not an integer field of the records (fields: {rows.dtype.names})")
-            label_arr = rows[labels].astype(np.int64)
+            label_arr = _as_int_array(rows[labels], n, f"labels (field {labels!r})", reserved=NO_LABEL)
         else:
-            label_arr = None if labels is None else _as_int_array(labels, n, "labels")
-        with self.catalog.transaction():
+            label_arr = None if labels is None else _as_int_array(labels, n, "labels", reserved=NO_LABEL)
+        with self._journal.publication() as pub, self.catalog.transaction():
             stored = self.record_dtype
             if stored is None:
                 self.catalog.set_meta("record_dtype", _dtype_to_json(rows.dtype))
@@ -617,49 +697,42 @@ class SampleStore:
                 raise RecordDtypeError(f"records have dtype {rows.dtype}, but this store holds records of dtype {stored}")
             first_key = self.catalog.allocate("next_key", n)
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
-            self._register(*self._write_record_shards(keys, rows, ts, label_arr))
+            self._register(self._write_record_shards(pub, keys, rows, ts, label_arr))
         self._publish_catalog()
         return keys
 
-    def _write_record_shards(self, keys, rows, ts, labels) -> tuple[list[Entry], list[str]]:
+    def _write_record_shards(self, pub, keys, rows, ts, labels) -> list[Entry]:
         itemsize = rows.dtype.itemsize
         block_rows = aligned_block_rows(self._setting("block_bytes"), itemsize)
         max_bytes, max_blocks = self._setting("shard_max_bytes"), self._setting("shard_max_samples")
         raw = rows.view(np.uint8).reshape(-1)
         entries: list[Entry] = []
-        written: list[str] = []
         i, n = 0, len(keys)
         mtime = _now()
-        try:
-            while i < n:
-                shard_id = self.catalog.allocate("next_shard", 1)
-                rel = _shard_name(shard_id)
-                start_i = i
-                blocks = 0
-                with self.files.atomic_writer(rel) as out:
-                    pos = 0
-                    while i < n and blocks < max_blocks and (pos < max_bytes or blocks == 0):
-                        j = min(n, i + block_rows)
-                        header = tarformat.member_header(f"{int(keys[i]):012d}.{RECORD_EXT}", (j - i) * itemsize, mtime)
-                        out.write(header)
-                        data_offset = pos + len(header)
-                        out.write(raw[i * itemsize : j * itemsize].data)
-                        pad = tarformat.padded((j - i) * itemsize) - (j - i) * itemsize
-                        out.write(b"\0" * pad)
-                        pos = data_offset + (j - i) * itemsize + pad
-                        entries.append(_record_entry(int(keys[i]), j - i, shard_id, data_offset, itemsize, ts[i:j],
-                                                     None if labels is None else labels[i:j]))
-                        blocks += 1
-                        i = j
-                    out.write(tarformat.END_OF_ARCHIVE)
-                    pos += len(tarformat.END_OF_ARCHIVE)
-                written.append(rel)
-                self.catalog.add_shard(shard_id, rel, True, KIND_RECORDS, pos, i - start_i)
-        except BaseException:
-            for rel in written:
-                self.files.remove(rel)
-            raise
-        return entries, written
+        while i < n:
+            shard_id = self.catalog.allocate("next_shard", 1)
+            rel = _shard_name(shard_id)
+            start_i = i
+            blocks = 0
+            with pub.shard(rel) as out:
+                pos = 0
+                while i < n and blocks < max_blocks and (pos < max_bytes or blocks == 0):
+                    j = min(n, i + block_rows)
+                    header = tarformat.member_header(f"{int(keys[i]):012d}.{RECORD_EXT}", (j - i) * itemsize, mtime)
+                    out.write(header)
+                    data_offset = pos + len(header)
+                    out.write(raw[i * itemsize : j * itemsize].data)
+                    pad = tarformat.padded((j - i) * itemsize) - (j - i) * itemsize
+                    out.write(b"\0" * pad)
+                    pos = data_offset + (j - i) * itemsize + pad
+                    entries.append(_record_entry(int(keys[i]), j - i, shard_id, data_offset, itemsize, ts[i:j],
+                                                 None if labels is None else labels[i:j]))
+                    blocks += 1
+                    i = j
+                out.write(tarformat.END_OF_ARCHIVE)
+                pos += len(tarformat.END_OF_ARCHIVE)
+            self.catalog.add_shard(shard_id, rel, True, KIND_RECORDS, pos, i - start_i)
+        return entries
 
     @_one_call_at_a_time
     def ingest(
@@ -668,25 +741,38 @@ class SampleStore:
         timestamps: Any = None,
         labels: Any = None,
         progress: bool = False,
+        hand_over: bool = False,
     ) -> np.ndarray:
         """Index existing WebDataset tar shards in place, without rewriting them.
 
         Shards written by ``webdataset.ShardWriter``/``TarWriter`` and by GNU tar (GNU and PAX long names) are
-        understood. They must be uncompressed: random access needs byte offsets into the tar. From then on the
-        shards belong to the store: :meth:`compact` replaces one that holds deleted samples and removes the file.
+        understood. They must be uncompressed: random access needs byte offsets into the tar.
+
+        The files stay yours unless you hand them over: the store never removes or changes them, and
+        :meth:`compact` leaves deleted samples' bytes in them (it warns and counts them). With ``hand_over=True``
+        they belong to the store from then on: :meth:`compact` rewrites one that holds deleted samples into the
+        store's ``shards/`` folder and removes the original file.
 
         Args:
             shards: Paths or URLs of ``.tar`` files, indexed in this order.
             timestamps: One int per sample over all shards, one for all, or the extension of a member holding it.
             labels: One int per sample, or the extension of an integer member (e.g. ``"cls"``).
             progress: Show a progress bar.
+            hand_over: Give the files to the store, so that compaction may erase deleted samples from them.
 
         Returns:
             Keys of the indexed samples, in shard order.
         """
         self._check_writable("ingest")
+        if isinstance(shards, (str, os.PathLike)):
+            raise TypeError(f"ingest takes a list of shard paths, got one path {os.fspath(shards)!r}; "
+                            "write ingest([path])")
         shards = [os.fspath(s) for s in shards]
         refs = [self._shard_ref(s) for s in shards]
+        for ref in refs:
+            if self.files.isdir(ref):
+                raise ShardFormatError(f"{self.files.path(ref)}: is a directory, not a tar shard; list the .tar "
+                                       "files inside it")
         already = self.catalog.shard_ids_with_path(refs)
         if already:
             raise ShardFormatError(f"{already[0]}: this shard is already part of the store")
@@ -717,7 +803,7 @@ class SampleStore:
             entries, i = [], 0
             for ref, spans, size in scanned:
                 shard_id = self.catalog.allocate("next_shard", 1)
-                self.catalog.add_shard(shard_id, ref, False, KIND_SAMPLES, size, len(spans))
+                self.catalog.add_shard(shard_id, ref, bool(hand_over), KIND_SAMPLES, size, len(spans))
                 member_rows = []
                 for span in spans:
                     entries.append(Entry(int(keys[i]), 1, shard_id, span.start, span.end - span.start, int(ts[i]),
@@ -786,10 +872,10 @@ class SampleStore:
     def _values_from_members(self, scanned, spec: Any, n: int, what: str, default: Any) -> np.ndarray | None:
         if spec is None:
             return None if default is None else np.full(n, default, np.int64)
+        reserved = NO_LABEL if what == "labels" else None
         if not isinstance(spec, str):
-            return _as_int_array(spec, n, what)
-        out = np.empty(n, np.int64)
-        i = 0
+            return _as_int_array(spec, n, what, reserved=reserved)
+        out = []
         for ref, spans, _ in scanned:
             with self._member_reader(ref) as read_at:
                 for span in spans:
@@ -798,13 +884,16 @@ class SampleStore:
                         raise ValueError(f"{ref}: sample {span.key!r} has no {spec!r} member to take its {what} from")
                     text = read_at(member.data_offset, member.size)
                     try:
-                        out[i] = int(text)
+                        value = int(text)
                     except ValueError:
                         raise ValueError(
                             f"{ref}: sample {span.key!r} member {spec!r} = {text[:40]!r} is not an integer ({what})"
                         ) from None
-                    i += 1
-        return out
+                    if not _INT64.min <= value <= _INT64.max or value == reserved:
+                        raise ValueError(f"{ref}: sample {span.key!r} member {spec!r} = {value} does not fit in "
+                                         f"int64 or is reserved ({what})")
+                    out.append(value)
+        return np.array(out, np.int64)
 
     # ================================================================== reads
     @contextlib.contextmanager
@@ -1180,7 +1269,7 @@ class SampleStore:
             shard_id, residue = int(snap.shard[p]), int(snap.residue[p])
             rel = snap.path_of_shard[shard_id]
             if local and "://" not in rel:
-                rows = self._row_view(shard_id, rel, residue, itemsize)
+                rows = self._row_view(shard_id, rel, residue, itemsize, int(rows_idx.max()))
                 return np.take(rows, rows_idx, axis=0).view(dtype).reshape(-1)
         if group is None:
             group = np.zeros(len(keys), np.int64)
@@ -1194,8 +1283,8 @@ class SampleStore:
             shard_id, residue = int(snap.shard[p]), int(snap.residue[p])
             rel = snap.path_of_shard[shard_id]
             if local and "://" not in rel:
-                rows = self._row_view(shard_id, rel, residue, itemsize)
-                if grouped and rows_idx[sel].max() < len(rows):
+                rows = self._row_view(shard_id, rel, residue, itemsize, int(rows_idx[sel].max()))
+                if grouped:
                     np.take(rows, rows_idx[sel], axis=0, out=out[sel], mode="clip")  # checked; "raise" buffers out
                 else:
                     out[sel] = np.take(rows, rows_idx[sel], axis=0)
@@ -1219,14 +1308,19 @@ class SampleStore:
             return None
         return view, row
 
-    def _row_view(self, shard_id: int, rel: str, residue: int, itemsize: int) -> np.ndarray:
-        """A mapped shard seen as a 2-D uint8 array of rows that start at ``residue`` mod ``itemsize``."""
+    def _row_view(self, shard_id: int, rel: str, residue: int, itemsize: int, last: int = -1) -> np.ndarray:
+        """A mapped shard seen as a 2-D uint8 array of rows that start at ``residue`` mod ``itemsize``; checked to
+        be still as long as when mapped, and to hold row ``last`` (else ``TruncatedShardError`` naming the file)."""
         view = self._row_views.get((shard_id, residue, itemsize))
         if view is None:
             arr = self._shard_array(rel)
             n = (len(arr) - residue) // itemsize
             view = arr[residue : residue + n * itemsize].reshape(n, itemsize)
             self._row_views[(shard_id, residue, itemsize)] = view
+        else:
+            self.files.check_mapped(rel)
+        if last >= len(view):
+            raise _truncated(self.files.path(rel), self.files.size(rel))
         return view
 
     def _record_meta(self, snap, keys, pos) -> tuple[np.ndarray, np.ndarray]:
@@ -1328,26 +1422,14 @@ class SampleStore:
                 return 0
             snap, pos = self._locate(keys)
             kind = snap.kind[pos]
-            conn = self.catalog.conn
-            conn.executemany("INSERT INTO deleted VALUES (?)", ((int(k),) for k in keys))
-            label_delta: dict[int, int] = {}
-            is_sample = kind == KIND_SAMPLES
-            samples = keys[is_sample]
-            for label in snap.label[pos[is_sample]].tolist():
-                if label != NO_LABEL:
-                    label_delta[label] = label_delta.get(label, 0) - 1
-            if len(samples):
-                conn.executemany("DELETE FROM entries WHERE first_key = ?", ((int(k),) for k in samples))
-                conn.executemany("DELETE FROM members WHERE first_key = ?", ((int(k),) for k in samples))
+            labels = snap.label[pos].copy()
             rec = kind == KIND_RECORDS
             if rec.any():
-                _, labels = self._record_meta(snap, keys[rec], pos[rec])
-                for label in labels[labels != NO_LABEL].tolist():
-                    label_delta[label] = label_delta.get(label, 0) - 1
-            self.catalog.add_label_counts(label_delta)
-            shard_ids, counts = np.unique(snap.shard[pos], return_counts=True)
-            conn.executemany("UPDATE shards SET live = live - ? WHERE id = ?",
-                             zip(counts.tolist(), shard_ids.tolist()))
+                labels[rec] = self._record_meta(snap, keys[rec], pos[rec])[1]
+            found, counts = np.unique(labels[labels != NO_LABEL], return_counts=True)
+            shard_ids, per_shard = np.unique(snap.shard[pos], return_counts=True)
+            self.catalog.delete_keys(keys, keys[kind == KIND_SAMPLES], dict(zip(shard_ids.tolist(), per_shard.tolist())),
+                                     dict(zip(found.tolist(), (-counts).tolist())))
             self.catalog.bump(layout=True)
         self._snap = None
         self._publish_catalog()
@@ -1355,86 +1437,109 @@ class SampleStore:
 
     @_one_call_at_a_time
     def compact(self, progress: bool = False) -> dict[str, int]:
-        """Rewrite every shard that holds deleted samples so their bytes are physically gone.
+        """Rewrite every shard of the store's own that holds deleted samples, so that their bytes are physically gone.
 
-        Survivors keep their keys; a shard with no survivors is removed. Each shard is replaced atomically: the
-        new shard and its catalog rows commit together, then the old file is removed.
-        Returns ``{"shards_rewritten", "shards_removed", "bytes_freed"}``.
+        Survivors keep their keys and every attribute (timestamp, label, WebDataset key, when they were appended); a
+        shard with no survivors is removed. Each shard is replaced atomically: the new shard, its catalog rows and a
+        record of the old file's erasure commit together; then the old file is removed and the record dropped. A
+        removal that fails (a read-only folder) or is cut short (the process killed) stays recorded, is retried by
+        the next ``compact()`` or writable open, and is counted in ``erasures_pending`` (with a warning) meanwhile.
+
+        Shards ingested in place without ``hand_over=True`` are the user's: they are neither rewritten nor removed,
+        so the bytes of their deleted samples stay in them. ``compact()`` warns, naming the files, and counts them.
+
+        Returns ``{"shards_rewritten", "shards_removed", "bytes_freed", "shards_not_owned", "deleted_kept",
+        "erasures_pending"}``: ``deleted_kept`` is the number of deleted samples whose bytes are still in files not
+        owned by the store.
         """
         self._check_writable("compact")
-        stats = {"shards_rewritten": 0, "shards_removed": 0, "bytes_freed": 0}
-        targets = [s for s in self.catalog.shards() if s["live"] < s["total"]]
+        stats = {"shards_rewritten": 0, "shards_removed": 0, "bytes_freed": 0, "shards_not_owned": 0,
+                 "deleted_kept": 0, "erasures_pending": 0}
+        pending = self._finish_erasures()  # of an earlier compaction that did not get to remove its old files
+        shards = [s for s in self.catalog.shards() if s["live"] < s["total"]]
+        targets = [s for s in shards if s["owned"]]
+        kept = [s for s in shards if not s["owned"]]
         bar = _progress(progress, len(targets), "compact", "shard")
         try:
             for shard in targets:
-                old_rel, old_size = shard["path"], shard["size"]
                 new_size = self._compact_shard(shard)
-                self.files.remove(old_rel)
                 stats["shards_rewritten" if new_size else "shards_removed"] += 1
-                stats["bytes_freed"] += old_size - new_size
+                stats["bytes_freed"] += shard["size"] - new_size
                 bar.update(1)
         finally:
             bar.close()
-        self._snap = None
-        self._row_views.clear()
+            self._snap = None
+            self._row_views.clear()
+        if targets:
+            pending = self._finish_erasures()
+        stats["erasures_pending"] = len(pending)
+        if kept:
+            stats["shards_not_owned"] = len(kept)
+            stats["deleted_kept"] = sum(s["total"] - s["live"] for s in kept)
+            names = ", ".join(repr(self.files.path(s["path"])) for s in kept[:3]) + (
+                f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+            warnings.warn(
+                f"{self.url}: the bytes of {stats['deleted_kept']} deleted samples are still in {len(kept)} shard(s) "
+                f"that were ingested in place and are not the store's to change ({names}); they are hidden from "
+                "every read. Remove them from those files yourself, or ingest files with hand_over=True so that "
+                "compact() may rewrite them", stacklevel=3)
         return stats
 
     def _compact_shard(self, shard: dict) -> int:
+        """Replace one owned shard by its survivors (none: no new shard); returns the new shard's size."""
         rows = self.catalog.entry_rows("shard = ?", (shard["id"],))
         old_rel = shard["path"]
-        with self.catalog.transaction():
-            conn = self.catalog.conn
+        with self._journal.publication() as pub, self.catalog.transaction():
+            appended = self.catalog.shard_appended(shard["id"])
             new_entries: list[Entry] = []
             size = 0
             if shard["live"] > 0:
                 new_id = self.catalog.allocate("next_shard", 1)
                 rel = _shard_name(new_id)
-                with self.files.atomic_writer(rel) as out:
-                    pos = 0
-                    for first, count, _s, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob in rows:
-                        if shard["kind"] == KIND_SAMPLES:
-                            data = self._read_ranges(old_rel, np.array([offset]), np.array([offset + length]))[0]
-                            out.write(data)
-                            new_entries.append(Entry(first, 1, new_id, pos, length, min_ts, max_ts, label, wds_key))
-                            pos += length
-                            continue
-                        dead = self.catalog.deleted_in(first, first + count)
-                        live = np.setdiff1d(np.arange(first, first + count, dtype=np.int64), dead)
-                        if not len(live):
-                            continue
-                        ts_all = unpack_array(ts_blob) if ts_blob is not None else None
-                        lab_all = unpack_array(label_blob) if label_blob is not None else None
-                        runs = np.split(live, np.flatnonzero(np.diff(live) != 1) + 1)
-                        block = self._read_ranges(old_rel, np.array([offset]), np.array([offset + count * length]))[0]
-                        for run in runs:
-                            a, b = int(run[0] - first), int(run[-1] - first + 1)
-                            payload = block[a * length : b * length]
-                            header = tarformat.member_header(f"{int(run[0]):012d}.{RECORD_EXT}", len(payload), _now())
-                            out.write(header)
-                            data_offset = pos + len(header)
-                            out.write(payload)
-                            pad = tarformat.padded(len(payload)) - len(payload)
-                            out.write(b"\0" * pad)
-                            pos = data_offset + len(payload) + pad
-                            run_ts = ts_all[a:b] + min_ts if ts_all is not None else np.full(b - a, min_ts)
-                            new_entries.append(_record_entry(int(run[0]), b - a, new_id, data_offset, length, run_ts,
-                                                             None if lab_all is None else lab_all[a:b]))
-                    out.write(tarformat.END_OF_ARCHIVE)
-                    size = pos + len(tarformat.END_OF_ARCHIVE)
+                with pub.shard(rel) as out:
+                    size = self._write_survivors(out, shard, rows, new_id, new_entries)
                 live_count = sum(e.count for e in new_entries)
                 self.catalog.add_shard(new_id, rel, True, shard["kind"], size, live_count)
-            conn.execute("DELETE FROM entries WHERE shard = ?", (shard["id"],))
-            conn.execute("DELETE FROM shards WHERE id = ?", (shard["id"],))
-            if new_entries:
-                # re-insert without touching label counts (they already exclude the deleted samples)
-                conn.executemany(
-                    "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [(e.first_key, e.count, e.shard, e.offset, e.length, e.min_ts, e.max_ts, e.label, _now(),
-                      e.wds_key, e.ts_blob, e.label_blob) for e in new_entries],
-                )
+            self.catalog.replace_shard(shard["id"], list(zip(new_entries, _appended_of(new_entries, appended))))
+            self.catalog.add_erasure(old_rel)
             self.catalog.bump(layout=True)
         self._publish_catalog()
         return size
+
+    def _write_survivors(self, out, shard: dict, rows: list[tuple], new_id: int, new_entries: list[Entry]) -> int:
+        """Write the live samples (or live runs of record rows) of ``rows`` to ``out``; returns the bytes written."""
+        old_rel = shard["path"]
+        pos = 0
+        for first, count, _s, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob in rows:
+            if shard["kind"] == KIND_SAMPLES:
+                data = self._read_ranges(old_rel, np.array([offset]), np.array([offset + length]))[0]
+                out.write(data)
+                new_entries.append(Entry(first, 1, new_id, pos, length, min_ts, max_ts, label, wds_key))
+                pos += length
+                continue
+            dead = self.catalog.deleted_in(first, first + count)
+            live = np.setdiff1d(np.arange(first, first + count, dtype=np.int64), dead)
+            if not len(live):
+                continue
+            ts_all = unpack_array(ts_blob) if ts_blob is not None else None
+            lab_all = unpack_array(label_blob) if label_blob is not None else None
+            runs = np.split(live, np.flatnonzero(np.diff(live) != 1) + 1)
+            block = self._read_ranges(old_rel, np.array([offset]), np.array([offset + count * length]))[0]
+            for run in runs:
+                a, b = int(run[0] - first), int(run[-1] - first + 1)
+                payload = block[a * length : b * length]
+                header = tarformat.member_header(f"{int(run[0]):012d}.{RECORD_EXT}", len(payload), _now())
+                out.write(header)
+                data_offset = pos + len(header)
+                out.write(payload)
+                pad = tarformat.padded(len(payload)) - len(payload)
+                out.write(b"\0" * pad)
+                pos = data_offset + len(payload) + pad
+                run_ts = ts_all[a:b] + min_ts if ts_all is not None else np.full(b - a, min_ts)
+                new_entries.append(_record_entry(int(run[0]), b - a, new_id, data_offset, length, run_ts,
+                                                 None if lab_all is None else lab_all[a:b]))
+        out.write(tarformat.END_OF_ARCHIVE)
+        return pos + len(tarformat.END_OF_ARCHIVE)
 
 
 class MemberBatch:
@@ -1543,6 +1648,15 @@ def _member_dicts(parsed: tarformat.ParsedSamples, values: list[bytes], n: int) 
     return out
 
 
+def _appended_of(entries: list[Entry], appended: dict[int, int]) -> list[int]:
+    """When each survivor was appended: that of the old entry (first key -> second) holding its first key (a record
+    run split by compaction keeps its run's)."""
+    firsts = np.array(sorted(appended), np.int64)
+    when = np.array([appended[f] for f in firsts.tolist()], np.int64)
+    at = np.searchsorted(firsts, np.array([e.first_key for e in entries], np.int64), side="right") - 1
+    return when[at].tolist()
+
+
 def _layout_of(first: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Member layout rows (key, relative offset, size) spread over entries starting at ``first`` (-1: none)."""
     rel = np.full(len(first), -1, np.int64)
@@ -1596,6 +1710,11 @@ def _check_wds_key(key: Any, i: int) -> str | None:
         return None
     if not isinstance(key, str) or not key:
         raise SampleEncodingError(f"sample {i}: __key__ must be a non-empty str, got {key!r}")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SampleEncodingError(f"sample {i}: __key__ {key!r} is not valid text (a lone surrogate); keys are "
+                                  "written to the tar as UTF-8") from None
     tarformat.check_member_name(key, f"sample {i}")
     if tarformat.split_name(f"{key}.x") != (key, "x"):
         raise SampleEncodingError(
