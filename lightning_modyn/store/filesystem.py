@@ -117,6 +117,16 @@ class StoreFS:
             with self.fs.open(final, "wb") as handle:
                 yield handle
 
+    def touch(self, rel: str) -> None:
+        """Create an empty file at ``rel``, durably (locally: its folder is synced; an empty file needs no temp
+        name, it cannot be torn)."""
+        if not self.local:
+            self.write_bytes(rel, b"")
+            return
+        path = self.path(rel)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+        _fsync_dir(os.path.dirname(path))
+
     def write_bytes(self, rel: str, data: bytes) -> None:
         with self.atomic_writer(rel) as handle:
             handle.write(data)

@@ -70,7 +70,7 @@ class Publication:
         files = self.journal.files
         self.intended.append(rel)
         try:
-            files.write_bytes(self.journal._marker(rel), b"")
+            files.touch(self.journal._marker(rel))
             with files.atomic_writer(rel) as out:
                 yield out
         except StoreError:
