@@ -2,9 +2,10 @@
 """What the store's safety checks cost on its hot paths (issue 13), each measured against the same code with the
 check switched off, alternating in one run:
 
-1. the size check of mapped shards (one ``stat`` per shard a read touches, so a shard cut while mapped is a
-   ``TruncatedShardError`` instead of zeros or SIGBUS): ``get_member`` of 3 KiB samples over 20 shards (random
-   keys, 256 a batch) and ``get_records`` of 160-byte rows (4096 a batch);
+1. the check that no mapped shard a read touches was cut since it was mapped (an inotify read per read, and a
+   ``stat`` of the shards reported changed; so a shard cut while mapped is a ``TruncatedShardError`` instead of
+   zeros or SIGBUS): ``get_member`` of 3 KiB samples over 20 shards (random keys, 256 a batch) and ``get_records``
+   of 160-byte rows (4096 a batch);
 2. the writer journal (a marker per new shard, so that garbage collection removes only what the store wrote):
    ``append`` of 1 and of 256 samples per call, ``append_records`` of 10,000 rows per call.
 
@@ -12,7 +13,7 @@ Run from the repository root::
 
     python benchmarks/bench_store_safety.py            # prints a markdown table; --out writes it to a file
 
-"Off" replaces ``StoreFS._check_size`` / the journal's marker writes with no-ops in this process only.
+"Off" replaces ``StoreFS._verify`` / the journal's marker writes with no-ops in this process only.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ CRITEO = np.dtype([("label", "<i4"), ("dense", "<f4", (13,)), ("cat", "<i4", (26
 
 @contextlib.contextmanager
 def size_check_off():
-    real = filesystem.StoreFS._check_size
-    filesystem.StoreFS._check_size = lambda self, rel, size, ident: None
+    real = filesystem.StoreFS._verify
+    filesystem.StoreFS._verify = lambda self, mapped, checked: None
     try:
         yield
     finally:
-        filesystem.StoreFS._check_size = real
+        filesystem.StoreFS._verify = real
 
 
 @contextlib.contextmanager

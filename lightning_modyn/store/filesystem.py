@@ -7,6 +7,7 @@ so a reader that still holds an old shard open (or mapped) keeps reading the rig
 from __future__ import annotations
 
 import contextlib
+import functools
 import mmap
 import os
 import re
@@ -19,7 +20,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from lightning_modyn.store import spanmap
+from lightning_modyn.store import cutwatch, spanmap
 from lightning_modyn.store.errors import ShardMissingError, TruncatedShardError
 
 _MAX_OPEN_MAPS = 256
@@ -48,6 +49,9 @@ class StoreFS:
         self._spanned: dict[str, tuple[int, int]] = {}  # file -> (start in the span, size)
         self._span_ids: dict[str, tuple[int, int]] = {}  # file -> (device, inode) when it was mapped
         self._span_refused = False  # spanning failed once here: read per shard from then on
+        # file -> its change stamp (see cutwatch) when last checked by stat, for its own map and for the span
+        self._map_checked: dict[str, tuple[int, int] | None] = {}
+        self._span_checked: dict[str, tuple[int, int] | None] = {}
 
     # ------------------------------------------------------------------ paths
     def path(self, rel: str) -> str:
@@ -147,7 +151,7 @@ class StoreFS:
         with self._lock:
             hit = self._maps.get(rel)
             if hit is not None:
-                self._check_size(rel, len(hit[1]), hit[2])
+                self._verify([(rel, len(hit[1]), hit[2])], self._map_checked)
                 self._maps.move_to_end(rel)
                 return hit[1]
             path = self.path(rel)
@@ -156,6 +160,7 @@ class StoreFS:
             except FileNotFoundError:
                 raise ShardMissingError(f"shard file {path!r} is missing") from None
             try:
+                self._watch(self._map_checked, rel, fd)
                 stat = os.fstat(fd)
                 mapped = mmap.mmap(fd, stat.st_size, access=mmap.ACCESS_READ) if stat.st_size else None
             finally:
@@ -205,7 +210,7 @@ class StoreFS:
                     found.update((rel, self._identity(rel)) for rel in missing if rel not in found)
                 try:
                     for rel in missing:
-                        self._spanned[rel] = self._span.add(self.path(rel))
+                        self._spanned[rel] = self._span.add(self.path(rel), functools.partial(self._watch, self._span_checked, rel))
                         self._span_ids[rel] = found[rel][1]
                 except ShardMissingError:
                     raise
@@ -214,9 +219,8 @@ class StoreFS:
                     return None
             where = np.array([self._spanned[rel] for rel in rels], dtype=np.int64).reshape(-1, 2)
             fresh = set(missing)  # just measured; those mapped before: still as long as then?
-            for rel, size in zip(rels, where[:, 1].tolist()):
-                if rel not in fresh:
-                    self._check_size(rel, size, self._span_ids[rel])
+            self._verify([(rel, size, self._span_ids[rel]) for rel, size in zip(rels, where[:, 1].tolist())
+                          if rel not in fresh], self._span_checked)
             return self._span.array(), where
 
     def check_mapped(self, rel: str) -> None:
@@ -225,11 +229,29 @@ class StoreFS:
         with self._lock:
             hit = self._maps.get(rel)
             if hit is not None:
-                self._check_size(rel, len(hit[1]), hit[2])
+                self._verify([(rel, len(hit[1]), hit[2])], self._map_checked)
+
+    def _watch(self, checked: dict, rel: str, fd: int) -> None:
+        """Watch a file being mapped (open as ``fd``, before its size is taken) for changes (see ``cutwatch``); its
+        stamp now goes into ``checked``, the record of the mapping (its own map, or the span) being made."""
+        watch = cutwatch.shared()
+        path = self.path(rel)
+        checked[rel] = watch.stamp(path) if watch.watch(path, fd) else None
+
+    def _verify(self, mapped: list[tuple[str, int, tuple[int, int]]], checked: dict) -> None:
+        """Check that mapped files ``(rel, size when mapped, identity)`` were not cut since: by ``stat``, but only
+        those whose inotify watch reported a change since their mapping's last check (all where nothing watches)."""
+        if not mapped:
+            return
+        stamps = cutwatch.shared().stamps([self.path(rel) for rel, _, _ in mapped])
+        for (rel, size, ident), stamp in zip(mapped, stamps):
+            if stamp is None or checked.get(rel) != stamp:
+                self._check_size(rel, size, ident)
+                checked[rel] = stamp
 
     def _check_size(self, rel: str, size: int, ident: tuple[int, int]) -> None:
-        """One ``stat`` per mapped file per read: a file cut in place (same inode, fewer bytes) is an error; one
-        removed or replaced by another file is not (the mapping still holds the old file's bytes)."""
+        """A file cut in place (same inode, fewer bytes) is an error; one removed or replaced by another file is
+        not (the mapping still holds the old file's bytes)."""
         try:
             stat = os.stat(self.path(rel))
         except FileNotFoundError:

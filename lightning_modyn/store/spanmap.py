@@ -20,6 +20,7 @@ import resource
 import sys
 import threading
 import weakref
+from typing import Any, Callable
 
 import numpy as np
 
@@ -102,13 +103,16 @@ class SpanMap:
         self._finalizer = weakref.finalize(self, _release, base, self.reserve)
         self._finalizer.atexit = False  # the process's exit releases it anyway
 
-    def add(self, path: str) -> tuple[int, int]:
-        """Map the file at ``path`` after the others; its (offset in :meth:`array`, size)."""
+    def add(self, path: str, opened: Callable[[int], Any] | None = None) -> tuple[int, int]:
+        """Map the file at ``path`` after the others; its (offset in :meth:`array`, size). ``opened(fd)`` is called
+        with the open file before its size is taken (to watch it for changes from that moment)."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             raise ShardMissingError(f"shard file {path!r} is missing") from None
         try:
+            if opened is not None:
+                opened(fd)
             size = os.fstat(fd).st_size
             with self._lock:
                 start = self.end
