@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 
 import numpy as np
@@ -41,7 +42,9 @@ def tar_shards(draw):
                 info.size = len(data)
                 if fmt == tarfile.PAX_FORMAT and draw(st.booleans()):
                     info.pax_headers = {"mtime": "1796192346.5931754", "comment": draw(st.sampled_from(
-                        ["x", "has path=inside", "y" * 600, "a path"])), }
+                        ["x", "has path=inside", "y" * 600, "a path", "a size"])), }
+                    if draw(st.booleans()):  # a size record, as for 8 GiB or more (test_tarformat_pax.py)
+                        info.pax_headers["size"] = str(len(data))
                 tf.addfile(info, io.BytesIO(data))
                 if draw(st.booleans()):  # a member without a key inside the sample: skipped, the sample goes on
                     stray = tarfile.TarInfo(draw(st.sampled_from([".hid", "noext", "d.x\n/k.jpg", "a\n.b/c"])))
@@ -91,7 +94,7 @@ def test_the_common_shapes_take_the_vectorized_path_and_the_odd_ones_the_exact_o
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, pax in [("s0.bin", {}), ("s1.bin", {"mtime": "1.5"}), ("s2/.x", {}), ("s3.bin", {"path": "z.jpg"}),
-                          ("l" * 120 + ".bin", {})]:
+                          ("l" * 120 + ".bin", {}), ("s5.bin", {"size": "3"})]:
             info = tarfile.TarInfo(name)
             info.size = 3
             info.pax_headers = pax
@@ -100,10 +103,11 @@ def test_the_common_shapes_take_the_vectorized_path_and_the_odd_ones_the_exact_o
     starts, ends = _ranges(data)
     calls = []
     real = tarformat.parse_sample
-    monkeypatch.setattr(tarformat, "parse_sample", lambda b, w: calls.append(bytes(b[:100])) or real(b, w))
+    monkeypatch.setattr(tarformat, "parse_sample",
+                        lambda b, w, base=0: calls.append(bytes(b[:100])) or real(b, w, base))
     parsed = tarformat.parse_samples(np.frombuffer(data, np.uint8), starts, ends, lambda i: "t.tar")
-    assert parsed.keys == ["s0", "s1", "s2/", "z", "l" * 120]
-    assert len(calls) == 3  # the dot-file, the PAX path and the long name; plain and mtime-only PAX are batched
+    assert parsed.keys == ["s0", "s1", "s2/", "z", "l" * 120, "s5"]
+    assert len(calls) == 4  # the dot-file, the PAX path and size, the long name; plain and mtime-only PAX batched
 
 
 def _pax_member(records: bytes, name: str = "k.bin", data: bytes = b"abc") -> bytes:
@@ -111,22 +115,27 @@ def _pax_member(records: bytes, name: str = "k.bin", data: bytes = b"abc") -> by
 
 
 def _with_type(member: bytes, flag: bytes) -> bytes:
-    header = bytearray(member[:512])
-    header[156:157] = flag
-    header[148:156] = b" " * 8
-    header[148:155] = f"{sum(header):06o}\0".encode()
-    return bytes(header) + member[512:]
+    return _with_checksum(member[:156] + flag + member[157:512]) + member[512:]
+
+
+def _with_checksum(header: bytes | bytearray) -> bytes:
+    """A header block with its checksum made right again after an edit."""
+    block = bytearray(header)
+    block[148:156] = b" " * 8
+    block[148:155] = f"{sum(block):06o}\0".encode()
+    return bytes(block)
 
 
 @pytest.mark.parametrize("records", [b"7 path\n", b"13 path=z.jpg\n", b"a b", b"0 x=y\n", b"", b"12 mtime=1.5\n",
-                                     b"21 comment=my path\n"])
+                                     b"21 comment=my path\n", b"9 size=3\n", b"9 size=7\n", b"10 size=-3\n",
+                                     b"21 comment=my size\n"])
 def test_pax_headers_the_batch_does_not_understand_are_parsed_one_sample_at_a_time(records):
     data = _pax_member(records)
     arr = np.frombuffer(data, np.uint8)
     try:
         expected = tarformat.parse_sample(memoryview(data), "t.tar")
     except ShardFormatError as err:
-        with pytest.raises(ShardFormatError, match=str(err).split(":")[-1].strip()):
+        with pytest.raises(ShardFormatError, match=re.escape(str(err).split(":")[-1].strip())):
             tarformat.parse_samples(arr, np.array([0]), np.array([len(data)]), lambda i: "t.tar")
         return
     got = tarformat.parse_samples(arr, np.array([0]), np.array([len(data)]), lambda i: "t.tar")
@@ -152,3 +161,80 @@ def test_octal_size_fields(field, size, trusted):
     assert bool(ok[0]) is trusted
     if trusted:
         assert int(value[0]) == size
+
+
+# ====================================================================== bytes overwritten after ingest
+
+DAMAGE_AT = st.sampled_from([0, 1, 99, 124, 125, 130, 134, 135, 148, 155, 156, 257, 345]) | st.integers(0, 511)
+DAMAGE = st.sampled_from(list(b"0157xLgK \0\x80\xff/.\n")) | st.integers(0, 255)
+
+
+def _damaged_or_inside(parse, check_inside) -> None:
+    """``parse()`` on damaged bytes raises a ShardFormatError that names the file and an offset, or gives members
+    that lie inside their ranges (``check_inside(result)``); any other exception fails the test."""
+    try:
+        result = parse()
+    except ShardFormatError as err:
+        assert str(err).startswith("t.tar") and re.search(r"offset \d+", str(err)), str(err)
+    else:
+        check_inside(result)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tar_shards(), st.data())
+def test_bytes_overwritten_in_a_sample_range_are_a_format_error_or_a_clean_result(data, draw):
+    starts, ends = _ranges(data)
+    if not len(starts):
+        return
+    i = draw.draw(st.integers(0, len(starts) - 1))
+    s, e = int(starts[i]), int(ends[i])
+    damaged = bytearray(data)
+    how = draw.draw(st.sampled_from(["random bytes", "header bytes", "header bytes, checksums made right"]))
+    if how == "random bytes":
+        damaged[s:e] = draw.draw(st.randoms(use_true_random=False)).randbytes(e - s)
+    else:
+        for _ in range(draw.draw(st.integers(1, 6))):
+            damaged[s + 512 * draw.draw(st.integers(0, (e - s) // 512 - 1)) + draw.draw(DAMAGE_AT)] = draw.draw(DAMAGE)
+        if how == "header bytes, checksums made right":  # garbage that passes the checksum: every field is read
+            for block in range(s, e, 512):
+                damaged[block : block + 512] = _with_checksum(damaged[block : block + 512])
+    buf = bytes(damaged)
+
+    def inside_range(result):
+        _, members = result
+        assert all(512 <= off and off + size <= e - s for _, off, size in members)
+
+    def inside_ranges(parsed):
+        assert (parsed.data >= starts[parsed.sample] + 512).all()
+        assert (parsed.data + parsed.size <= ends[parsed.sample]).all()
+
+    _damaged_or_inside(lambda: tarformat.parse_sample(memoryview(buf)[s:e], "t.tar", s), inside_range)
+    _damaged_or_inside(lambda: tarformat.parse_samples(np.frombuffer(buf, np.uint8), starts, ends, lambda i: "t.tar"),
+                       inside_ranges)
+    _damaged_or_inside(lambda: _ranges(buf), lambda ranges: None)  # ingest refuses it, or indexes it anew
+
+
+@pytest.mark.parametrize("field, value, message", [
+    (slice(124, 136), b"12 34\0\0\0\0\0\0\0", "tar header field size at offset 1024 is not a number"),
+    (slice(124, 136), b"\xff" + b"\0" * 10 + b"\x05", "negative size in the tar header at offset 1024"),
+    (slice(0, 512), b"\0" * 512, "bad tar header checksum at offset 1024"),  # zeroed, as by a lost write
+    (slice(148, 156), b"0000000\0", "bad tar header checksum at offset 1024"),  # only the checksum is wrong
+])
+def test_a_damaged_header_in_a_sample_range_is_a_format_error_naming_file_and_offset(field, value, message):
+    undamaged = b"".join(tarformat.encode_member(name, data) for name, data in [
+        ("a.bin", b"1"), ("k.bin", b"\0" * 600), ("k.cls", b"2")])  # zeros: a zeroed header reads as end markers
+    header = bytearray(undamaged[1024:1536])
+    header[field] = value
+    if field != slice(148, 156) and field != slice(0, 512):
+        header = _with_checksum(header)  # a field that parses wrong behind a right checksum
+    arr = np.frombuffer(undamaged[:1024] + bytes(header) + undamaged[1536:], np.uint8)
+    starts, ends = np.array([0, 1024]), np.array([1024, len(arr)])
+    expected = re.escape(f"shard-2.tar: {message}")
+    with pytest.raises(ShardFormatError, match=expected):
+        tarformat.parse_sample(memoryview(arr)[1024:], "shard-2.tar", 1024)
+    if field == slice(148, 156):  # the batch path does not sum headers (that would slow every read): fields look right
+        parsed = tarformat.parse_samples(arr, starts, ends, lambda i: "shard-2.tar")
+        assert _batched(parsed, 2) == _per_range(undamaged, starts, ends)
+        return
+    with pytest.raises(ShardFormatError, match=expected):
+        tarformat.parse_samples(arr, starts, ends, lambda i: "shard-2.tar")

@@ -1031,7 +1031,8 @@ class SampleStore:
         idx_list = idx.tolist()
         for buf, sel, s, e in self._sample_buffers(snap, shard_of, starts, ends):
             # every sample's key and members come from its own headers, parsed for the whole batch at once
-            parsed = tarformat.parse_samples(buf, s, e, lambda i: snap.path_of_shard[int(shard_of[sel[i]])], meta)
+            parsed = tarformat.parse_samples(buf, s, e, lambda i: snap.path_of_shard[int(shard_of[sel[i]])], meta,
+                                             file_starts=starts[sel])
             view = memoryview(buf)
             values = list(map(bytes, map(view.__getitem__, map(slice, parsed.data.tolist(),
                                                                 (parsed.data + parsed.size).tolist()))))

@@ -37,6 +37,7 @@ _COMPRESSION_MAGIC = {
 
 _SAMPLE_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 _REGULAR = (b"0", b"\0", b"7")
+_EXTENSION_HEADERS = (b"x", b"L", b"g", b"K")  # they describe the member after them
 _PATH_CHARS = re.compile(r"[/\\:\0]")
 
 
@@ -111,11 +112,12 @@ def detect_compression(head: bytes) -> str | None:
     return None
 
 
-def _octal(field_bytes: bytes, what: str, where: str) -> int:
+def _octal(field_bytes: bytes, what: str, where: str, offset: int) -> int:
+    """A numeric header field (octal text, or GNU base-256 for large values) of the header at ``offset``."""
     if field_bytes and field_bytes[0] & 0x80:  # GNU base-256 for large values
         value = int.from_bytes(field_bytes[1:], "big")
         if field_bytes[0] & 0x40:
-            raise ShardFormatError(f"{where}: negative {what} in tar header")
+            raise ShardFormatError(f"{where}: negative {what} in the tar header at offset {offset}")
         return value
     text = field_bytes.split(b"\0", 1)[0].strip(b" \0")
     if not text:
@@ -123,7 +125,9 @@ def _octal(field_bytes: bytes, what: str, where: str) -> int:
     try:
         return int(text, 8)
     except ValueError:
-        raise ShardFormatError(f"{where}: tar header field {what} is not a number: {field_bytes!r}") from None
+        raise ShardFormatError(
+            f"{where}: tar header field {what} at offset {offset} is not a number: {field_bytes!r}"
+        ) from None
 
 
 def _checksum_ok(header: bytes) -> bool:
@@ -144,8 +148,10 @@ def _checksum_ok(header: bytes) -> bool:
     return int(signed.sum(dtype=np.int64)) - int(signed[148:156].sum(dtype=np.int64)) + 8 * 32 == expected
 
 
-def _pax_records(data: bytes, where: str) -> dict[str, str]:
-    records: dict[str, str] = {}
+def _pax_records(data: bytes, where: str, offset: int) -> dict[str, bytes]:
+    """The ``length keyword=value\\n`` records of the PAX extended header at ``offset``. Values stay bytes: a path
+    is decoded by its reader (strictly at ingest, see :func:`_utf8_name`), a size is checked by :func:`_pax_size`."""
+    records: dict[str, bytes] = {}
     pos = 0
     while pos < len(data):
         space = data.find(b" ", pos)
@@ -154,14 +160,39 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
         try:
             length = int(data[pos:space])
         except ValueError:
-            raise ShardFormatError(f"{where}: malformed PAX extended header") from None
+            raise ShardFormatError(f"{where}: malformed PAX extended header at offset {offset}") from None
         if length <= 0:
-            raise ShardFormatError(f"{where}: malformed PAX extended header")
+            raise ShardFormatError(f"{where}: malformed PAX extended header at offset {offset}")
         record = data[space + 1 : pos + length - 1]
         keyword, _, value = record.partition(b"=")
-        records[keyword.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
+        records[keyword.decode("utf-8", "replace")] = value
         pos += length
     return records
+
+
+def _pax_size(value: bytes, where: str, offset: int) -> int:
+    """The member size a PAX ``size`` record gives (tarfile writes one for members of 8 GiB or more, with 0 in the
+    header's own size field): plain decimal digits, nothing else."""
+    if value.isdigit():  # ASCII digits only: no sign, space or fraction
+        try:
+            return int(value)
+        except ValueError:  # more digits than int() converts: no file is that large anyway
+            pass
+    raise ShardFormatError(
+        f"{where}: PAX size record {value!r} in the extended header at offset {offset} is not a non-negative integer"
+    )
+
+
+def _utf8_name(raw: bytes, where: str, offset: int) -> str:
+    """A member name as text. Names become WebDataset keys and extensions, which are text (and go into the
+    catalog), so bytes that are not UTF-8 are refused at ingest rather than carried along as lone surrogates."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ShardFormatError(
+            f"{where}: member name {raw!r} at offset {offset} is not UTF-8; member names must be UTF-8 "
+            "(WebDataset keys are text)"
+        ) from None
 
 
 def iter_members(
@@ -173,11 +204,13 @@ def iter_members(
 ) -> Iterator[Member]:
     """Regular-file members of a tar archive of ``size`` bytes, read through ``read_at(offset, n)``.
 
-    Headers are validated (checksum, sizes inside the file, safe names); PAX and GNU long names are applied.
-    Directories, links and other special members are skipped. ``where`` names the file in error messages.
+    Headers are validated (checksum, sizes inside the file, safe UTF-8 names); PAX paths and sizes and GNU long
+    names are applied. Directories, links and other special members are skipped. ``where`` names the file in error
+    messages.
     """
     pos = start
-    pending_name: str | None = None
+    pending_name: tuple[bytes, int] | None = None  # a long name's raw bytes and the offset of the header giving it
+    pending_size: int | None = None  # a PAX size record: overrides the next member header's size field
     aux_start: int | None = None
     while True:
         if pos >= size:
@@ -193,8 +226,12 @@ def iter_members(
             return
         if not _checksum_ok(header):
             raise ShardFormatError(f"{where}: bad tar header checksum at offset {pos}; the shard is corrupted")
-        member_size = _octal(header[124:136], "size", f"{where} at offset {pos}")
         typeflag = header[156:157]
+        extension = typeflag in _EXTENSION_HEADERS
+        if pending_size is not None and not extension:
+            member_size = pending_size  # the header's own field holds 0 or anything: not read
+        else:
+            member_size = _octal(header[124:136], "size", where, pos)
         data_offset = pos + BLOCK
         if data_offset + member_size > size:
             raise TruncatedShardError(
@@ -204,34 +241,37 @@ def iter_members(
         next_pos = data_offset + padded(member_size)
         if aux_start is None:
             aux_start = pos
-        if typeflag in (b"x", b"L"):
-            data = read_at(data_offset, member_size)
-            if typeflag == b"x":
-                path = _pax_records(data, f"{where} at offset {pos}").get("path")
-                if path is not None:
-                    pending_name = path
-            else:
-                pending_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if typeflag == b"x":
+            records = _pax_records(read_at(data_offset, member_size), where, pos)
+            if "path" in records:
+                pending_name = (records["path"], pos)
+            if "size" in records:
+                pending_size = _pax_size(records["size"], where, pos)
             pos = next_pos
             continue
-        if typeflag in (b"g", b"K"):  # global PAX header, GNU long link name: nothing for us
+        if typeflag == b"L":
+            pending_name = (read_at(data_offset, member_size).split(b"\0", 1)[0], pos)
+            pos = next_pos
+            continue
+        if extension:  # global PAX header, GNU long link name: nothing for us
             pos = next_pos
             aux_start = None if typeflag == b"g" else aux_start
             continue
         if pending_name is not None:
-            name = pending_name
+            raw_name, name_at = pending_name
         else:
-            name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            magic = header[257:265]
+            raw_name, name_at = header[0:100].split(b"\0", 1)[0], pos
             prefix = header[345:500].split(b"\0", 1)[0]
-            if magic[:6] == b"ustar\0" and prefix:
-                name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+            if header[257:263] == b"ustar\0" and prefix:
+                raw_name = prefix + b"/" + raw_name
         member_start = aux_start
         pending_name = None
+        pending_size = None
         aux_start = None
         pos = next_pos
         if typeflag not in _REGULAR:
             continue
+        name = _utf8_name(raw_name, where, name_at)
         check_member_name(name, f"{where} at offset {member_start}")
         yield Member(name=name, start=member_start, data_offset=data_offset, size=member_size)
 
@@ -247,7 +287,8 @@ def iter_samples(members: Iterator[Member], where: str) -> Iterator[SampleSpan]:
         member.ext = ext
         if current is not None and key == current.key:
             if ext in exts:
-                raise ShardFormatError(f"{where}: sample {key!r} has two members with extension {ext!r}")
+                raise ShardFormatError(f"{where}: sample {key!r} has two members with extension {ext!r} (the "
+                                       f"second at offset {member.start})")
             exts.add(ext)
             current.members.append(member)
             current.end = member.end
@@ -260,12 +301,14 @@ def iter_samples(members: Iterator[Member], where: str) -> Iterator[SampleSpan]:
         yield current
 
 
-def parse_sample(buf: bytes | memoryview, where: str) -> tuple[str | None, list[tuple[str, int, int]]]:
+def parse_sample(buf: bytes | memoryview, where: str, base: int = 0) -> tuple[str | None, list[tuple[str, int, int]]]:
     """The sample key and (extension, data offset, size) of each member in a self-contained sample range, offsets
     relative to ``buf``.
 
     This is the read path: it looks only at the headers inside the range the offset index pointed to, and never
-    copies member data (``buf`` may be a view of a mapped shard).
+    copies member data (``buf`` may be a view of a mapped shard). Every header's checksum is checked, so that bytes
+    overwritten after ingest are a :class:`ShardFormatError` instead of members read from garbage. ``base`` is
+    where ``buf`` starts in the shard ``where``: errors name offsets in the file.
     """
     view = memoryview(buf)
     out: list[tuple[str, int, int]] = []
@@ -273,19 +316,27 @@ def parse_sample(buf: bytes | memoryview, where: str) -> tuple[str | None, list[
     pos = 0
     n = len(view)
     pending: str | None = None
+    pending_size: int | None = None
     while pos + BLOCK <= n:
         header = view[pos : pos + BLOCK].tobytes()  # one small copy; slicing bytes is cheaper than a view's
+        if not _checksum_ok(header):
+            raise ShardFormatError(f"{where}: bad tar header checksum at offset {base + pos}; the shard changed "
+                                   "after it was indexed, or the index is stale")
         typeflag = header[156:157]
-        size_field = header[124:136]
-        if size_field[0] & 0x80:
-            size = int.from_bytes(size_field[1:], "big")
+        if pending_size is not None and typeflag not in _EXTENSION_HEADERS:
+            size = pending_size
+            pending_size = None
         else:
-            size = int(size_field.split(b"\0", 1)[0].strip(b" \0") or b"0", 8)
+            size = _octal(header[124:136], "size", where, base + pos)
         data_offset = pos + BLOCK
         if typeflag in (b"x", b"L"):
             data = view[data_offset : data_offset + size].tobytes()
             if typeflag == b"x":
-                pending = _pax_records(data, where).get("path", pending)
+                records = _pax_records(data, where, base + pos)
+                if "path" in records:
+                    pending = records["path"].decode("utf-8", "surrogateescape")
+                if "size" in records:
+                    pending_size = _pax_size(records["size"], where, base + pos)
             else:
                 pending = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         elif typeflag in _REGULAR:
@@ -304,7 +355,8 @@ def parse_sample(buf: bytes | memoryview, where: str) -> tuple[str | None, list[
             pending = pending if typeflag in (b"g", b"K") else None
         pos = data_offset + padded(size)
     if pos != n:
-        raise ShardFormatError(f"{where}: sample range does not end on a member boundary; the index is stale")
+        raise ShardFormatError(f"{where}: sample range does not end on a member boundary; the index is stale (the "
+                               f"range at offset {base} ends at {base + n}, its members at {base + pos})")
     return key, out
 
 
@@ -325,23 +377,30 @@ class ParsedSamples:
     keys: list[str | None] | None
 
 
-_PAX_PATH = np.frombuffer(b" path", np.uint8)
+_WORD = np.dtype("<u4")
+_PAX_PATH, _PAX_SIZE = np.frombuffer(b"pathsize", _WORD)  # records that change what is read, after a space
 _HEAD_BYTES = 346  # a header up to the first byte of the USTAR prefix: all that parse_samples reads of it
 _MAX_PAX_SCAN = 1024  # longer PAX headers (long names, many records) are read one sample at a time
 
 
 def parse_samples(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: Callable[[int], str],
-                  keys: bool = True) -> ParsedSamples:
+                  keys: bool = True, file_starts: np.ndarray | None = None) -> ParsedSamples:
     """:func:`parse_sample` for many ranges ``[starts[i], ends[i])`` of the uint8 array ``buf`` at once.
 
     The headers of all samples are parsed together, one member position at a time, with numpy: reading a batch of
     small samples costs a few array operations per member instead of ~5 µs of Python per sample. Anything unusual
-    — a PAX header that sets a path, a GNU long name, a USTAR prefix, a base-256 size, a name starting with a dot —
-    sends that sample to :func:`parse_sample`, so the result is the same as parsing each range on its own. PAX
-    records other than a path are not checked here (``ingest`` checked them).
-    ``where(i)`` names sample ``i``'s shard in errors. The caller makes sure every range lies inside ``buf``.
+    — a PAX header that sets a path or a size, a GNU long name, a USTAR prefix, a base-256 or malformed size, a
+    name starting with a dot — sends that sample to :func:`parse_sample`, so the result is the same as parsing each
+    range on its own. PAX records other than a path or size are not checked here (``ingest`` checked them), nor are
+    header checksums (the exact parser checks those; a header without a name, such as a zeroed block, goes there):
+    bytes overwritten after ingest give a ShardFormatError or members that lie inside their range, never another
+    exception.
+    ``where(i)`` names sample ``i``'s shard in errors, and ``file_starts[i]`` (default ``starts[i]``, right when
+    ``buf`` is one whole shard) is where the range starts in that file, for the offsets errors name. The caller
+    makes sure every range lies inside ``buf``.
     """
     n = len(starts)
+    file_starts = np.asarray(starts if file_starts is None else file_starts, np.int64)
     cur = np.asarray(starts, np.int64).copy()
     ends = np.asarray(ends, np.int64)
     slow = np.zeros(n, bool)
@@ -354,10 +413,11 @@ def parse_samples(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: 
         data = cur[live] + BLOCK
         regular = (flag == 0x30) | (flag == 0) | (flag == 0x37)
         odd = ~size_ok | (flag == 0x4C)  # base-256 or malformed size, GNU long name
+        odd |= head[:, 0] == 0  # no name: a zeroed block (bytes lost after ingest) or a nameless member
         odd |= regular & (head[:, 345] != 0) & (head[:, 257:263] == _USTAR_MAGIC).all(1)  # a USTAR prefix
         pax = np.flatnonzero((flag == 0x78) & ~odd)
         if len(pax):
-            odd[pax] |= _pax_sets_path(buf, data[pax], size[pax], ends[live[pax]])
+            odd[pax] |= _pax_needs_exact_parse(buf, data[pax], size[pax], ends[live[pax]])
         slow[live[odd]] = True
         take = regular & ~odd
         found.append((live[take], head[take, :100], data[take], size[take]))
@@ -366,8 +426,11 @@ def parse_samples(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: 
         live = live[cur[live] + BLOCK <= ends[live]]
     stale = np.flatnonzero(~slow & (cur != ends))
     if len(stale):
-        raise ShardFormatError(f"{where(int(stale[0]))}: sample range does not end on a member boundary; the index "
-                               "is stale")
+        i = int(stale[0])
+        base = int(file_starts[i])
+        raise ShardFormatError(f"{where(i)}: sample range does not end on a member boundary; the index is stale (the "
+                               f"range at offset {base} ends at {base + int(ends[i] - starts[i])}, its members at "
+                               f"{base + int(cur[i] - starts[i])})")
     if not found:  # no range holds a whole header
         none = np.zeros(0, np.int64)
         found.append((none, np.zeros((0, 100), np.uint8), none, none))
@@ -405,7 +468,7 @@ def parse_samples(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: 
         index = {e: i for i, e in enumerate(exts)}
         for i in slow_idx.tolist():
             s = int(starts[i])
-            key, members = parse_sample(view[s : int(ends[i])], where(i))
+            key, members = parse_sample(view[s : int(ends[i])], where(i), int(file_starts[i]))
             if key_list is not None:
                 key_list[i] = key
             for ext, off, sz in members:
@@ -443,23 +506,25 @@ def _octal_sizes(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return value, ok
 
 
-def _pax_sets_path(buf: np.ndarray, data: np.ndarray, size: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def _pax_needs_exact_parse(buf: np.ndarray, data: np.ndarray, size: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """For PAX extended headers with data at ``data``: whether the sample must be parsed on its own — a record that
-    may set the member's path (" path" anywhere in the data: false alarms only cost speed), or data that does not
-    start like a record (a length from 1). The other records (mtime, comments...) do not change what is read."""
-    width = int(size.max()) if len(size) else 0
+    may set the member's path or size (" path" or " size" anywhere in the data: false alarms only cost speed), or
+    data that does not start like a record (a length from 1). The other records (mtime, comments...) do not change
+    what is read."""
     out = size > _MAX_PAX_SCAN
+    width = int(size[~out].max(initial=0))  # the widest header read here (garbage may declare any size)
     fits = np.flatnonzero(~out & (data + max(width, 1) <= ends))
     out[np.setdiff1d(np.flatnonzero(~out), fits)] = True  # too near the range's end to read the widest: alone
     if len(fits) and width:
         block = gather(buf, data[fits], width)
         own = size[fits]
         out[fits] = (own > 0) & ((block[:, 0] < 0x31) | (block[:, 0] > 0x39))
-        k = len(_PAX_PATH)
-        if width >= k:
-            hit = np.arange(width - k + 1) + k <= own[:, None]  # only inside this header's own data
-            for j in range(k):
-                hit &= block[:, j : width - k + 1 + j] == _PAX_PATH[j]
+        if width >= 5:
+            # the 4 bytes after each position, as one little-endian word (overlapping, unaligned: no copy), so that
+            # " path" and " size" are a byte and a word compared each
+            after = np.ndarray((len(fits), width - 4), _WORD, buffer=block, offset=1, strides=(width, 1))
+            hit = (block[:, : width - 4] == 0x20) & ((after == _PAX_PATH) | (after == _PAX_SIZE))
+            hit &= np.arange(width - 4) + 5 <= own[:, None]  # only inside this header's own data
             out[fits] |= hit.any(1)
     return out
 
