@@ -122,3 +122,31 @@ def test_s3_ingest_remote_shards(s3_url):
     assert [g["txt"] for g in got] == [f"text {i}".encode() for i in (3, 2, 1, 0)]
     assert got[0]["__key__"] == f"{'d' * 120}/s3" and got[0]["__label__"] == 3
     store.close()
+
+
+def test_s3_create_on_a_prefix_that_holds_objects_is_refused_and_open_keeps_foreign_objects(s3_url):
+    import s3fs
+
+    from lightning_modyn.store import StoreExistsError
+
+    url, options = s3_url
+    fs = s3fs.S3FileSystem(**options)
+    prefix = url.removeprefix("s3://")
+    fs.pipe(f"{prefix}/shards/their-data-000.tar", b"someone else's shard")
+    with pytest.raises(StoreExistsError, match="prefix already holds objects"):
+        SampleStore.create(url, storage_options=options)
+    assert fs.cat(f"{prefix}/shards/their-data-000.tar") == b"someone else's shard"
+
+    other = url + "-2"
+    store = SampleStore.create(other, storage_options=options)
+    store.append([{"bin": b"ours"}])
+    store.close()
+    fs.pipe(f"{other.removeprefix('s3://')}/shards/their-data-001.tar", b"theirs")
+    fs.invalidate_cache()
+    for _ in range(2):  # writable opens collect only what the store can prove it wrote
+        SampleStore.open(other, storage_options=options).close()
+    fs.invalidate_cache()
+    assert fs.cat(f"{other.removeprefix('s3://')}/shards/their-data-001.tar") == b"theirs"
+    reader = SampleStore.open(other, readonly=True, storage_options=options)
+    assert reader.get([0], meta=False)[0]["bin"] == b"ours"
+    reader.close()
