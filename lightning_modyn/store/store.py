@@ -1671,10 +1671,13 @@ def _layout_of(first: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _remove_unfinished_create(root: str) -> bool:
-    """A ``create`` killed before writing its marker leaves only an empty catalog: remove it and say so."""
+    """A ``create`` killed before writing its marker leaves only an empty catalog, empty folders and perhaps the
+    marker's temp file: remove them and say so. Anything else in the folder means it is not ours to clear."""
     names = set(os.listdir(root))
-    ours = {CATALOG, CATALOG + "-wal", CATALOG + "-shm", CATALOG + "-journal", SHARDS, LOCK}
-    if not names <= ours or (SHARDS in names and os.listdir(os.path.join(root, SHARDS))):
+    ours = {CATALOG, CATALOG + "-wal", CATALOG + "-shm", CATALOG + "-journal", SHARDS, JOURNAL, LOCK}
+    if not all(name in ours or is_temp_name(name) for name in names):
+        return False
+    if any(os.listdir(os.path.join(root, d)) for d in (SHARDS, JOURNAL) if d in names):
         return False
     for name in names:
         path = os.path.join(root, name)
