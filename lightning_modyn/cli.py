@@ -26,6 +26,17 @@ def _int_or_ext(value: str | None):
         return value
 
 
+def _positive_int(value: str) -> int:
+    """argparse type of a count: a whole number > 0 (argparse names the option in its error)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {number}")
+    return number
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         store = SampleStore.open(args.store)
@@ -106,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate data and walk through the store: ingest, read, delete, compact")
     p.add_argument("store", nargs="?", default="runs/demo-store", help="where to create the demo store (new dir)")
-    p.add_argument("--samples", type=int, default=20_000, help="image samples written as WebDataset shards")
-    p.add_argument("--rows", type=int, default=1_000_000, help="Criteo-format records appended")
+    p.add_argument("--samples", type=_positive_int, default=20_000, help="image samples written as WebDataset shards")
+    p.add_argument("--rows", type=_positive_int, default=1_000_000, help="Criteo-format records appended")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -121,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (StoreError, ValueError, TypeError, KeyError) as err:
+    except (StoreError, ValueError, TypeError, KeyError, OSError) as err:  # OSError: names its file
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"lightning-modyn {args.command}: error: {message}", file=sys.stderr)
         return 2

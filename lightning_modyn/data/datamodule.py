@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Callable, Iterator
 
@@ -10,12 +11,24 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lightning_modyn.data.batch import KeyedBatch
+from lightning_modyn._checks import check_int, check_whole
 from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
 from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
 from lightning_modyn.data.sampler import KeyBatch, SelectionSampler
 from lightning_modyn.data.transfer import release_rings, release_with, unpack
 from lightning_modyn.store import SampleStore
 from lightning_modyn.store.store import as_keys
+
+def _check_int(name: str, value: Any, allow_none: bool = False) -> Any:
+    """Refuse a non-integer option (a float, a string, a bool) with an error that names it; returns ``value``."""
+    return value if value is None and allow_none else check_int(name, value)
+
+
+def _check_time(name: str, value: Any) -> int | None:
+    """A time-window bound: None or a whole number of (e.g. unix) seconds."""
+    return None if value is None else check_whole(name, value)
+    _check_int(name, value)
+    return int(value)
 
 
 class ModynDataLoader(DataLoader):
@@ -101,14 +114,30 @@ class ModynDataModule(L.LightningDataModule):
         storage_options: dict | None = None,
     ) -> None:
         super().__init__()
+        _check_int("batch_size", batch_size)
+        _check_int("val_batch_size", val_batch_size, allow_none=True)
         if batch_size <= 0 or (val_batch_size is not None and val_batch_size <= 0):
             raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, val_batch_size={val_batch_size}")
-        if num_workers < 0:
+        if _check_int("num_workers", num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if locality_window is not None and locality_window <= 0:
+        if _check_int("locality_window", locality_window, allow_none=True) is not None and locality_window <= 0:
             raise ValueError(f"locality_window must be positive, got {locality_window}")
+        if _check_int("seed", seed) < 0:
+            raise ValueError(f"seed must be >= 0 (the shuffle's random generator takes no negative seeds), got {seed}")
+        if _check_int("prefetch_factor", prefetch_factor, allow_none=True) is not None and prefetch_factor <= 0:
+            raise ValueError(f"prefetch_factor must be positive (batches a worker loads ahead), got {prefetch_factor}")
+        if not isinstance(store, (SampleStore, str, os.PathLike)):
+            raise TypeError(f"store must be a SampleStore or its URL, got {type(store).__name__} {store!r}")
+        if not isinstance(store, SampleStore) and not os.fspath(store):
+            raise ValueError("store must be a SampleStore or its URL, got an empty string")
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise TypeError(f"storage_options must be a dict of fsspec options, got {type(storage_options).__name__}")
+        if decode is not None and (isinstance(decode, type) or not callable(decode)):
+            what = f"the class {decode.__name__} itself" if isinstance(decode, type) else type(decode).__name__
+            raise TypeError(f"decode must be a callable(SampleBatch) -> tuple (e.g. ArrayMember('raw', shape=[...])), "
+                            f"got {what}" + ("; pass an instance of it" if isinstance(decode, type) else ""))
         self._store = store if isinstance(store, SampleStore) else None
-        self._store_url = store.url if isinstance(store, SampleStore) else str(store)
+        self._store_url = store.url if isinstance(store, SampleStore) else os.fspath(store)
         self.storage_options = storage_options
         self.decode = decode
         self.batch_size = batch_size
@@ -146,13 +175,20 @@ class ModynDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ sets
     def _check_set(self, name: str, keys: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
-        keys = as_keys(keys, f"{name} keys")
+        try:
+            raw = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
+        except ValueError as err:  # ragged nesting
+            raise TypeError(f"{name} keys must be a flat sequence of integers (store keys): {err}") from None
+        keys = as_keys(raw, f"{name} keys")
         if len(keys) == 0:
             raise ValueError(f"the {name} set is empty; give at least one key")
         if weights is None:
             weights = np.ones(len(keys), np.float32)
         else:
-            weights = np.asarray(weights, dtype=np.float64)
+            try:
+                weights = np.asarray(weights, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"{name} weights must be numbers, one per key: {err}") from None
             if weights.shape != keys.shape:
                 raise ValueError(f"{name} weights must have one value per key ({len(keys)}), got shape {weights.shape}")
             bad = ~np.isfinite(weights)
@@ -162,7 +198,15 @@ class ModynDataModule(L.LightningDataModule):
             if (weights < 0).any():
                 i = int(np.flatnonzero(weights < 0)[0])
                 raise ValueError(f"{name} weight of key {int(keys[i])} is negative ({weights[i]}); weights must be >= 0")
-            weights = weights.astype(np.float32)
+            with np.errstate(over="ignore"):
+                weights32 = weights.astype(np.float32)
+            if not np.isfinite(weights32).all():
+                i = int(np.flatnonzero(~np.isfinite(weights32))[0])
+                raise ValueError(f"{name} weight of key {int(keys[i])} is {weights[i]}, beyond float32's range; "
+                                 "scale the weights down")
+            if not weights32.any():
+                raise ValueError(f"every {name} weight is 0: no sample would count; give some a positive weight")
+            weights = weights32
         live = self.store.contains(keys)
         if not live.all():
             dead = keys[~live]
@@ -205,7 +249,7 @@ class ModynDataModule(L.LightningDataModule):
             return keys
         if start is None and end is None:
             raise ValueError("give keys or a time window (start and/or end)")
-        return self.store.time_range(start, end).keys
+        return self.store.time_range(_check_time("start", start), _check_time("end", end)).keys
 
     @property
     def training_set(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -238,7 +282,9 @@ class ModynDataModule(L.LightningDataModule):
         For work beside a fit that needs the model's view of arbitrary samples: scoring a training set,
         evaluating windows of a stream. ``batch_size`` defaults to ``val_batch_size``; every weight is 1.
         """
-        keys = np.asarray(keys, np.int64)
+        keys = as_keys(keys)
+        if batch_size is not None and _check_int("batch_size", batch_size) <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
         size = batch_size or self.val_batch_size
         dataset = KeyedBatchDataset(self.store, self._decoder())
         for a in range(0, len(keys), size):

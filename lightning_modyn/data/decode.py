@@ -48,6 +48,8 @@ class RecordsToTensors:
     """
 
     def __init__(self, label_field: str | None = "label", label_dtype: str | None = None) -> None:
+        if label_dtype is not None and not isinstance(getattr(torch, str(label_dtype), None), torch.dtype):
+            raise ValueError(f"label_dtype {label_dtype!r} is not a torch dtype (e.g. 'int64', 'float32')")
         self.label_field = label_field
         self.label_dtype = label_dtype
 
@@ -80,10 +82,23 @@ class ArrayMember:
 
     def __init__(self, member: str, shape: Sequence[int], dtype: str = "uint8", scale: float | None = None,
                  channels_first: bool = False) -> None:
+        if not isinstance(member, str) or not member:
+            raise TypeError(f"member must be the extension of a member (e.g. 'raw'), got {member!r}")
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, np.ndarray)) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise ValueError(f"shape must be a list of positive integers (one sample's array, e.g. [32, 32, 3]), "
+                             f"got {shape!r}")
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype {dtype!r} is not a numpy dtype (e.g. 'uint8', 'float32')") from None
+        if self.dtype.hasobject:
+            raise TypeError(f"dtype {dtype!r} holds Python objects; member bytes decode to plain numeric dtypes")
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))):
+            raise TypeError(f"scale must be a number (e.g. 1/255) or None, got {type(scale).__name__} {scale!r}")
         self.member = member
         self.members = (member,)
         self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
         self.scale = scale
         self.channels_first = channels_first
 

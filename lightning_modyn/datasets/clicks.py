@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from lightning_modyn._checks import check_int
+
 from lightning_modyn.datasets.criteo import CRITEO_DTYPE, synthetic_criteo_rows
 
 DAY_SECONDS = 86400
@@ -134,11 +136,11 @@ def _days(days: int = 7, rows_per_day: int = 10_000, seed: int = 0, drift_per_da
           ctr_drift_per_day: float = 0.0, num_categories: int = 100_000,
           start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Check the arguments now; return an iterator of each day's ``(rows, timestamps)``."""
-    days = _int("days", days, 1)
-    rows_per_day = _int("rows_per_day", rows_per_day, 1)
-    seed = _int("seed", seed, 0)
-    num_categories = _int("num_categories", num_categories, 2)
-    start = _int("start", start)
+    days = check_int("days", days, 1)
+    rows_per_day = check_int("rows_per_day", rows_per_day, 1)
+    seed = check_int("seed", seed, 0)
+    num_categories = check_int("num_categories", num_categories, 2)
+    start = check_int("start", start)
     drift_per_day = _float("drift_per_day", drift_per_day)
     ctr_drift_per_day = _float("ctr_drift_per_day", ctr_drift_per_day)
 
@@ -173,13 +175,6 @@ def _day_rows(rng: np.random.Generator, n: int, num_categories: int, drift: floa
         have += len(rows)
     return np.concatenate(parts)[:n]
 
-
-def _int(name: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer{'' if minimum is None else f' >= {minimum}'}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 def _float(name: str, value: Any) -> float:

@@ -26,6 +26,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from lightning_modyn._checks import check_int
+
 NUM_CLASSES = 10
 """Digits 0–9."""
 
@@ -208,12 +210,12 @@ class _Config:
              shift_kind: str = "invert", shift_rotation: float = 90.0,
              new_classes: Mapping[int, Sequence[int]] | None = None, period_seconds: int = 86400,
              start: int = 0) -> "_Config":
-        num_periods = _int("num_periods", num_periods, 1)
-        samples_per_period = _int("samples_per_period", samples_per_period, 1)
-        image_size = _int("image_size", image_size, 8, "(16 or 28 are typical)")
-        seed = _int("seed", seed, 0)
-        period_seconds = _int("period_seconds", period_seconds, 1)
-        start = _int("start", start)
+        num_periods = check_int("num_periods", num_periods, 1)
+        samples_per_period = check_int("samples_per_period", samples_per_period, 1)
+        image_size = check_int("image_size", image_size, 8, hint="(16 or 28 are typical)")
+        seed = check_int("seed", seed, 0)
+        period_seconds = check_int("period_seconds", period_seconds, 1)
+        start = check_int("start", start)
         rotation_per_period = _float("rotation_per_period", rotation_per_period)
         rotation_noise = _float("rotation_noise", rotation_noise, 0.0)
         stroke_per_period = _float("stroke_per_period", stroke_per_period)
@@ -252,13 +254,6 @@ class _Config:
             timestamps = self.start + p * self.period_seconds + offsets
             yield images, labels, timestamps.astype(np.int64)
 
-
-def _int(name: str, value: Any, minimum: int | None = None, hint: str = "") -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer{'' if minimum is None else f' >= {minimum}'}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{' ' + hint if hint else ''}, got {value}")
-    return int(value)
 
 
 def _float(name: str, value: Any, minimum: float | None = None) -> float:

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import lightning as L
+import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_modyn.data import ModynDataModule
@@ -28,6 +29,12 @@ class ModynCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(Pipeline, "pipeline", fail_untyped=True)
         parser.add_subclass_arguments(StreamGenerator, "dataset", required=False)
+
+    def _set_seed(self) -> None:
+        try:
+            super()._set_seed()
+        except ValueError as err:  # Lightning's message names the value only
+            raise ValueError(f"seed_everything: {err}") from None
 
 
 _REFUSED_MODULES = {"builtins", "os", "posix", "nt", "sys", "subprocess", "shutil", "importlib", "pickle", "marshal",
@@ -83,12 +90,13 @@ def _names_refused_routine(text: str) -> bool:
     return inspect.isroutine(target)
 
 
-def _store_exists(url: str) -> bool:
+def _store_missing(url: str) -> StoreNotFoundError | None:
+    """Why there is no store at ``url`` (nothing there, or something that is not a store), or None if there is."""
     try:
         SampleStore.open(url, readonly=True).close()
-        return True
-    except StoreNotFoundError:
-        return False
+        return None
+    except StoreNotFoundError as err:
+        return err
 
 
 def summary_table(result: RunResult) -> str:
@@ -114,8 +122,24 @@ def summary_table(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def _check_yaml(argv: list[str]) -> None:
+    """Refuse a ``--config`` file that is not YAML, naming the file and the line (the parser names neither)."""
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.partition("=")[2] if arg.startswith(
+            "--config=") else None
+        if not path or not os.path.isfile(path):
+            continue  # the parser says that a file is missing
+        try:
+            with open(path) as handle:
+                yaml.safe_load(handle)
+        except yaml.YAMLError as err:
+            print(f"lightning-modyn run: error: {path} is not valid YAML: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
 def run_recipe(argv: list[str]) -> RunResult | None:
     """Parse a recipe, make the store if a ``dataset`` is given and the store is missing, run the loop."""
+    _check_yaml(argv)
     saved_argv, sys.argv = sys.argv, sys.argv[:1]  # the recipe arguments come through ``args`` only
     try:
         cli = ModynCLI(model_class=L.LightningModule, subclass_mode_model=True, datamodule_class=ModynDataModule,
@@ -128,10 +152,10 @@ def run_recipe(argv: list[str]) -> RunResult | None:
     datamodule: ModynDataModule = cli.datamodule
     pipeline: Pipeline = config["pipeline"]
     generator: StreamGenerator | None = config.get("dataset")
-    if not _store_exists(datamodule._store_url):
+    missing = _store_missing(datamodule._store_url)
+    if missing is not None:
         if generator is None:
-            raise StoreNotFoundError(f"no store at {datamodule._store_url} and the recipe has no dataset section "
-                                     "to generate one")
+            raise StoreNotFoundError(f"data.store: {missing}; the recipe has no dataset section to generate one")
         t0 = time.perf_counter()
         print(f"[lightning-modyn] writing {type(generator).__name__} into {datamodule._store_url}", flush=True)
         keys = generator.write(datamodule._store_url)

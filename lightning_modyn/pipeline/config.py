@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lightning_modyn.evaluation import Evaluation
+from lightning_modyn.pipeline.loop import check_seed
 from lightning_modyn.selection import SelectionPolicy
 from lightning_modyn.store import SampleStore
 from lightning_modyn.triggers.base import Trigger
@@ -35,6 +36,16 @@ class Pipeline:
                  evaluation: Evaluation | None = None, output_dir: str = "runs/continual", warm_start: bool = True,
                  start: int | None = None, end: int | None = None, chunk_size: int = 1000, seed: int = 0,
                  live: bool = False, poll_seconds: float = 1.0, idle_timeout: float | None = 60.0) -> None:
+        # checked here, before a dataset section may spend minutes writing the store, not when the loop starts
+        check_seed(seed, "pipeline.seed")
+        if chunk_size <= 0:
+            raise ValueError(f"pipeline.chunk_size must be positive, got {chunk_size}")
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"pipeline.end ({end}) must be after pipeline.start ({start})")
+        if poll_seconds <= 0:
+            raise ValueError(f"pipeline.poll_seconds must be positive, got {poll_seconds}")
+        if idle_timeout is not None and idle_timeout < 0:
+            raise ValueError(f"pipeline.idle_timeout must be None (watch forever) or >= 0, got {idle_timeout}")
         self.trigger = trigger
         self.selection = selection
         self.evaluation = evaluation

@@ -27,6 +27,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.data import ModynDataModule
 from lightning_modyn.pipeline.registry import ModelRegistry, write_json_atomic
 from lightning_modyn.pipeline.stream import ReplayStream, WatchStream
@@ -165,6 +166,15 @@ def _adopt_plan(datamodule: ModynDataModule, plan: _Plan) -> None:
     datamodule.trigger_id = plan.trigger_id
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed ``lightning.seed_everything`` (numpy's legacy generator) takes."""
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A loop's seed: fits are seeded with ``seed + trigger_id``, which must be an integer in ``[0, 2**32 - 1]``."""
+    return check_int(name, seed, 0, MAX_SEED, hint=f"(fits are seeded with {name} + trigger_id)")
+
+
 def _keeps_process_group(trainer: L.Trainer) -> bool:
     """Whether this process stays in a process group with other ranks after a fit (``ddp``, torchrun, SLURM), as
     opposed to one process alone (single device) or the main process of ``ddp_spawn`` (its workers are gone)."""
@@ -220,6 +230,7 @@ class ContinualLoop:
             raise TypeError(f"datamodule must be a ModynDataModule, got {type(datamodule).__name__}")
         if not isinstance(trigger, Trigger):
             raise TypeError(f"trigger must be a lightning_modyn Trigger, got {type(trigger).__name__}")
+        check_seed(seed)
         if live and end is not None:
             raise ValueError("end has no meaning in live mode (the stream has no end yet); stop a live run with "
                              "idle_timeout")

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.selection.base import TriggerHistory
 
 
@@ -41,14 +42,8 @@ def draw(keys: np.ndarray, n: int, gen: np.random.Generator) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- argument checks
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def check_count(name: str, value: Any, minimum: int = 1) -> int:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum)
 
 
 def check_percentage(name: str, value: Any, meaning: str) -> float:
@@ -59,9 +54,9 @@ def check_percentage(name: str, value: Any, meaning: str) -> float:
 
 
 def check_tail(tail_triggers: Any) -> int | None:
-    if tail_triggers is not None and (not _is_int(tail_triggers) or tail_triggers < 0):
-        raise ValueError(f"tail_triggers must be None (all data) or an integer >= 0, got {tail_triggers!r}")
-    return tail_triggers
+    if tail_triggers is None:
+        return None
+    return check_int("tail_triggers", tail_triggers, 0, hint="(or None: all data)")
 
 
 def check_fraction(name: str, value: Any, low_open: bool = True) -> float:

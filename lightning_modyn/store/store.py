@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from lightning_modyn._checks import check_int, check_whole
 from lightning_modyn.store import spanmap, tarformat
 from lightning_modyn.store.catalog import (
     KIND_RECORDS,
@@ -306,10 +307,8 @@ class SampleStore:
             shard_max_samples: ... or this many samples (record rows do not count; their blocks do).
             block_bytes: Target size of one tar member of packed records.
         """
-        if shard_max_bytes <= 0 or shard_max_samples <= 0 or block_bytes <= 0:
-            raise ValueError("shard_max_bytes, shard_max_samples and block_bytes must be positive")
-        settings = {"shard_max_bytes": int(shard_max_bytes), "shard_max_samples": int(shard_max_samples),
-                    "block_bytes": int(block_bytes)}
+        settings = {name: check_int(name, value, 1) for name, value in (
+            ("shard_max_bytes", shard_max_bytes), ("shard_max_samples", shard_max_samples), ("block_bytes", block_bytes))}
         if record_dtype is not None:
             settings["record_dtype"] = _dtype_to_json(_check_record_dtype(np.dtype(record_dtype)))
         return cls(os.fspath(url), readonly=False, storage_options=storage_options, _create=settings)
@@ -543,7 +542,7 @@ class SampleStore:
         if not isinstance(name, str) or not name:
             raise ValueError(f"attribute names are non-empty strings, got {name!r}")
         try:
-            text = json.dumps(value, sort_keys=True)
+            text = json.dumps(value, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise TypeError(f"attribute {name!r} of {self.url}: value is not JSON-able ({err})") from None
         with self.catalog.transaction():
@@ -572,6 +571,8 @@ class SampleStore:
             The new samples' keys (int64), stable for the store's lifetime.
         """
         self._check_writable("append")
+        if isinstance(samples, Mapping):
+            raise TypeError("append takes a list of samples, got one sample dict; write append([sample])")
         samples = list(samples)
         n = len(samples)
         if n == 0:
@@ -1373,17 +1374,18 @@ class SampleStore:
     @_one_call_at_a_time
     def time_range(self, start: int | None = None, end: int | None = None) -> Slice:
         """Live keys with ``start <= timestamp < end`` (either bound may be None), sorted by key."""
-        return self.catalog.time_range(None if start is None else int(start), None if end is None else int(end))
+        return self.catalog.time_range(None if start is None else check_whole("start", start),
+                                       None if end is None else check_whole("end", end))
 
     @_one_call_at_a_time
     def keys_after(self, key: int) -> Slice:
         """Live keys greater than ``key``: the data appended after it."""
-        return self.catalog.after_key(int(key))
+        return self.catalog.after_key(check_whole("key", key))
 
     @_one_call_at_a_time
     def appended_since(self, when: int) -> Slice:
         """Live keys appended or ingested at or after wall-clock second ``when``."""
-        return self.catalog.appended_since(int(when))
+        return self.catalog.appended_since(check_whole("when", when))
 
     @_one_call_at_a_time
     def all(self) -> Slice:

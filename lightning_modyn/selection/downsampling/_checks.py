@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import torch
 
+from lightning_modyn._checks import check_int
 
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int, refusing bools, non-integers and values below ``minimum``."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+__all__ = ["check_features", "check_int"]
 
 
 def check_features(x: Any, name: str) -> torch.Tensor:
