@@ -64,6 +64,7 @@ def test_the_table_covers_every_area_with_distinct_kinds():
     ids = [r.id for r in ROWS]
     assert len(ids) == len(set(ids)), "row ids must be unique"
     assert all(r.culprit and (r.error is None) == (r.warning is not None) for r in ROWS)
+    assert not [r.id for r in ROWS if isinstance(r.error, tuple)], "each kind names one error class"
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
