@@ -46,9 +46,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         store = SampleStore.create(args.store)
     with store:
         keys = store.ingest(args.shards, timestamps=_int_or_ext(args.timestamps), labels=args.labels,
-                            progress=not args.quiet)
+                            progress=not args.quiet, hand_over=args.hand_over)
         print(f"indexed {len(keys)} samples from {len(args.shards)} shard(s) into {store.url}"
-              + (f" (keys {keys[0]}..{keys[-1]})" if len(keys) else ""))
+              + (f" (keys {keys[0]}..{keys[-1]})" if len(keys) else "")
+              + ("; the files are the store's now" if args.hand_over else "; the files stay yours"))
     return 0
 
 
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, help="extension of an integer member to take labels from (e.g. cls)")
     p.add_argument("--timestamps", default=None,
                    help="one integer timestamp for all samples, or the extension of a member holding it")
+    p.add_argument("--hand-over", action="store_true",
+                   help="give the files to the store: compact() may rewrite and remove them (default: they stay "
+                        "yours and are never changed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 

@@ -39,8 +39,10 @@ def run_demo(url: str, samples: int = 20_000, rows: int = 1_000_000, seed: int =
 
     shard_dir = os.path.join(store.files.root, "incoming")
     shards = _write_image_shards(shard_dir, samples, seed)
-    keys = store.ingest(shards, timestamps="ts", labels="cls", progress=True)
-    print(f"ingested {len(keys):,} image samples from {len(shards)} WebDataset shards in place")
+    # the demo made these files, so it hands them over: compact() may then rewrite them (files ingested without
+    # hand_over=True stay the user's: compact() never changes them and says where deleted bytes remain)
+    keys = store.ingest(shards, timestamps="ts", labels="cls", progress=True, hand_over=True)
+    print(f"ingested {len(keys):,} image samples from {len(shards)} WebDataset shards in place, handed over to the store")
 
     records = synthetic_criteo_rows(rows, seed=seed)
     t = time.perf_counter()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 
@@ -37,6 +39,24 @@ def test_ingest_creates_store_and_info_reports_it(tmp_path, capsys):
     assert info["samples"] == 9 and info["shards"] == 2 and info["label_counts"] == {"0": 4, "1": 3, "2": 2}
     with SampleStore.open(url, readonly=True) as store:
         assert store.get([5])[0]["txt"] == b"sample 0"
+
+
+@pytest.mark.parametrize("hand_over", [False, True])
+def test_ingest_hands_files_over_only_when_asked(tmp_path, capsys, hand_over):
+    a = write_shard(tmp_path / "a.tar", 3, "a")
+    original = open(a, "rb").read()
+    url = str(tmp_path / "store")
+    argv = ["ingest", a, "--store", url, "--create", "--quiet"] + (["--hand-over"] if hand_over else [])
+    assert main(argv) == 0
+    assert ("the files are the store's now" if hand_over else "the files stay yours") in capsys.readouterr().out
+    with SampleStore.open(url) as store:
+        store.delete([0])
+        with pytest.warns(UserWarning, match="a.tar") if not hand_over else contextlib.nullcontext():
+            stats = store.compact()
+    assert stats["shards_not_owned"] == (0 if hand_over else 1)
+    assert os.path.exists(a) != hand_over  # handed over: rewritten into the store and removed
+    if not hand_over:
+        assert open(a, "rb").read() == original
 
 
 def test_ingest_without_create_on_missing_store_fails_clearly(tmp_path, capsys):

@@ -56,7 +56,10 @@ def check_percentage(name: str, value: Any, meaning: str) -> float:
 def check_tail(tail_triggers: Any) -> int | None:
     if tail_triggers is None:
         return None
-    return check_int("tail_triggers", tail_triggers, 0, hint="(or None: all data)")
+    try:
+        return check_int("tail_triggers", tail_triggers, 0)
+    except ValueError:
+        raise ValueError(f"tail_triggers must be None (all data) or an integer >= 0, got {tail_triggers!r}") from None
 
 
 def check_fraction(name: str, value: Any, low_open: bool = True) -> float:

@@ -529,7 +529,11 @@ class _Transaction:
 
 def _check_not_truncated(path: str) -> None:
     """A catalog file shorter than its own header says (database size in pages x page size) was cut: refuse it
-    at open rather than fail on some later query. Reads 100 bytes."""
+    at open rather than fail on some later query. Reads 100 bytes. Not while a WAL holds pages: a checkpoint cut
+    short leaves the main file shorter than its header legitimately, and SQLite completes it from the WAL."""
+    wal = path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        return
     with open(path, "rb") as fh:
         header = fh.read(100)
     if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
