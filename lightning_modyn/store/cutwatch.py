@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import select
 import struct
 import sys
 import threading
@@ -52,11 +53,15 @@ class CutWatch:
         self._wds: dict[str, int] = {}
         self._gen: dict[str, int] = {}
         self._epoch = 0
+        self._events = 0  # every event and every loss of events: unchanged means nothing watched changed
         if sys.platform.startswith("linux"):
             try:
                 self.fd = _libc().inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
             except (OSError, AttributeError):
                 self.fd = -1
+        if self.fd >= 0:
+            self._ready = select.poll()  # asking "anything to read?" is cheaper than a read that finds nothing
+            self._ready.register(self.fd, select.POLLIN)
 
     def watch(self, path: str, fd: int) -> bool:
         """Watch the file open as ``fd`` (its inode, whatever ``path`` names later) under ``path``; False when that
@@ -86,6 +91,13 @@ class CutWatch:
                 return None
             return self._epoch, self._gen[path]
 
+    def events(self) -> int:
+        """How many changes were seen so far, after reading the kernel's news: when it has not moved since a moment,
+        no watched file changed since then (the cheap question a read asks first)."""
+        with self._lock:
+            self._drain()
+            return self._events
+
     def stamps(self, paths) -> list[tuple[int, int] | None]:
         """:meth:`stamp` of many files, reading the kernel's news once."""
         with self._lock:
@@ -93,6 +105,8 @@ class CutWatch:
             return [(self._epoch, self._gen[p]) if p in self._wds else None for p in paths]
 
     def _drain(self) -> None:
+        if self.fd < 0 or not self._ready.poll(0):
+            return
         while True:
             try:
                 data = os.read(self.fd, 65536)
@@ -102,6 +116,7 @@ class CutWatch:
             while pos + _EVENT.size <= len(data):
                 wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
                 pos += _EVENT.size + length
+                self._events += 1
                 if mask & _IN_Q_OVERFLOW:
                     self._epoch += 1
                     continue

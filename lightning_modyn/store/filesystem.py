@@ -52,6 +52,8 @@ class StoreFS:
         # file -> its change stamp (see cutwatch) when last checked by stat, for its own map and for the span
         self._map_checked: dict[str, tuple[int, int] | None] = {}
         self._span_checked: dict[str, tuple[int, int] | None] = {}
+        self._unwatched: set[str] = set()  # mapped files no watch covers: stat'ed on every read
+        self._quiet_since = -1  # the watch's event count when every watched mapped file was last known intact
 
     # ------------------------------------------------------------------ paths
     def path(self, rel: str) -> str:
@@ -151,7 +153,8 @@ class StoreFS:
         with self._lock:
             hit = self._maps.get(rel)
             if hit is not None:
-                self._verify([(rel, len(hit[1]), hit[2])], self._map_checked)
+                if not self._quiet((rel,)):
+                    self._verify([(rel, len(hit[1]), hit[2])], self._map_checked)
                 self._maps.move_to_end(rel)
                 return hit[1]
             path = self.path(rel)
@@ -218,9 +221,10 @@ class StoreFS:
                     self._span, self._spanned = None, {}  # shard by shard; the next one starts a new span
                     return None
             where = np.array([self._spanned[rel] for rel in rels], dtype=np.int64).reshape(-1, 2)
-            fresh = set(missing)  # just measured; those mapped before: still as long as then?
-            self._verify([(rel, size, self._span_ids[rel]) for rel, size in zip(rels, where[:, 1].tolist())
-                          if rel not in fresh], self._span_checked)
+            if not self._quiet(rels):  # those mapped before: still as long as then? (new ones were just measured)
+                fresh = set(missing)
+                self._verify([(rel, size, self._span_ids[rel]) for rel, size in zip(rels, where[:, 1].tolist())
+                              if rel not in fresh], self._span_checked)
             return self._span.array(), where
 
     def check_mapped(self, rel: str) -> None:
@@ -228,7 +232,7 @@ class StoreFS:
         lost pages would give zeros or SIGBUS). For callers that keep views of :meth:`array` themselves."""
         with self._lock:
             hit = self._maps.get(rel)
-            if hit is not None:
+            if hit is not None and not self._quiet((rel,)):
                 self._verify([(rel, len(hit[1]), hit[2])], self._map_checked)
 
     def _watch(self, checked: dict, rel: str, fd: int) -> None:
@@ -236,18 +240,49 @@ class StoreFS:
         stamp now goes into ``checked``, the record of the mapping (its own map, or the span) being made."""
         watch = cutwatch.shared()
         path = self.path(rel)
-        checked[rel] = watch.stamp(path) if watch.watch(path, fd) else None
+        checked[rel] = stamp = watch.stamp(path) if watch.watch(path, fd) else None
+        if stamp is None:
+            self._unwatched.add(rel)
+
+    def _quiet(self, rels) -> bool:
+        """The usual answer, for one question to the kernel: no watched file changed since every mapped one was last
+        known intact, and every one of ``rels`` is watched."""
+        return cutwatch.shared().events() == self._quiet_since and (
+            not self._unwatched or self._unwatched.isdisjoint(rels))
 
     def _verify(self, mapped: list[tuple[str, int, tuple[int, int]]], checked: dict) -> None:
-        """Check that mapped files ``(rel, size when mapped, identity)`` were not cut since: by ``stat``, but only
-        those whose inotify watch reported a change since their mapping's last check (all where nothing watches)."""
+        """Check that mapped files ``(rel, size when mapped, identity)`` were not cut since (where :meth:`_quiet`
+        could not say so): ``stat`` those whose watch reported a change since their mapping's last check, and those
+        that no watch covers."""
         if not mapped:
             return
-        stamps = cutwatch.shared().stamps([self.path(rel) for rel, _, _ in mapped])
+        watch = cutwatch.shared()
+        events = watch.events()
+        stamps = watch.stamps([self.path(rel) for rel, _, _ in mapped])
         for (rel, size, ident), stamp in zip(mapped, stamps):
             if stamp is None or checked.get(rel) != stamp:
                 self._check_size(rel, size, ident)
                 checked[rel] = stamp
+        if events != self._quiet_since:
+            self._sweep(events)
+
+    def _sweep(self, events: int) -> None:
+        """After a change somewhere: check every other mapped file that reported one (a failure is left for the
+        read that touches that file), and note the event count if all are intact."""
+        intact = True
+        for checked, sizes in ((self._map_checked, {r: (len(m[1]), m[2]) for r, m in self._maps.items()}),
+                               (self._span_checked, {r: (w[1], self._span_ids[r]) for r, w in self._spanned.items()})):
+            rels = [r for r in sizes if r in checked]
+            for rel, stamp in zip(rels, cutwatch.shared().stamps([self.path(r) for r in rels])):
+                if stamp is not None and checked[rel] != stamp:
+                    try:
+                        self._check_size(rel, *sizes[rel])
+                    except TruncatedShardError:
+                        intact = False
+                        continue
+                    checked[rel] = stamp
+        if intact:
+            self._quiet_since = events
 
     def _check_size(self, rel: str, size: int, ident: tuple[int, int]) -> None:
         """A file cut in place (same inode, fewer bytes) is an error; one removed or replaced by another file is
