@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 
@@ -32,3 +38,34 @@ def in_forked_child():
         assert proc.exitcode == 0, f"the forked child exited with {proc.exitcode}"
         return result
     return run
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 protocol endpoint on loopback (moto's server), started once for the tests that need it."""
+    pytest.importorskip("s3fs", reason="the S3 tests need the [test] extras (s3fs, moto[server])")
+    pytest.importorskip("moto", reason="the S3 tests need the [test] extras (s3fs, moto[server])")
+    port = _free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto S3 server did not start")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)

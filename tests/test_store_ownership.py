@@ -22,20 +22,11 @@ import webdataset as wds
 from lightning_modyn.store import SampleStore
 from lightning_modyn.store.filesystem import StoreFS
 from lightning_modyn.store.journal import ShardJournal
+from test_store_interop import all_bytes_under
 
 
 def digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def bytes_under(*folders) -> bytes:
-    out = []
-    for folder in folders:
-        for dirpath, _dirs, names in os.walk(folder):
-            for name in names:
-                with open(os.path.join(dirpath, name), "rb") as fh:
-                    out.append(fh.read())
-    return b"".join(out)
 
 
 def user_shard(path, prefix: str, n: int = 4) -> str:
@@ -85,7 +76,7 @@ def test_a_writer_killed_between_shard_and_commit_leaves_garbage_that_the_next_o
     assert proc.exitcode == -signal.SIGKILL
     shards = os.listdir(os.path.join(url, "shards"))
     assert len(shards) == 1 and ShardJournal(StoreFS(url)).pending() == [f"shards/{shards[0]}"]
-    assert b"never committed" in bytes_under(os.path.join(url, "shards"))
+    assert b"never committed" in all_bytes_under(os.path.join(url, "shards"))
     store = SampleStore.open(url)  # the writable open proves the file is an abandoned shard of its own
     assert os.listdir(os.path.join(url, "shards")) == []
     assert ShardJournal(store.files).pending() == []
@@ -129,7 +120,7 @@ def test_compact_rewrites_and_removes_a_handed_over_shard(tmp_path):
     stats = store.compact()
     assert stats["shards_rewritten"] == 1 and stats["shards_not_owned"] == 0
     assert not os.path.exists(path)
-    assert b"USER-g-0-" not in bytes_under(tmp_path)
+    assert b"USER-g-0-" not in all_bytes_under(tmp_path)
     assert [s["bin"] for s in store.get(keys[1:], meta=False)] == [f"USER-g-{i}-".encode() * 20 for i in range(1, 4)]
     store.close()
 
@@ -170,11 +161,11 @@ def test_an_erasure_that_fails_stays_recorded_and_is_finished_later(tmp_path, mo
         stats = store.compact()
     assert stats["shards_rewritten"] == 1 and stats["erasures_pending"] == 1
     assert store.catalog.pending_erasures() == [old_shard]
-    assert b"SECRET-0" in bytes_under(tmp_path / "store" / "shards")
+    assert b"SECRET-0" in all_bytes_under(tmp_path / "store" / "shards")
     monkeypatch.setattr(StoreFS, "remove", real_remove)
     stats = store.compact()  # nothing left to rewrite, but the recorded erasure is finished
     assert stats["erasures_pending"] == 0 and store.catalog.pending_erasures() == []
-    assert b"SECRET-0" not in bytes_under(tmp_path / "store" / "shards")
+    assert b"SECRET-0" not in all_bytes_under(tmp_path / "store" / "shards")
     assert [s["bin"] for s in store.get(keys[1:], meta=False)] == [b"SECRET-1", b"SECRET-2"]
     store.close()
 
@@ -202,9 +193,9 @@ def test_a_compaction_killed_after_its_commit_has_its_erasure_finished_by_the_ne
     reader = SampleStore.open(url, readonly=True)
     assert reader.catalog.pending_erasures() == ["shards/shard-000000.tar"]  # committed, not yet removed
     reader.close()
-    assert b"SECRET-0" in bytes_under(os.path.join(url, "shards"))
+    assert b"SECRET-0" in all_bytes_under(os.path.join(url, "shards"))
     store = SampleStore.open(url)
     assert store.catalog.pending_erasures() == []
-    assert b"SECRET-0" not in bytes_under(os.path.join(url, "shards"))
+    assert b"SECRET-0" not in all_bytes_under(os.path.join(url, "shards"))
     assert [s["bin"] for s in store.get(keys[1:], meta=False)] == [b"SECRET-1", b"SECRET-2"]
     store.close()
