@@ -54,7 +54,6 @@ import builtins
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -247,10 +246,6 @@ class _Setup:
         self.w.user_listing = sorted(os.listdir(self.w.user_dir))
 
 
-def hand_over_supported() -> bool:
-    return "hand_over" in inspect.signature(SampleStore.ingest).parameters
-
-
 # ---------------------------------------------------------------------- set-ups (parent) and operations (child)
 def _setup_create(s: _Setup) -> None:
     os.makedirs(s.w.url)
@@ -405,7 +400,6 @@ class Operation:
     run: Callable[[World], Any]
     min_points: int  # placed points a full campaign must hit (coverage)
     kinds: tuple[str, ...]  # step kinds it must take
-    needs_hand_over: bool = False
 
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in [
@@ -413,21 +407,16 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in [
     Operation("append", _setup_append, _op_append, 12, ("write", "replace", "commit")),
     Operation("append_records", _setup_append_records, _op_append_records, 10, ("write", "replace", "commit")),
     Operation("ingest", _setup_ingest, _op_ingest, 3, ("commit",)),
-    Operation("ingest_hand_over", lambda s: _setup_ingest(s, hand_over=True), _op_ingest, 3, ("commit",),
-              needs_hand_over=True),
+    Operation("ingest_hand_over", lambda s: _setup_ingest(s, hand_over=True), _op_ingest, 3, ("commit",)),
     Operation("delete", _setup_delete, _op_delete, 3, ("commit",)),
     Operation("compact", _setup_compact, _op_compact, 12, ("write", "replace", "commit", "unlink")),
     Operation("compact_ingested", _setup_compact_ingested, _op_compact, 6, ("commit",)),
     Operation("compact_ingested_in_store", _setup_compact_ingested_in_store, _op_compact, 6, ("commit",)),
-    Operation("compact_handed_over", _setup_compact_handed_over, _op_compact, 6, ("commit",), needs_hand_over=True),
+    Operation("compact_handed_over", _setup_compact_handed_over, _op_compact, 6, ("commit",)),
     Operation("set_attribute", _setup_set_attribute, _op_set_attribute, 2, ("commit",)),
     Operation("open_after_append_crash", _setup_open_after_append_crash, _op_open, 1, ()),
     Operation("open_after_compact_crash", _setup_open_after_compact_crash, _op_open, 1, ()),
 ]}
-
-
-def supported(op: str) -> bool:
-    return hand_over_supported() or not OPERATIONS[op].needs_hand_over
 
 
 # ====================================================================== the child: counted steps, a placed kill
@@ -1111,7 +1100,6 @@ class Campaign:
     not_reached: list[str] = field(default_factory=list)
     dry_findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
-    skipped: str | None = None
 
     def count(self, category: str) -> int:
         return sum(1 for k in self.kills for f in k.findings if f.category == category)
@@ -1174,9 +1162,6 @@ def run_campaign(op: str, workdir: str, random_kills: int = 3, seed: int = 0, th
     """Kill ``op`` at every placed point (and ``random_kills`` random times) and check the invariants each time."""
     t0 = time.perf_counter()
     camp = Campaign(op)
-    if not supported(op):
-        camp.skipped = "SampleStore.ingest has no hand_over parameter"
-        return camp
     world, template = build_template(op, workdir)
     operation = OPERATIONS[op]
     # the dry run: the operation without a kill records its steps (and must itself pass every check)
@@ -1243,9 +1228,6 @@ def markdown_table(camps: list[Campaign]) -> str:
             "user files changed", "deleted bytes forgotten", "recovery failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in camps:
-        if c.skipped:
-            lines.append(f"| {c.op} | skipped: {c.skipped} |" + " |" * (len(head) - 2))
-            continue
         cells = [f"`{c.op}`", str(c.points_hit), str(len(c.kills)), str(c.acked)]
         cells += [str(c.count(cat)) for cat in CATEGORIES]
         lines.append("| " + " | ".join(cells) + " |")
@@ -1279,9 +1261,8 @@ def main(argv: list[str] | None = None) -> int:
           "debris, per user file changed, per (file, deleted sample) whose bytes stay forgotten.")
     print(f"\nRun in {time.perf_counter() - t0:.0f} s. Kinds of point hit per operation:\n")
     for c in camps:
-        if not c.skipped:
-            print(f"- `{c.op}`: " + ", ".join(f"{k} {n}" for k, n in sorted(c.kinds_hit.items()))
-                  + f"; {c.random_kills} random" + (f"; not reached: {c.not_reached}" if c.not_reached else ""))
+        print(f"- `{c.op}`: " + ", ".join(f"{k} {n}" for k, n in sorted(c.kinds_hit.items()))
+              + f"; {c.random_kills} random" + (f"; not reached: {c.not_reached}" if c.not_reached else ""))
     bad = [c for c in camps if c.findings or c.dry_findings]
     if bad:
         print("\n## Findings\n")

@@ -22,8 +22,6 @@ RANDOM_KILLS = 12  # per operation, besides the placed points
 
 @pytest.mark.parametrize("op", list(harness.OPERATIONS))
 def test_kill_at_every_placed_point(op, tmp_path):
-    if not harness.supported(op):
-        pytest.skip(f"{op}: SampleStore.ingest has no hand_over parameter")
     spec = harness.OPERATIONS[op]
     camp = harness.run_campaign(op, str(tmp_path), random_kills=RANDOM_KILLS, seed=sorted(harness.OPERATIONS).index(op),
                                 thin_writes=False)
