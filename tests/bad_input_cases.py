@@ -868,6 +868,32 @@ def _append_beyond_file_size_limit(ctx):
     raise AssertionError(f"the append went through: {got}")
 
 
+def _small_store_kept_its_one_sample(ctx) -> None:
+    store = SampleStore.open(ctx.vars["store"])
+    try:
+        assert len(store) == 1 and store.get([0], meta=False) == [{"bin": b"kept"}]
+        assert os.listdir(os.path.join(ctx.vars["store"], "shards")) == ["shard-000000.tar"]
+    finally:
+        store.close()
+
+
+@row("store", "append whose catalog rows grow past the file-size limit, its shards small enough (SQLite's bare "
+     "'disk I/O error' before)", CatalogError, ("{store}", "catalog.sqlite", "file-size limit"),
+     after=_small_store_kept_its_one_sample)
+def _append_catalog_beyond_file_size_limit(ctx):
+    ctx.vars["store"] = str(ctx.tmp / "small-shards")
+    got = ctx.python(
+        "import resource, signal\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "from lightning_modyn.store import SampleStore\n"
+        f"store = SampleStore.create({ctx.vars['store']!r}, shard_max_samples=10)\n"
+        "store.append([{'bin': b'kept'}])\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "report(lambda: store.append([{'bin': b'y', '__key__': 'k%05d' % i} for i in range(3000)]))\n"
+        "store.close()\n")
+    raise AssertionError(f"the append went through: {got}")
+
+
 # ====================================================================== store: append_records
 @row("store", "append_records with another dtype than the store's records", RecordDtypeError,
      (str(np.dtype([("x", "<i4"), ("y", "<f4"), ("label", "<i4")])), str(REC_DTYPE)), intact=True)
