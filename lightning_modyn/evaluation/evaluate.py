@@ -24,7 +24,7 @@ from lightning_modyn.evaluation.windows import (
     StaticWindows,
     TriggerOffsetWindows,
 )
-from lightning_modyn.pipeline.registry import write_json_atomic
+from lightning_modyn._io import write_json_atomic
 
 _METRICS = ("accuracy", "f1", "roc_auc")
 

@@ -29,7 +29,8 @@ import torch
 
 from lightning_modyn._checks import check_int
 from lightning_modyn.data import ModynDataModule
-from lightning_modyn.pipeline.registry import ModelRegistry, write_json_atomic
+from lightning_modyn._io import write_json_atomic
+from lightning_modyn.pipeline.registry import ModelRegistry
 from lightning_modyn.pipeline.stream import ReplayStream, WatchStream
 from lightning_modyn.selection import NewData, SelectionPolicy, TriggerHistory
 from lightning_modyn.triggers.base import Trigger

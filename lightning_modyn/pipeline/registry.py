@@ -8,14 +8,7 @@ from typing import Any
 
 import torch
 
-
-def write_json_atomic(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+from lightning_modyn._io import atomic_write, write_json_atomic
 
 
 class ModelRegistry:
@@ -36,9 +29,8 @@ class ModelRegistry:
 
     def save(self, trigger_id: int, module: torch.nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
         path = self.path(trigger_id)
-        tmp = path + ".tmp"
-        torch.save(module.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as handle:
+            torch.save(module.state_dict(), handle)
         entry = {"trigger_id": trigger_id, "path": os.path.relpath(path, self.root), **metadata}
         self._entries = [e for e in self._entries if e["trigger_id"] != trigger_id] + [entry]
         self._entries.sort(key=lambda e: e["trigger_id"])

@@ -10,9 +10,7 @@ import contextlib
 import functools
 import mmap
 import os
-import re
 import threading
-import uuid
 from collections import OrderedDict
 from typing import IO, Iterator, Sequence
 
@@ -20,18 +18,11 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
+from lightning_modyn._io import atomic_write, fsync_dir
 from lightning_modyn.store import cutwatch, spanmap
 from lightning_modyn.store.errors import ShardMissingError, TruncatedShardError
 
 _MAX_OPEN_MAPS = 256
-TEMP_PREFIX = ".tmp-"
-_TEMP_NAME = re.compile(r"^\.tmp-[0-9a-f]{32}-")
-
-
-def is_temp_name(name: str) -> bool:
-    """Whether a file name is one of the store's own temp files (``.tmp-<uuid hex>-<final name>``): an atomic write
-    that did not finish, which only the store can have made."""
-    return _TEMP_NAME.match(name) is not None
 
 
 class StoreFS:
@@ -106,19 +97,8 @@ class StoreFS:
         """A file that appears at ``rel`` complete or not at all (temp file + fsync + rename; remote: one PUT)."""
         final = self.path(rel)
         if self.local:
-            folder, name = os.path.split(final)
-            tmp = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name}")
-            try:
-                with open(tmp, "wb") as handle:
-                    yield handle
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, final)
-                _fsync_dir(folder)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            with atomic_write(final) as handle:
+                yield handle
         else:
             with self.fs.open(final, "wb") as handle:
                 yield handle
@@ -131,7 +111,7 @@ class StoreFS:
             return
         path = self.path(rel)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         with self.atomic_writer(rel) as handle:
@@ -339,10 +319,3 @@ class StoreFS:
             self._span, self._spanned = None, {}
 
 
-def _fsync_dir(folder: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

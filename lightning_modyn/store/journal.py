@@ -7,7 +7,7 @@ store can prove it wrote it: a file the catalog does not know may just as well b
 not its own. So before a shard file gets its final name, the writer records that name here (one small marker per
 shard under ``journal/``); once the transaction has committed or rolled back, the markers are settled (removed).
 The next writable open removes each marked shard that the catalog does not know, then its marker. Temp files of
-the store's own naming pattern (``filesystem.TEMP_PREFIX``) are the other proof of ownership.
+the package's own temp-name pattern (``_io.is_temp_name``) are the other proof of ownership.
 """
 
 from __future__ import annotations

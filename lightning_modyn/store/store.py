@@ -60,7 +60,8 @@ from lightning_modyn.store.errors import (
     TruncatedShardError,
     UnknownKeyError,
 )
-from lightning_modyn.store.filesystem import StoreFS, is_temp_name
+from lightning_modyn._io import is_temp_name
+from lightning_modyn.store.filesystem import StoreFS
 from lightning_modyn.store.journal import JOURNAL, ShardJournal
 from lightning_modyn.store.keyindex import KeyDirectory
 
