@@ -642,23 +642,16 @@ class SampleStore:
             rel = _shard_name(shard_id)
             start_i = i
             with pub.shard(rel) as out:
-                pos = 0
-                while i < n and i - start_i < max_samples and (pos < max_bytes or i == start_i):
-                    start = pos
+                shard = tarformat.ShardWriter(out, mtime)
+                while i < n and i - start_i < max_samples and (shard.pos < max_bytes or i == start_i):
+                    start, key = shard.pos, int(keys[i])
                     for ext, data in encoded[i]:
-                        header = tarformat.member_header(f"{wds_keys[i]}.{ext}", len(data), mtime)
-                        out.write(header)
-                        out.write(data)
-                        pad = tarformat.padded(len(data)) - len(data)
-                        out.write(b"\0" * pad)
-                        members.append((ext, int(keys[i]), pos + len(header) - start, len(data)))
-                        pos += len(header) + len(data) + pad
-                    entries.append(Entry(int(keys[i]), 1, shard_id, start, pos - start, int(ts[i]), int(ts[i]),
+                        members.append((ext, key, shard.member(f"{wds_keys[i]}.{ext}", data) - start, len(data)))
+                    entries.append(Entry(key, 1, shard_id, start, shard.pos - start, int(ts[i]), int(ts[i]),
                                          None if labels is None else int(labels[i]), wds_keys[i]))
                     i += 1
-                out.write(tarformat.END_OF_ARCHIVE)
-                pos += len(tarformat.END_OF_ARCHIVE)
-            self.catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, pos, i - start_i)
+                size = shard.close()
+            self.catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, size, i - start_i)
         self.catalog.add_members(members)
         return entries
 
@@ -717,23 +710,16 @@ class SampleStore:
             start_i = i
             blocks = 0
             with pub.shard(rel) as out:
-                pos = 0
-                while i < n and blocks < max_blocks and (pos < max_bytes or blocks == 0):
+                shard = tarformat.ShardWriter(out, mtime)
+                while i < n and blocks < max_blocks and (shard.pos < max_bytes or blocks == 0):
                     j = min(n, i + block_rows)
-                    header = tarformat.member_header(f"{int(keys[i]):012d}.{RECORD_EXT}", (j - i) * itemsize, mtime)
-                    out.write(header)
-                    data_offset = pos + len(header)
-                    out.write(raw[i * itemsize : j * itemsize].data)
-                    pad = tarformat.padded((j - i) * itemsize) - (j - i) * itemsize
-                    out.write(b"\0" * pad)
-                    pos = data_offset + (j - i) * itemsize + pad
+                    data_offset = shard.member(f"{int(keys[i]):012d}.{RECORD_EXT}", raw[i * itemsize : j * itemsize].data)
                     entries.append(_record_entry(int(keys[i]), j - i, shard_id, data_offset, itemsize, ts[i:j],
                                                  None if labels is None else labels[i:j]))
                     blocks += 1
                     i = j
-                out.write(tarformat.END_OF_ARCHIVE)
-                pos += len(tarformat.END_OF_ARCHIVE)
-            self.catalog.add_shard(shard_id, rel, True, KIND_RECORDS, pos, i - start_i)
+                size = shard.close()
+            self.catalog.add_shard(shard_id, rel, True, KIND_RECORDS, size, i - start_i)
         return entries
 
     @_one_call_at_a_time
@@ -1513,13 +1499,11 @@ class SampleStore:
     def _write_survivors(self, out, shard: dict, rows: list[tuple], new_id: int, new_entries: list[Entry]) -> int:
         """Write the live samples (or live runs of record rows) of ``rows`` to ``out``; returns the bytes written."""
         old_rel = shard["path"]
-        pos = 0
+        writer = tarformat.ShardWriter(out, _now())
         for first, count, _s, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob in rows:
             if shard["kind"] == KIND_SAMPLES:
                 data = self._read_ranges(old_rel, np.array([offset]), np.array([offset + length]))[0]
-                out.write(data)
-                new_entries.append(Entry(first, 1, new_id, pos, length, min_ts, max_ts, label, wds_key))
-                pos += length
+                new_entries.append(Entry(first, 1, new_id, writer.copy(data), length, min_ts, max_ts, label, wds_key))
                 continue
             dead = self.catalog.deleted_in(first, first + count)
             live = np.setdiff1d(np.arange(first, first + count, dtype=np.int64), dead)
@@ -1531,19 +1515,11 @@ class SampleStore:
             block = self._read_ranges(old_rel, np.array([offset]), np.array([offset + count * length]))[0]
             for run in runs:
                 a, b = int(run[0] - first), int(run[-1] - first + 1)
-                payload = block[a * length : b * length]
-                header = tarformat.member_header(f"{int(run[0]):012d}.{RECORD_EXT}", len(payload), _now())
-                out.write(header)
-                data_offset = pos + len(header)
-                out.write(payload)
-                pad = tarformat.padded(len(payload)) - len(payload)
-                out.write(b"\0" * pad)
-                pos = data_offset + len(payload) + pad
+                data_offset = writer.member(f"{int(run[0]):012d}.{RECORD_EXT}", block[a * length : b * length])
                 run_ts = ts_all[a:b] + min_ts if ts_all is not None else np.full(b - a, min_ts)
                 new_entries.append(_record_entry(int(run[0]), b - a, new_id, data_offset, length, run_ts,
                                                  None if lab_all is None else lab_all[a:b]))
-        out.write(tarformat.END_OF_ARCHIVE)
-        return pos + len(tarformat.END_OF_ARCHIVE)
+        return writer.close()
 
 
 class MemberBatch:

@@ -11,10 +11,11 @@ member's header.
 
 from __future__ import annotations
 
+import io
 import re
 import tarfile
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 from zlib import adler32
 
 import numpy as np
@@ -74,9 +75,50 @@ def member_header(name: str, size: int, mtime: int = 0) -> bytes:
 
 
 def encode_member(name: str, data: bytes | memoryview, mtime: int = 0) -> bytes:
-    """Header + data + zero padding of one member, ready to be written to a shard."""
-    header = member_header(name, len(data), mtime)
-    return b"".join((header, data, b"\0" * (padded(len(data)) - len(data))))
+    """Header + data + zero padding of one member, as :class:`ShardWriter` writes it."""
+    buf = io.BytesIO()
+    ShardWriter(buf, mtime).member(name, data)
+    return buf.getvalue()
+
+
+class ShardWriter:
+    """Members written into a shard file one after the other, knowing where each one's bytes land: the one writer of
+    tar headers and padding, used by every path that writes a shard (append, records, compaction).
+
+    ``pos`` is the number of bytes written so far; :meth:`close` ends the archive and returns the shard's size.
+    """
+
+    def __init__(self, out: IO[bytes], mtime: int = 0) -> None:
+        self.out = out
+        self.mtime = mtime
+        self.pos = 0
+
+    def member(self, name: str, data: bytes | memoryview) -> int:
+        """Write a regular-file member; return where its data starts."""
+        size = len(data)
+        header = member_header(name, size, self.mtime)
+        self.out.write(header)
+        self.out.write(data)
+        pad = padded(size) - size
+        if pad:
+            self.out.write(b"\0" * pad)
+        start = self.pos + len(header)
+        self.pos = start + size + pad
+        return start
+
+    def copy(self, members: bytes) -> int:
+        """Write whole members taken from another shard (a sample's range: headers, data, padding); return where
+        they start."""
+        start = self.pos
+        self.out.write(members)
+        self.pos += len(members)
+        return start
+
+    def close(self) -> int:
+        """End the archive (two zero blocks); return the shard's size."""
+        self.out.write(END_OF_ARCHIVE)
+        self.pos += len(END_OF_ARCHIVE)
+        return self.pos
 
 
 @dataclass
