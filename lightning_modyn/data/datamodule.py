@@ -17,7 +17,7 @@ from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
 from lightning_modyn.data.sampler import KeyBatch, SelectionSampler
 from lightning_modyn.data.transfer import release_rings, release_with, unpack
 from lightning_modyn.store import SampleStore
-from lightning_modyn.store.store import as_keys
+from lightning_modyn.store.values import as_keys
 
 def _check_int(name: str, value: Any, allow_none: bool = False) -> Any:
     """Refuse a non-integer option (a float, a string, a bool) with an error that names it; returns ``value``."""

@@ -22,8 +22,6 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -49,7 +47,6 @@ from lightning_modyn.store.errors import (
     DuplicateKeyError,
     ReadOnlyStoreError,
     RecordDtypeError,
-    SampleEncodingError,
     ShardFormatError,
     ShardMissingError,
     StoreError,
@@ -63,7 +60,17 @@ from lightning_modyn.store.errors import (
 from lightning_modyn._io import is_temp_name
 from lightning_modyn.store.filesystem import StoreFS
 from lightning_modyn.store.journal import JOURNAL, ShardJournal
-from lightning_modyn.store.keyindex import KeyDirectory
+from lightning_modyn.store.batch import MemberBatch, member_dicts
+from lightning_modyn.store.snapshot import Snapshot, group_runs, layout_of
+from lightning_modyn.store.values import (
+    INT64,
+    as_int_array,
+    as_keys,
+    check_record_dtype,
+    check_wds_key,
+    dtype_from_json,
+    dtype_to_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,146 +90,6 @@ def _now() -> int:
 
 def _shard_name(shard_id: int) -> str:
     return f"{SHARDS}/shard-{shard_id:06d}.tar"
-
-
-_INT64 = np.iinfo(np.int64)
-
-
-def as_keys(keys: Any, what: str = "keys") -> np.ndarray:
-    """Keys as a 1-D int64 array; floats, bools and other types are refused with a clear error, and integers
-    outside int64 (which no store ever assigned) with ``UnknownKeyError`` naming them, never wrapped."""
-    arr = np.asarray(keys)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.size == 0:
-        return np.zeros(0, np.int64)
-    if arr.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                   for v in arr.ravel().tolist()):
-        outside = [v for v in arr.ravel().tolist() if not _INT64.min <= v <= _INT64.max]
-        if outside:
-            raise UnknownKeyError(f"unknown key {outside[0]}: store keys are int64")
-        arr = arr.astype(np.int64)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{what} must be integers (store keys), got dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and (arr > _INT64.max).any():
-        raise UnknownKeyError(f"unknown key {int(arr[arr > _INT64.max][0])}: store keys are int64")
-    return arr.astype(np.int64, copy=False).ravel()
-
-
-def _as_int_array(values: Any, n: int, what: str, reserved: int | None = None) -> np.ndarray:
-    """``values`` as int64, one per sample (a scalar for all), refusing what is not a whole number or does not fit
-    int64 — never wrapped — and the ``reserved`` value (the no-label sentinel), naming ``what`` and the value."""
-    arr = np.asarray(values)
-    if arr.ndim == 0:
-        arr = np.full(n, arr)
-    if arr.shape != (n,):
-        raise ValueError(f"{what} must have one value per sample ({n}), got shape {arr.shape}")
-    if arr.dtype == bool:
-        raise TypeError(f"{what} must be integers, got booleans")
-    if arr.dtype == object:  # Python ints too large for any numpy integer type, or mixed values
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in arr.tolist()):
-            raise TypeError(f"{what} must be integers, got {type(arr.tolist()[0]).__name__} values")
-        outside = [(i, v) for i, v in enumerate(arr.tolist()) if not _INT64.min <= v <= _INT64.max]
-        if outside:
-            raise ValueError(f"{what}[{outside[0][0]}] = {outside[0][1]} does not fit in int64")
-        arr = arr.astype(np.int64)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{what} must be whole numbers (e.g. unix seconds); got non-integral values")
-        # float64 holds -2**63 exactly and nothing between 2**63 - 1024 and 2**63: the bounds are exact
-        bad = np.flatnonzero((arr < -(2.0**63)) | (arr >= 2.0**63))
-        if len(bad):
-            raise ValueError(f"{what}[{bad[0]}] = {float(arr[bad[0]])!r} does not fit in int64")
-    elif not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{what} must be integers, got dtype {arr.dtype}")
-    elif arr.dtype == np.uint64:
-        bad = np.flatnonzero(arr > _INT64.max)
-        if len(bad):
-            raise ValueError(f"{what}[{bad[0]}] = {int(arr[bad[0]])} does not fit in int64")
-    out = arr.astype(np.int64)
-    if reserved is not None and (out == reserved).any():
-        i = int(np.flatnonzero(out == reserved)[0])
-        raise ValueError(f"{what}[{i}] = {reserved} is reserved (it marks a sample without a label)")
-    return out
-
-
-_MAX_REMEMBERED = 1 << 16  # keys of the last lookup a snapshot keeps (batches, not whole training sets)
-
-
-def _runs(ids: np.ndarray) -> list[tuple[int, int]]:
-    """``(start, end)`` of each run of equal values in ``ids`` (grouped values: one run per group)."""
-    cuts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1, [len(ids)]]).tolist()
-    return list(zip(cuts[:-1], cuts[1:]))
-
-
-@dataclass
-class _Snapshot:
-    """Reader-side arrays for the hot path: where every key's bytes are. Rebuilt when the catalog changes."""
-
-    version: int
-    layout: int
-    first: np.ndarray
-    count: np.ndarray
-    shard: np.ndarray
-    offset: np.ndarray
-    length: np.ndarray
-    timestamp: np.ndarray
-    label: np.ndarray
-    deleted: np.ndarray
-    kind_of_shard: np.ndarray
-    path_of_shard: dict[int, str]
-    itemsize: int = 0
-    layouts: dict = field(default_factory=dict)
-    blobs: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.directory = KeyDirectory(self.first, self.count)
-        self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.kind = self.kind_of_shard[self.shard] if len(self.shard) else np.zeros(0, np.int64)
-        if self.itemsize:
-            # record runs: rows start at offset ≡ residue (mod itemsize); a key's row in the shard seen as rows
-            # starting at ``residue`` is ``row0 + key``; ``group`` tells which (shard, residue) view to gather from
-            self.residue = self.offset % self.itemsize
-            self.row0 = (self.offset - self.residue) // self.itemsize - self.first
-            self.group = np.where(self.kind == KIND_RECORDS, self.shard * self.itemsize + self.residue, -1)
-        self.only_records = bool(len(self.kind)) and bool((self.kind == KIND_RECORDS).all())
-        # all record rows in one (shard, alignment): every batch is one gather
-        self.single_group = self.only_records and self.itemsize and self.group.min() == self.group.max()
-
-    @cached_property
-    def read_group(self) -> np.ndarray:
-        """Per entry, a dense id of where its bytes lie (a shard, or a record shard and row alignment), as a small
-        integer so that read_order's stable argsort is a radix sort. Built on the first read_order only."""
-        where = np.where(self.group >= 0, self.group, self.shard * self.itemsize) if self.itemsize else self.shard
-        ids, dense = np.unique(where, return_inverse=True)
-        return dense.astype(np.uint16 if len(ids) < 2**16 else np.int64)
-
-    @cached_property
-    def one_place(self) -> bool:
-        """Every key's bytes lie in one shard and alignment: any order is already the read order."""
-        return not len(self.first) or int(self.read_group.max()) == 0
-
-    def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        last = self._last
-        if last is not None and len(last[0]) == len(keys) and np.array_equal(last[0], keys):
-            return last[1], last[2]  # a batch's reads (read order, bytes, labels) locate the same keys
-        pos, found = self.directory.locate(keys)
-        if len(self.deleted):
-            hit = np.searchsorted(self.deleted, keys)
-            found &= self.deleted[np.minimum(hit, len(self.deleted) - 1)] != keys
-        self.remember(keys, pos, found)
-        return pos, found
-
-    def remember(self, keys: np.ndarray, pos: np.ndarray, found: np.ndarray) -> None:
-        """Keep the last lookup of a batch: the next one of the same keys is a comparison instead of a search.
-
-        The arrays handed out are made read-only, so that no caller can change what the next lookup returns.
-        """
-        if len(keys) > _MAX_REMEMBERED:  # a whole training set's check, not a batch: not worth keeping
-            self._last = None
-            return
-        pos.flags.writeable = found.flags.writeable = False
-        self._last = (keys.copy(), pos, found)
 
 
 def _one_call_at_a_time(method):
@@ -272,7 +139,7 @@ class SampleStore:
         self.files = StoreFS(self.url, self.storage_options)
         self._lock_handle = None
         self._tmpdir: str | None = None
-        self._snap: _Snapshot | None = None
+        self._snap: Snapshot | None = None
         self._snap_token: tuple[int, int] | None = None
         self._pins = threading.local()
         self._row_views: dict[tuple[int, int, int], np.ndarray] = {}
@@ -311,7 +178,7 @@ class SampleStore:
         settings = {name: check_int(name, value, 1) for name, value in (
             ("shard_max_bytes", shard_max_bytes), ("shard_max_samples", shard_max_samples), ("block_bytes", block_bytes))}
         if record_dtype is not None:
-            settings["record_dtype"] = _dtype_to_json(_check_record_dtype(np.dtype(record_dtype)))
+            settings["record_dtype"] = dtype_to_json(check_record_dtype(np.dtype(record_dtype)))
         return cls(os.fspath(url), readonly=False, storage_options=storage_options, _create=settings)
 
     @classmethod
@@ -525,7 +392,7 @@ class SampleStore:
         """The structured dtype of the store's records, or None before the first ``append_records``."""
         if self._record_dtype is None:  # fixed once set, so cache it
             text = self.catalog.get_meta("record_dtype")
-            self._record_dtype = None if text is None else _dtype_from_json(text)
+            self._record_dtype = None if text is None else dtype_from_json(text)
         return self._record_dtype
 
     @property
@@ -579,8 +446,8 @@ class SampleStore:
         if n == 0:
             return np.zeros(0, np.int64)
         encoded = [encode_sample(s, f"sample {i}") for i, s in enumerate(samples)]
-        wds_keys = [_check_wds_key(s.get("__key__"), i) for i, s in enumerate(samples)]
-        ts = _as_int_array(_now() if timestamps is None else timestamps, n, "timestamps")
+        wds_keys = [check_wds_key(s.get("__key__"), i) for i, s in enumerate(samples)]
+        ts = as_int_array(_now() if timestamps is None else timestamps, n, "timestamps")
         label_arr = self._labels_for_samples(samples, labels, n)
         with self._journal.publication() as pub, self.catalog.transaction():
             first_key = self.catalog.allocate("next_key", n)
@@ -615,8 +482,8 @@ class SampleStore:
                 except (TypeError, ValueError, OverflowError):
                     raise ValueError(f"sample {i}: member {labels!r} = {value!r} is not an integer label") from None
                 out.append(whole)
-            return _as_int_array(np.array(out, dtype=object), n, f"labels (member {labels!r})", reserved=NO_LABEL)
-        return _as_int_array(labels, n, "labels", reserved=NO_LABEL)
+            return as_int_array(np.array(out, dtype=object), n, f"labels (member {labels!r})", reserved=NO_LABEL)
+        return as_int_array(labels, n, "labels", reserved=NO_LABEL)
 
     def _check_unique_wds_keys(self, wds_keys: list[str], where: list[str]) -> None:
         seen: dict[str, str] = {}
@@ -673,21 +540,21 @@ class SampleStore:
                 + (f" of dtype {rows.dtype}" if isinstance(rows, np.ndarray) else "")
             )
         rows = np.ascontiguousarray(rows.reshape(-1))
-        _check_record_dtype(rows.dtype)
+        check_record_dtype(rows.dtype)
         n = len(rows)
         if n == 0:
             return np.zeros(0, np.int64)
-        ts = _as_int_array(_now() if timestamps is None else timestamps, n, "timestamps")
+        ts = as_int_array(_now() if timestamps is None else timestamps, n, "timestamps")
         if isinstance(labels, str):
             if labels not in rows.dtype.names or not np.issubdtype(rows.dtype[labels], np.integer):
                 raise ValueError(f"labels={labels!r} is not an integer field of the records (fields: {rows.dtype.names})")
-            label_arr = _as_int_array(rows[labels], n, f"labels (field {labels!r})", reserved=NO_LABEL)
+            label_arr = as_int_array(rows[labels], n, f"labels (field {labels!r})", reserved=NO_LABEL)
         else:
-            label_arr = None if labels is None else _as_int_array(labels, n, "labels", reserved=NO_LABEL)
+            label_arr = None if labels is None else as_int_array(labels, n, "labels", reserved=NO_LABEL)
         with self._journal.publication() as pub, self.catalog.transaction():
             stored = self.record_dtype
             if stored is None:
-                self.catalog.set_meta("record_dtype", _dtype_to_json(rows.dtype))
+                self.catalog.set_meta("record_dtype", dtype_to_json(rows.dtype))
             elif stored != rows.dtype:
                 raise RecordDtypeError(f"records have dtype {rows.dtype}, but this store holds records of dtype {stored}")
             first_key = self.catalog.allocate("next_key", n)
@@ -862,7 +729,7 @@ class SampleStore:
             return None if default is None else np.full(n, default, np.int64)
         reserved = NO_LABEL if what == "labels" else None
         if not isinstance(spec, str):
-            return _as_int_array(spec, n, what, reserved=reserved)
+            return as_int_array(spec, n, what, reserved=reserved)
         out = []
         for ref, spans, _ in scanned:
             with self._member_reader(ref) as read_at:
@@ -877,7 +744,7 @@ class SampleStore:
                         raise ValueError(
                             f"{ref}: sample {span.key!r} member {spec!r} = {text[:40]!r} is not an integer ({what})"
                         ) from None
-                    if not _INT64.min <= value <= _INT64.max or value == reserved:
+                    if not INT64.min <= value <= INT64.max or value == reserved:
                         raise ValueError(f"{ref}: sample {span.key!r} member {spec!r} = {value} does not fit in "
                                          f"int64 or is reserved ({what})")
                     out.append(value)
@@ -902,10 +769,10 @@ class SampleStore:
                 pins.pin = None
 
     @_one_call_at_a_time
-    def _pin(self) -> tuple[_Snapshot, int]:
+    def _pin(self) -> tuple[Snapshot, int]:
         return self._snapshot(), self.catalog.commits
 
-    def _snapshot(self) -> _Snapshot:
+    def _snapshot(self) -> Snapshot:
         pin = getattr(self._pins, "pin", None)
         if pin is not None and pin[0] is self._snap and pin[1] == self.catalog.commits:
             return pin[0]
@@ -917,7 +784,7 @@ class SampleStore:
         self._snap_token = token
         return snap
 
-    def _load_snapshot(self) -> _Snapshot:
+    def _load_snapshot(self) -> Snapshot:
         version, layout = self.catalog.versions()
         snap = self._snap
         if snap is not None and snap.version == version:
@@ -941,12 +808,12 @@ class SampleStore:
             self._row_views.clear()
             self.files.retain(set(paths.values()))  # shards another process compacted away are unmapped
         dtype = self.record_dtype
-        self._snap = _Snapshot(version, layout, *cols, deleted, kinds, paths, 0 if dtype is None else dtype.itemsize)
+        self._snap = Snapshot(version, layout, *cols, deleted, kinds, paths, 0 if dtype is None else dtype.itemsize)
         if grown:
             self._extend_layouts(snap, self._snap)
         return self._snap
 
-    def _locate(self, keys: np.ndarray) -> tuple[_Snapshot, np.ndarray]:
+    def _locate(self, keys: np.ndarray) -> tuple[Snapshot, np.ndarray]:
         snap = self._snapshot()
         pos, ok = snap.locate(keys)
         if not ok.all():
@@ -1024,7 +891,7 @@ class SampleStore:
             view = memoryview(buf)
             values = list(map(bytes, map(view.__getitem__, map(slice, parsed.data.tolist(),
                                                                 (parsed.data + parsed.size).tolist()))))
-            samples = _member_dicts(parsed, values, len(sel))
+            samples = member_dicts(parsed, values, len(sel))
             if meta:
                 # metadata from the snapshot, as Python values in bulk (a sample deleted by another process after
                 # the snapshot still has the bytes just read)
@@ -1146,7 +1013,7 @@ class SampleStore:
                 # the shards side by side in one address range: one gather straight into request order
                 return MemberBatch(fixed=spanmap.gather(spanned[0], spanned[1][shard] + starts, size0))
             if (shard[1:] >= shard[:-1]).all():  # keys in read_order: each shard fills a slice of the rows
-                runs = _runs(shard)
+                runs = group_runs(shard)
                 parts = [self._sample_rows(snap, int(shard[a]), starts[a:b], lengths[a:b]) for a, b in runs]
                 if all(p is not None for p in parts) and len({p[0].shape[1] for p in parts}) == 1:
                     rows = np.empty((n, parts[0][0].shape[1]), np.uint8)
@@ -1173,7 +1040,7 @@ class SampleStore:
         np.cumsum(sizes, out=offsets[1:])
         return MemberBatch(np.frombuffer(b"".join(pieces), np.uint8), offsets)
 
-    def _spanned(self, snap: _Snapshot, shard_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def _spanned(self, snap: Snapshot, shard_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The local shards ``shard_ids`` as one array, with each shard id's start in it and size (-1 for shards not
         asked for); None where spanning is not available (see ``StoreFS.span``). Asked afresh for every batch (a
         few dict lookups), so that the array and the starts always come from the same span."""
@@ -1189,19 +1056,19 @@ class SampleStore:
         start[shard_ids], size[shard_ids] = where[:, 0], where[:, 1]
         return span, start, size
 
-    def _member_layout(self, snap: _Snapshot, ext: str) -> tuple[np.ndarray, np.ndarray]:
+    def _member_layout(self, snap: Snapshot, ext: str) -> tuple[np.ndarray, np.ndarray]:
         """Per snapshot entry: the ``ext`` member's data offset within the sample's range and its size (-1: none)."""
         layout = snap.layouts.get(ext)
         if layout is None:
-            layout = snap.layouts[ext] = _layout_of(snap.first, self.catalog.member_layout(ext))
+            layout = snap.layouts[ext] = layout_of(snap.first, self.catalog.member_layout(ext))
         return layout
 
-    def _extend_layouts(self, old: _Snapshot, new: _Snapshot) -> None:
+    def _extend_layouts(self, old: Snapshot, new: Snapshot) -> None:
         """Carry the member layouts ``old`` had loaded over to ``new``, which only adds entries after them."""
         start = len(old.first)
         after = int(old.first[-1]) if start else -1
         for ext, (rel, size) in old.layouts.items():
-            more_rel, more_size = _layout_of(new.first[start:], self.catalog.member_layout(ext, after_key=after))
+            more_rel, more_size = layout_of(new.first[start:], self.catalog.member_layout(ext, after_key=after))
             new.layouts[ext] = (np.concatenate([rel, more_rel]), np.concatenate([size, more_size]))
 
     @_one_call_at_a_time
@@ -1242,7 +1109,7 @@ class SampleStore:
                 raise StoreError(f"key {bad} is a sample, not a record; read it with get()")
         return self._read_rows(snap, keys, pos, dtype)
 
-    def _read_rows(self, snap: _Snapshot, keys: np.ndarray, pos: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+    def _read_rows(self, snap: Snapshot, keys: np.ndarray, pos: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
         dtype = dtype or self.record_dtype
         itemsize = dtype.itemsize
         local = self.files.local
@@ -1266,7 +1133,7 @@ class SampleStore:
         grouped = bool((group[1:] >= group[:-1]).all())  # keys in read_order: each group is a slice of out
         order = np.arange(len(keys)) if grouped else np.argsort(group)
         sorted_group = group if grouped else group[order]
-        for a, b in _runs(sorted_group):
+        for a, b in group_runs(sorted_group):
             sel = slice(a, b) if grouped else order[a:b]
             p = int(pos[order[a]])
             shard_id, residue = int(snap.shard[p]), int(snap.residue[p])
@@ -1283,7 +1150,7 @@ class SampleStore:
                 out[sel] = np.frombuffer(b"".join(blobs), np.uint8).reshape(-1, itemsize)
         return out.view(dtype).reshape(-1)
 
-    def _sample_rows(self, snap: _Snapshot, shard_id: int, starts: np.ndarray,
+    def _sample_rows(self, snap: Snapshot, shard_id: int, starts: np.ndarray,
                      lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """When the samples at ``starts`` lie back to back in one layout, the shard as a 2-D array of sample rows
         (each beginning at the member) and each sample's row in it; else None."""
@@ -1522,64 +1389,6 @@ class SampleStore:
         return writer.close()
 
 
-class MemberBatch:
-    """Bytes of one member of many samples, in request order, without a Python object per sample.
-
-    Fixed-size members (the common case: images, tensors) come as an ``(n, size)`` uint8 array (``array()``,
-    possibly a strided view of the gathered rows); others as one buffer ``data`` with ``offsets`` so that
-    ``data[offsets[i]:offsets[i + 1]]`` is sample ``i``'s member.
-    """
-
-    def __init__(self, data: np.ndarray | None = None, offsets: np.ndarray | None = None,
-                 fixed: np.ndarray | None = None) -> None:
-        self._fixed = fixed
-        self._data = data
-        self._offsets = offsets
-
-    @property
-    def data(self) -> np.ndarray:
-        if self._data is None:
-            self._data = np.ascontiguousarray(self._fixed).reshape(-1)
-        return self._data
-
-    @property
-    def offsets(self) -> np.ndarray:
-        if self._offsets is None:
-            n, size = self._fixed.shape
-            self._offsets = np.arange(n + 1, dtype=np.int64) * size
-        return self._offsets
-
-    def __len__(self) -> int:
-        return len(self._fixed) if self._fixed is not None else len(self._offsets) - 1
-
-    def __getitem__(self, i: int) -> bytes:
-        if self._fixed is not None:
-            return self._fixed[i].tobytes()
-        return self._data[self._offsets[i] : self._offsets[i + 1]].tobytes()
-
-    @property
-    def fixed_size(self) -> int | None:
-        """The common size of all members, or None when sizes differ."""
-        if self._fixed is not None:
-            return self._fixed.shape[1]
-        sizes = np.diff(self._offsets)
-        if not len(sizes):
-            return 0
-        return int(sizes[0]) if (sizes == sizes[0]).all() else None
-
-    def array(self) -> np.ndarray:
-        """An ``(n, size)`` uint8 array when every member has the same size."""
-        if self._fixed is not None:
-            return self._fixed
-        size = self.fixed_size
-        if size is None:
-            raise ValueError("members differ in size; index the batch or use data/offsets")
-        return self._data.reshape(len(self), size)
-
-    def tolist(self) -> list[bytes]:
-        return [self[i] for i in range(len(self))]
-
-
 def _shard_gone(err: ShardMissingError) -> ShardMissingError:
     """A reader's missing shard, with the likely cause."""
     return ShardMissingError(f"{err}; it may have been removed by a compaction after this reader opened "
@@ -1591,43 +1400,6 @@ def _truncated(path: str, size: int) -> TruncatedShardError:
                                "truncated or replaced behind the store's back")
 
 
-def _member_dicts(parsed: tarformat.ParsedSamples, values: list[bytes], n: int) -> list[dict[str, Any]]:
-    """One dict of extension -> bytes per sample (members in tar order), built per group of samples that have the
-    same extensions in the same order — usually one group, so the dicts come from one comprehension."""
-    if not n:
-        return []
-    counts = np.bincount(parsed.sample, minlength=n)
-    first = np.zeros(n, np.int64)
-    np.cumsum(counts[:-1], out=first[1:])
-    width = int(counts.max())
-    if not width:
-        return [{} for _ in range(n)]
-    table = np.full((n, width), -1, np.int64)  # each sample's extension ids in order, -1 past its last member
-    table[parsed.sample, np.arange(len(parsed.sample)) - first[parsed.sample]] = parsed.ext
-    if (table == table[0]).all():  # the usual case: every sample has the same members
-        signatures, group = table[:1], np.zeros(n, np.int64)
-        if width == 1:
-            return [{parsed.exts[int(table[0, 0])]: v} for v in values]
-    else:
-        signatures, group = np.unique(table, axis=0, return_inverse=True)
-    held = np.empty(len(values), object)
-    held[:] = values
-    out: list[dict[str, Any]] = [None] * n  # type: ignore[list-item]
-    for g, signature in enumerate(signatures.tolist()):
-        members = [parsed.exts[x] for x in signature if x >= 0]
-        rows = np.flatnonzero(group.reshape(-1) == g) if len(signatures) > 1 else np.arange(n)
-        columns = [held[first[rows] + j].tolist() for j in range(len(members))]
-        if not members:  # samples without a member with an extension
-            dicts = [{} for _ in rows]
-        elif len(members) == 1:
-            dicts = [{members[0]: v} for v in columns[0]]
-        else:
-            dicts = [dict(zip(members, vs)) for vs in zip(*columns)]
-        for i, d in zip(rows.tolist(), dicts):
-            out[i] = d
-    return out
-
-
 def _appended_of(entries: list[Entry], appended: dict[int, int]) -> list[int]:
     """When each survivor was appended: that of the old entry (first key -> second) holding its first key (a record
     run split by compaction keeps its run's)."""
@@ -1635,18 +1407,6 @@ def _appended_of(entries: list[Entry], appended: dict[int, int]) -> list[int]:
     when = np.array([appended[f] for f in firsts.tolist()], np.int64)
     at = np.searchsorted(firsts, np.array([e.first_key for e in entries], np.int64), side="right") - 1
     return when[at].tolist()
-
-
-def _layout_of(first: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Member layout rows (key, relative offset, size) spread over entries starting at ``first`` (-1: none)."""
-    rel = np.full(len(first), -1, np.int64)
-    size = np.full(len(first), -1, np.int64)
-    if len(rows) and len(first):
-        idx = np.minimum(np.searchsorted(first, rows[:, 0]), len(first) - 1)
-        known = first[idx] == rows[:, 0]  # keys appended after the snapshot are skipped
-        rel[idx[known]] = rows[known, 1]
-        size[idx[known]] = rows[known, 2]
-    return rel, size
 
 
 def _remove_unfinished_create(root: str) -> bool:
@@ -1686,49 +1446,6 @@ def _record_entry(first_key: int, count: int, shard: int, offset: int, itemsize:
     return Entry(first_key, count, shard, offset, itemsize, lo, hi, None, None,
                  None if lo == hi else pack_array(ts - lo),
                  None if labels is None else pack_array(labels))
-
-
-def _check_wds_key(key: Any, i: int) -> str | None:
-    if key is None:
-        return None
-    if not isinstance(key, str) or not key:
-        raise SampleEncodingError(f"sample {i}: __key__ must be a non-empty str, got {key!r}")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SampleEncodingError(f"sample {i}: __key__ {key!r} is not valid text (a lone surrogate); keys are "
-                                  "written to the tar as UTF-8") from None
-    tarformat.check_member_name(key, f"sample {i}")
-    if tarformat.split_name(f"{key}.x") != (key, "x"):
-        raise SampleEncodingError(
-            f"sample {i}: __key__ {key!r} has a '.' in its last path component; WebDataset would split it there"
-        )
-    return key
-
-
-def _check_record_dtype(dtype: np.dtype) -> np.dtype:
-    if dtype.names is None:
-        raise RecordDtypeError(f"record dtype must be structured (named fields), got {dtype}")
-    if dtype.hasobject:
-        raise RecordDtypeError(f"record dtype {dtype} has object fields; records must be fixed-size plain data")
-    return dtype
-
-
-def _dtype_to_json(dtype: np.dtype) -> str:
-    return json.dumps(np.lib.format.dtype_to_descr(dtype))
-
-
-def _dtype_from_json(text: str) -> np.dtype:
-    def descr(obj):
-        if isinstance(obj, str):
-            return obj
-        fields = []
-        for item in obj:
-            name, typ = item[0], descr(item[1])
-            fields.append((name, typ, tuple(item[2])) if len(item) == 3 else (name, typ))
-        return fields
-
-    return np.lib.format.descr_to_dtype(descr(json.loads(text)))
 
 
 def _progress(enabled: bool, total: int, desc: str, unit: str):
