@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -27,7 +26,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from lightning_modyn._checks import check_int, check_whole
+from lightning_modyn._io import is_temp_name
 from lightning_modyn.store import spanmap, tarformat
+from lightning_modyn.store.batch import MemberBatch, member_dicts
 from lightning_modyn.store.catalog import (
     KIND_RECORDS,
     KIND_SAMPLES,
@@ -36,7 +37,6 @@ from lightning_modyn.store.catalog import (
     Entry,
     Slice,
     catalog_errors,
-    pack_array,
     unpack_array,
 )
 from lightning_modyn.store.codec import encode_sample
@@ -57,10 +57,8 @@ from lightning_modyn.store.errors import (
     TruncatedShardError,
     UnknownKeyError,
 )
-from lightning_modyn._io import is_temp_name
 from lightning_modyn.store.filesystem import StoreFS
 from lightning_modyn.store.journal import JOURNAL, ShardJournal
-from lightning_modyn.store.batch import MemberBatch, member_dicts
 from lightning_modyn.store.snapshot import Snapshot, group_runs, layout_of
 from lightning_modyn.store.values import (
     INT64,
@@ -71,25 +69,26 @@ from lightning_modyn.store.values import (
     dtype_from_json,
     dtype_to_json,
 )
+from lightning_modyn.store.writing import (
+    RECORD_EXT,
+    SHARDS,
+    shard_name,
+    write_record_shards,
+    write_sample_shards,
+    write_survivors,
+)
 
-log = logging.getLogger(__name__)
 
 MARKER = "store.json"
 CATALOG = "catalog.sqlite"
-SHARDS = "shards"
 LOCK = "writer.lock"
 STORE_FORMAT = "lightning-modyn-store"
 STORE_VERSION = 1
-RECORD_EXT = "rows"
 _COALESCE_GAP = 64 * 1024
 
 
 def _now() -> int:
     return int(time.time())
-
-
-def _shard_name(shard_id: int) -> str:
-    return f"{SHARDS}/shard-{shard_id:06d}.tar"
 
 
 def _one_call_at_a_time(method):
@@ -454,7 +453,7 @@ class SampleStore:
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
             wds_keys = [w if w is not None else f"{k:012d}" for w, k in zip(wds_keys, keys.tolist())]
             self._check_unique_wds_keys(wds_keys, [f"sample {i}" for i in range(n)])
-            self._register(self._write_samples(pub, keys, wds_keys, encoded, ts, label_arr))
+            self._register(write_sample_shards(self.catalog, pub, keys, wds_keys, encoded, ts, label_arr, _now()))
         self._publish_catalog()
         return keys
 
@@ -498,30 +497,6 @@ class SampleStore:
                 + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
             )
 
-    def _write_samples(self, pub, keys, wds_keys, encoded, ts, labels) -> list[Entry]:
-        max_bytes, max_samples = self._setting("shard_max_bytes"), self._setting("shard_max_samples")
-        entries: list[Entry] = []
-        members: list[tuple[str, int, int, int]] = []
-        i, n = 0, len(keys)
-        mtime = _now()
-        while i < n:
-            shard_id = self.catalog.allocate("next_shard", 1)
-            rel = _shard_name(shard_id)
-            start_i = i
-            with pub.shard(rel) as out:
-                shard = tarformat.ShardWriter(out, mtime)
-                while i < n and i - start_i < max_samples and (shard.pos < max_bytes or i == start_i):
-                    start, key = shard.pos, int(keys[i])
-                    for ext, data in encoded[i]:
-                        members.append((ext, key, shard.member(f"{wds_keys[i]}.{ext}", data) - start, len(data)))
-                    entries.append(Entry(key, 1, shard_id, start, shard.pos - start, int(ts[i]), int(ts[i]),
-                                         None if labels is None else int(labels[i]), wds_keys[i]))
-                    i += 1
-                size = shard.close()
-            self.catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, size, i - start_i)
-        self.catalog.add_members(members)
-        return entries
-
     @_one_call_at_a_time
     def append_records(self, rows: np.ndarray, timestamps: Any = None, labels: Any = None) -> np.ndarray:
         """Append fixed-size records (a numpy structured array), packed many rows to a tar member.
@@ -559,35 +534,9 @@ class SampleStore:
                 raise RecordDtypeError(f"records have dtype {rows.dtype}, but this store holds records of dtype {stored}")
             first_key = self.catalog.allocate("next_key", n)
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
-            self._register(self._write_record_shards(pub, keys, rows, ts, label_arr))
+            self._register(write_record_shards(self.catalog, pub, keys, rows, ts, label_arr, _now()))
         self._publish_catalog()
         return keys
-
-    def _write_record_shards(self, pub, keys, rows, ts, labels) -> list[Entry]:
-        itemsize = rows.dtype.itemsize
-        block_rows = aligned_block_rows(self._setting("block_bytes"), itemsize)
-        max_bytes, max_blocks = self._setting("shard_max_bytes"), self._setting("shard_max_samples")
-        raw = rows.view(np.uint8).reshape(-1)
-        entries: list[Entry] = []
-        i, n = 0, len(keys)
-        mtime = _now()
-        while i < n:
-            shard_id = self.catalog.allocate("next_shard", 1)
-            rel = _shard_name(shard_id)
-            start_i = i
-            blocks = 0
-            with pub.shard(rel) as out:
-                shard = tarformat.ShardWriter(out, mtime)
-                while i < n and blocks < max_blocks and (shard.pos < max_bytes or blocks == 0):
-                    j = min(n, i + block_rows)
-                    data_offset = shard.member(f"{int(keys[i]):012d}.{RECORD_EXT}", raw[i * itemsize : j * itemsize].data)
-                    entries.append(_record_entry(int(keys[i]), j - i, shard_id, data_offset, itemsize, ts[i:j],
-                                                 None if labels is None else labels[i:j]))
-                    blocks += 1
-                    i = j
-                size = shard.close()
-            self.catalog.add_shard(shard_id, rel, True, KIND_RECORDS, size, i - start_i)
-        return entries
 
     @_one_call_at_a_time
     def ingest(
@@ -1352,9 +1301,14 @@ class SampleStore:
             size = 0
             if shard["live"] > 0:
                 new_id = self.catalog.allocate("next_shard", 1)
-                rel = _shard_name(new_id)
+                rel = shard_name(new_id)
+
+                def read_range(start: int, end: int) -> bytes:
+                    return self._read_ranges(old_rel, np.array([start]), np.array([end]))[0]
+
                 with pub.shard(rel) as out:
-                    size = self._write_survivors(out, shard, rows, new_id, new_entries)
+                    size, new_entries = write_survivors(out, shard["kind"], rows, new_id, read_range,
+                                                        self.catalog.deleted_in, _now())
                 live_count = sum(e.count for e in new_entries)
                 self.catalog.add_shard(new_id, rel, True, shard["kind"], size, live_count)
             self.catalog.replace_shard(shard["id"], list(zip(new_entries, _appended_of(new_entries, appended))))
@@ -1362,32 +1316,6 @@ class SampleStore:
             self.catalog.bump(layout=True)
         self._publish_catalog()
         return size
-
-    def _write_survivors(self, out, shard: dict, rows: list[tuple], new_id: int, new_entries: list[Entry]) -> int:
-        """Write the live samples (or live runs of record rows) of ``rows`` to ``out``; returns the bytes written."""
-        old_rel = shard["path"]
-        writer = tarformat.ShardWriter(out, _now())
-        for first, count, _s, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob in rows:
-            if shard["kind"] == KIND_SAMPLES:
-                data = self._read_ranges(old_rel, np.array([offset]), np.array([offset + length]))[0]
-                new_entries.append(Entry(first, 1, new_id, writer.copy(data), length, min_ts, max_ts, label, wds_key))
-                continue
-            dead = self.catalog.deleted_in(first, first + count)
-            live = np.setdiff1d(np.arange(first, first + count, dtype=np.int64), dead)
-            if not len(live):
-                continue
-            ts_all = unpack_array(ts_blob) if ts_blob is not None else None
-            lab_all = unpack_array(label_blob) if label_blob is not None else None
-            runs = np.split(live, np.flatnonzero(np.diff(live) != 1) + 1)
-            block = self._read_ranges(old_rel, np.array([offset]), np.array([offset + count * length]))[0]
-            for run in runs:
-                a, b = int(run[0] - first), int(run[-1] - first + 1)
-                data_offset = writer.member(f"{int(run[0]):012d}.{RECORD_EXT}", block[a * length : b * length])
-                run_ts = ts_all[a:b] + min_ts if ts_all is not None else np.full(b - a, min_ts)
-                new_entries.append(_record_entry(int(run[0]), b - a, new_id, data_offset, length, run_ts,
-                                                 None if lab_all is None else lab_all[a:b]))
-        return writer.close()
-
 
 def _shard_gone(err: ShardMissingError) -> ShardMissingError:
     """A reader's missing shard, with the likely cause."""
@@ -1425,27 +1353,6 @@ def _remove_unfinished_create(root: str) -> bool:
         else:
             os.remove(path)
     return True
-
-
-def aligned_block_rows(block_bytes: int, itemsize: int) -> int:
-    """Rows per record block, near ``block_bytes``, such that a block with its header spans a whole number of rows.
-
-    Then every block of a shard starts its rows at the same offset modulo the row size, and a batch of rows from
-    one shard is a single numpy gather on the shard viewed as a 2-D array of rows.
-    """
-    target = max(1, block_bytes // itemsize)
-    for rows in range(target, max(0, target - 4096), -1):
-        if (tarformat.BLOCK + tarformat.padded(rows * itemsize)) % itemsize == 0:
-            return rows
-    return target
-
-
-def _record_entry(first_key: int, count: int, shard: int, offset: int, itemsize: int, ts: np.ndarray,
-                  labels: np.ndarray | None) -> Entry:
-    lo, hi = int(ts.min()), int(ts.max())
-    return Entry(first_key, count, shard, offset, itemsize, lo, hi, None, None,
-                 None if lo == hi else pack_array(ts - lo),
-                 None if labels is None else pack_array(labels))
 
 
 def _progress(enabled: bool, total: int, desc: str, unit: str):

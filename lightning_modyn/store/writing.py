@@ -1,0 +1,138 @@
+"""New shards: samples, blocks of records and a compaction's survivors, written through ``tarformat.ShardWriter`` into
+files that the writer journal publishes, together with the catalog rows that will describe them.
+
+Every function here runs inside the caller's catalog transaction: it allocates shard ids, registers each shard and
+returns the entries (one per sample, or per run of record rows) for the caller to add when the files are complete.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from lightning_modyn.store import tarformat
+from lightning_modyn.store.catalog import KIND_RECORDS, KIND_SAMPLES, Catalog, Entry, pack_array, unpack_array
+from lightning_modyn.store.journal import Publication
+
+SHARDS = "shards"
+RECORD_EXT = "rows"
+
+
+def shard_name(shard_id: int) -> str:
+    """Where the store writes shard ``shard_id`` (names are never reused)."""
+    return f"{SHARDS}/shard-{shard_id:06d}.tar"
+
+
+def _setting(catalog: Catalog, name: str) -> int:
+    return int(catalog.get_meta(name))
+
+
+def write_sample_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, wds_keys: list[str],
+                        encoded: list[list[tuple[str, bytes]]], ts: np.ndarray, labels: np.ndarray | None,
+                        mtime: int) -> list[Entry]:
+    """Samples (each a list of (extension, bytes)) as members ``<__key__>.<ext>``, a new shard whenever one reaches
+    the store's ``shard_max_bytes`` or ``shard_max_samples``; every member's place goes into the catalog's member
+    table, so a read of one member needs no header."""
+    max_bytes, max_samples = _setting(catalog, "shard_max_bytes"), _setting(catalog, "shard_max_samples")
+    entries: list[Entry] = []
+    members: list[tuple[str, int, int, int]] = []
+    i, n = 0, len(keys)
+    while i < n:
+        shard_id = catalog.allocate("next_shard", 1)
+        rel = shard_name(shard_id)
+        start_i = i
+        with pub.shard(rel) as out:
+            shard = tarformat.ShardWriter(out, mtime)
+            while i < n and i - start_i < max_samples and (shard.pos < max_bytes or i == start_i):
+                start, key = shard.pos, int(keys[i])
+                for ext, data in encoded[i]:
+                    members.append((ext, key, shard.member(f"{wds_keys[i]}.{ext}", data) - start, len(data)))
+                entries.append(Entry(key, 1, shard_id, start, shard.pos - start, int(ts[i]), int(ts[i]),
+                                     None if labels is None else int(labels[i]), wds_keys[i]))
+                i += 1
+            size = shard.close()
+        catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, size, i - start_i)
+    catalog.add_members(members)
+    return entries
+
+
+def write_record_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, rows: np.ndarray, ts: np.ndarray,
+                        labels: np.ndarray | None, mtime: int) -> list[Entry]:
+    """Fixed-size records packed many rows to a member (``<first key>.rows``, ~``block_bytes`` each, sized by
+    :func:`aligned_block_rows`), a new shard whenever one reaches ``shard_max_bytes`` or ``shard_max_samples``
+    blocks; one entry per block."""
+    itemsize = rows.dtype.itemsize
+    block_rows = aligned_block_rows(_setting(catalog, "block_bytes"), itemsize)
+    max_bytes, max_blocks = _setting(catalog, "shard_max_bytes"), _setting(catalog, "shard_max_samples")
+    raw = rows.view(np.uint8).reshape(-1)
+    entries: list[Entry] = []
+    i, n = 0, len(keys)
+    while i < n:
+        shard_id = catalog.allocate("next_shard", 1)
+        rel = shard_name(shard_id)
+        start_i = i
+        blocks = 0
+        with pub.shard(rel) as out:
+            shard = tarformat.ShardWriter(out, mtime)
+            while i < n and blocks < max_blocks and (shard.pos < max_bytes or blocks == 0):
+                j = min(n, i + block_rows)
+                data_offset = shard.member(f"{int(keys[i]):012d}.{RECORD_EXT}", raw[i * itemsize : j * itemsize].data)
+                entries.append(record_entry(int(keys[i]), j - i, shard_id, data_offset, itemsize, ts[i:j],
+                                            None if labels is None else labels[i:j]))
+                blocks += 1
+                i = j
+            size = shard.close()
+        catalog.add_shard(shard_id, rel, True, KIND_RECORDS, size, i - start_i)
+    return entries
+
+
+def write_survivors(out, kind: int, rows: list[tuple], new_id: int, read_range: Callable[[int, int], bytes],
+                    deleted_in: Callable[[int, int], np.ndarray], mtime: int) -> tuple[int, list[Entry]]:
+    """A compaction's new shard: the live samples among the catalog ``rows`` of an old shard (copied whole, headers
+    included), or the live runs of its record rows (one member per run). Returns the shard's size and its entries.
+
+    ``read_range(start, end)`` reads bytes of the old shard; ``deleted_in(lo, hi)`` lists the deleted keys in a run.
+    """
+    writer = tarformat.ShardWriter(out, mtime)
+    entries: list[Entry] = []
+    for first, count, _s, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob in rows:
+        if kind == KIND_SAMPLES:
+            data = read_range(offset, offset + length)
+            entries.append(Entry(first, 1, new_id, writer.copy(data), length, min_ts, max_ts, label, wds_key))
+            continue
+        live = np.setdiff1d(np.arange(first, first + count, dtype=np.int64), deleted_in(first, first + count))
+        if not len(live):
+            continue
+        ts_all = unpack_array(ts_blob) if ts_blob is not None else None
+        lab_all = unpack_array(label_blob) if label_blob is not None else None
+        block = read_range(offset, offset + count * length)
+        for run in np.split(live, np.flatnonzero(np.diff(live) != 1) + 1):
+            a, b = int(run[0] - first), int(run[-1] - first + 1)
+            data_offset = writer.member(f"{int(run[0]):012d}.{RECORD_EXT}", block[a * length : b * length])
+            run_ts = ts_all[a:b] + min_ts if ts_all is not None else np.full(b - a, min_ts)
+            entries.append(record_entry(int(run[0]), b - a, new_id, data_offset, length, run_ts,
+                                        None if lab_all is None else lab_all[a:b]))
+    return writer.close(), entries
+
+
+def aligned_block_rows(block_bytes: int, itemsize: int) -> int:
+    """Rows per record block, near ``block_bytes``, such that a block with its header spans a whole number of rows.
+
+    Then every block of a shard starts its rows at the same offset modulo the row size, and a batch of rows from
+    one shard is a single numpy gather on the shard viewed as a 2-D array of rows.
+    """
+    target = max(1, block_bytes // itemsize)
+    for rows in range(target, max(0, target - 4096), -1):
+        if (tarformat.BLOCK + tarformat.padded(rows * itemsize)) % itemsize == 0:
+            return rows
+    return target
+
+
+def record_entry(first_key: int, count: int, shard: int, offset: int, itemsize: int, ts: np.ndarray,
+                 labels: np.ndarray | None) -> Entry:
+    """The catalog entry of a run of ``count`` record rows from ``offset``: per-row timestamps and labels packed."""
+    lo, hi = int(ts.min()), int(ts.max())
+    return Entry(first_key, count, shard, offset, itemsize, lo, hi, None, None,
+                 None if lo == hi else pack_array(ts - lo),
+                 None if labels is None else pack_array(labels))
