@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -42,7 +42,6 @@ from lightning_modyn.store.catalog import (
 from lightning_modyn.store.codec import encode_sample
 from lightning_modyn.store.errors import (
     CatalogError,
-    CompressedShardError,
     DeletedKeyError,
     DuplicateKeyError,
     ReadOnlyStoreError,
@@ -58,10 +57,10 @@ from lightning_modyn.store.errors import (
     UnknownKeyError,
 )
 from lightning_modyn.store.filesystem import StoreFS
+from lightning_modyn.store.ingest import register_shards, scan_shard, shard_ref, values_from_members
 from lightning_modyn.store.journal import JOURNAL, ShardJournal
 from lightning_modyn.store.snapshot import Snapshot, group_runs, layout_of
 from lightning_modyn.store.values import (
-    INT64,
     as_int_array,
     as_keys,
     check_record_dtype,
@@ -572,7 +571,7 @@ class SampleStore:
             raise TypeError(f"ingest takes a list of shard paths, got one path {os.fspath(shards)!r}; "
                             "write ingest([path])")
         shards = [os.fspath(s) for s in shards]
-        refs = [self._shard_ref(s) for s in shards]
+        refs = [shard_ref(self.files, s) for s in shards]
         for ref in refs:
             if self.files.isdir(ref):
                 raise ShardFormatError(f"{self.files.path(ref)}: is a directory, not a tar shard; list the .tar "
@@ -587,8 +586,7 @@ class SampleStore:
         bar = _progress(progress, len(shards), "index shards", "shard")
         try:
             for ref in refs:
-                spans, size = self._scan_shard(ref)
-                scanned.append((ref, spans, size))
+                scanned.append(scan_shard(self.files, ref))
                 bar.update(1)
                 bar.set_postfix(samples=sum(len(s[1]) for s in scanned))
         finally:
@@ -596,108 +594,19 @@ class SampleStore:
         n = sum(len(spans) for _, spans, _ in scanned)
         if n == 0:
             return np.zeros(0, np.int64)
-        ts = self._values_from_members(scanned, timestamps, n, "timestamps", default=_now())
-        label_arr = self._values_from_members(scanned, labels, n, "labels", default=None)
+        ts = values_from_members(self.files, scanned, timestamps, n, "timestamps", default=_now())
+        label_arr = values_from_members(self.files, scanned, labels, n, "labels", default=None)
         wds_keys = [span.key for _, spans, _ in scanned for span in spans]
         where = [f"{ref} (sample {span.key!r} at offset {span.start})" for ref, spans, _ in scanned for span in spans]
         with self.catalog.transaction():
             self._check_unique_wds_keys(wds_keys, where)
             first_key = self.catalog.allocate("next_key", n)
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
-            entries, i = [], 0
-            for ref, spans, size in scanned:
-                shard_id = self.catalog.allocate("next_shard", 1)
-                self.catalog.add_shard(shard_id, ref, bool(hand_over), KIND_SAMPLES, size, len(spans))
-                member_rows = []
-                for span in spans:
-                    entries.append(Entry(int(keys[i]), 1, shard_id, span.start, span.end - span.start, int(ts[i]),
-                                         int(ts[i]), None if label_arr is None else int(label_arr[i]), span.key))
-                    member_rows.extend(
-                        (m.ext, int(keys[i]), m.data_offset - span.start, m.size)
-                        for m in span.members
-                    )
-                    i += 1
-                self.catalog.add_members(member_rows)
+            entries = register_shards(self.catalog, scanned, keys, ts, label_arr, hand_over)
             self.catalog.add_entries(entries, _now())
             self.catalog.bump()
         self._publish_catalog()
         return keys
-
-    def _shard_ref(self, shard: str) -> str:
-        """How the catalog names a shard: relative to the root when inside it, else an absolute path or URL."""
-        if "://" in shard and not shard.startswith("file://"):
-            return shard
-        path = os.path.abspath(shard.removeprefix("file://"))
-        if self.files.local:
-            root = os.path.abspath(self.files.root)
-            if path.startswith(root + os.sep):
-                return os.path.relpath(path, root)
-        return path
-
-    @contextlib.contextmanager
-    def _member_reader(self, ref: str) -> Iterator[Callable[[int, int], bytes]]:
-        """``read_at(offset, n)`` over a shard being ingested: slices of one map of a local file, else seeks."""
-        if self.files.local and "://" not in ref and self.files.size(ref):
-            data = self.files.array(ref)
-            try:
-                yield lambda offset, n: data[offset : offset + n].tobytes()
-            finally:
-                self.files.forget(ref)
-            return
-        with self.files.open_read(ref) as handle:
-            def read_at(offset: int, n: int) -> bytes:
-                handle.seek(offset)
-                return handle.read(n)
-            yield read_at
-
-    def _scan_shard(self, ref: str) -> tuple[list[tarformat.SampleSpan], int]:
-        size = self.files.size(ref)
-        with self._member_reader(ref) as read_at:
-            kind = tarformat.detect_compression(read_at(0, 6))
-            if kind is not None:
-                raise CompressedShardError(
-                    f"{ref}: the shard is {kind}-compressed; random access needs byte offsets into an uncompressed "
-                    f"tar, which a {kind} stream does not have — decompress it first and ingest the plain .tar"
-                )
-            spans = list(tarformat.iter_samples(tarformat.iter_members(read_at, size, ref), ref))
-        self._check_duplicate_keys(ref, spans)
-        return spans, size
-
-    @staticmethod
-    def _check_duplicate_keys(ref: str, spans: list[tarformat.SampleSpan]) -> None:
-        seen: dict[str, int] = {}
-        for span in spans:
-            if span.key in seen:
-                raise DuplicateKeyError(
-                    f"{ref}: duplicate __key__ {span.key!r} at offsets {seen[span.key]} and {span.start}"
-                )
-            seen[span.key] = span.start
-
-    def _values_from_members(self, scanned, spec: Any, n: int, what: str, default: Any) -> np.ndarray | None:
-        if spec is None:
-            return None if default is None else np.full(n, default, np.int64)
-        reserved = NO_LABEL if what == "labels" else None
-        if not isinstance(spec, str):
-            return as_int_array(spec, n, what, reserved=reserved)
-        out = []
-        for ref, spans, _ in scanned:
-            with self._member_reader(ref) as read_at:
-                for span in spans:
-                    member = next((m for m in span.members if m.ext == spec), None)
-                    if member is None:
-                        raise ValueError(f"{ref}: sample {span.key!r} has no {spec!r} member to take its {what} from")
-                    text = read_at(member.data_offset, member.size)
-                    try:
-                        value = int(text)
-                    except ValueError:
-                        raise ValueError(
-                            f"{ref}: sample {span.key!r} member {spec!r} = {text[:40]!r} is not an integer ({what})"
-                        ) from None
-                    if not INT64.min <= value <= INT64.max or value == reserved:
-                        raise ValueError(f"{ref}: sample {span.key!r} member {spec!r} = {value} does not fit in "
-                                         f"int64 or is reserved ({what})")
-                    out.append(value)
-        return np.array(out, np.int64)
 
     # ================================================================== reads
     @contextlib.contextmanager
