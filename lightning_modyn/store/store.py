@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -56,6 +55,7 @@ from lightning_modyn.store.errors import (
     TruncatedShardError,
     UnknownKeyError,
 )
+from lightning_modyn.store.compaction import Compaction
 from lightning_modyn.store.filesystem import StoreFS
 from lightning_modyn.store.ingest import register_shards, scan_shard, shard_ref, values_from_members
 from lightning_modyn.store.journal import JOURNAL, ShardJournal
@@ -71,10 +71,8 @@ from lightning_modyn.store.values import (
 from lightning_modyn.store.writing import (
     RECORD_EXT,
     SHARDS,
-    shard_name,
     write_record_shards,
     write_sample_shards,
-    write_survivors,
 )
 
 
@@ -285,27 +283,7 @@ class SampleStore:
             for name in files.listdir(folder):
                 if is_temp_name(name):
                     files.remove(f"{folder}/{name}" if folder else name)
-        self._finish_erasures()
-
-    def _finish_erasures(self) -> list[str]:
-        """Remove the files that compactions recorded for erasure; return those that could not be removed (each
-        also a warning). A record is dropped only once its file is gone, so no erasure is ever forgotten."""
-        failed, done = [], False
-        for rel in self.catalog.pending_erasures():
-            try:
-                self.files.remove(rel)
-            except OSError as err:
-                failed.append(rel)
-                warnings.warn(f"{self.url}: could not remove {self.files.path(rel)!r}, which still holds deleted "
-                              f"samples' bytes ({err.strerror or err}); the erasure stays recorded and the next "
-                              "compact() or writable open tries again", stacklevel=3)
-                continue
-            with self.catalog.transaction():
-                self.catalog.erasure_done(rel)
-            done = True
-        if done:
-            self._publish_catalog()
-        return failed
+        self._compaction().finish_erasures()
 
     @property
     def catalog(self) -> Catalog:
@@ -1168,63 +1146,17 @@ class SampleStore:
         owned by the store.
         """
         self._check_writable("compact")
-        stats = {"shards_rewritten": 0, "shards_removed": 0, "bytes_freed": 0, "shards_not_owned": 0,
-                 "deleted_kept": 0, "erasures_pending": 0}
-        pending = self._finish_erasures()  # of an earlier compaction that did not get to remove its old files
-        shards = [s for s in self.catalog.shards() if s["live"] < s["total"]]
-        targets = [s for s in shards if s["owned"]]
-        kept = [s for s in shards if not s["owned"]]
-        bar = _progress(progress, len(targets), "compact", "shard")
+        bar = _progress(progress, 0, "compact", "shard")
         try:
-            for shard in targets:
-                new_size = self._compact_shard(shard)
-                stats["shards_rewritten" if new_size else "shards_removed"] += 1
-                stats["bytes_freed"] += shard["size"] - new_size
-                bar.update(1)
+            return self._compaction().run(bar)
         finally:
             bar.close()
             self._snap = None
             self._row_views.clear()
-        if targets:
-            pending = self._finish_erasures()
-        stats["erasures_pending"] = len(pending)
-        if kept:
-            stats["shards_not_owned"] = len(kept)
-            stats["deleted_kept"] = sum(s["total"] - s["live"] for s in kept)
-            names = ", ".join(repr(self.files.path(s["path"])) for s in kept[:3]) + (
-                f" and {len(kept) - 3} more" if len(kept) > 3 else "")
-            warnings.warn(
-                f"{self.url}: the bytes of {stats['deleted_kept']} deleted samples are still in {len(kept)} shard(s) "
-                f"that were ingested in place and are not the store's to change ({names}); they are hidden from "
-                "every read. Remove them from those files yourself, or ingest files with hand_over=True so that "
-                "compact() may rewrite them", stacklevel=3)
-        return stats
 
-    def _compact_shard(self, shard: dict) -> int:
-        """Replace one owned shard by its survivors (none: no new shard); returns the new shard's size."""
-        rows = self.catalog.entry_rows("shard = ?", (shard["id"],))
-        old_rel = shard["path"]
-        with self._journal.publication() as pub, self.catalog.transaction():
-            appended = self.catalog.shard_appended(shard["id"])
-            new_entries: list[Entry] = []
-            size = 0
-            if shard["live"] > 0:
-                new_id = self.catalog.allocate("next_shard", 1)
-                rel = shard_name(new_id)
+    def _compaction(self) -> Compaction:
+        return Compaction(self.catalog, self.files, self._journal, self._read_ranges, self._publish_catalog, self.url)
 
-                def read_range(start: int, end: int) -> bytes:
-                    return self._read_ranges(old_rel, np.array([start]), np.array([end]))[0]
-
-                with pub.shard(rel) as out:
-                    size, new_entries = write_survivors(out, shard["kind"], rows, new_id, read_range,
-                                                        self.catalog.deleted_in, _now())
-                live_count = sum(e.count for e in new_entries)
-                self.catalog.add_shard(new_id, rel, True, shard["kind"], size, live_count)
-            self.catalog.replace_shard(shard["id"], list(zip(new_entries, _appended_of(new_entries, appended))))
-            self.catalog.add_erasure(old_rel)
-            self.catalog.bump(layout=True)
-        self._publish_catalog()
-        return size
 
 def _shard_gone(err: ShardMissingError) -> ShardMissingError:
     """A reader's missing shard, with the likely cause."""
@@ -1235,15 +1167,6 @@ def _shard_gone(err: ShardMissingError) -> ShardMissingError:
 def _truncated(path: str, size: int) -> TruncatedShardError:
     return TruncatedShardError(f"shard file {path!r} has {size} bytes, fewer than the catalog places in it; it was "
                                "truncated or replaced behind the store's back")
-
-
-def _appended_of(entries: list[Entry], appended: dict[int, int]) -> list[int]:
-    """When each survivor was appended: that of the old entry (first key -> second) holding its first key (a record
-    run split by compaction keeps its run's)."""
-    firsts = np.array(sorted(appended), np.int64)
-    when = np.array([appended[f] for f in firsts.tolist()], np.int64)
-    at = np.searchsorted(firsts, np.array([e.first_key for e in entries], np.int64), side="right") - 1
-    return when[at].tolist()
 
 
 def _remove_unfinished_create(root: str) -> bool:
