@@ -2,13 +2,15 @@
 
 A hypothesis state machine drives append / append_records / ingest / delete / compact / reopen against a model
 (a dict of key -> expected bytes) and checks after each step that every live key reads back exactly and every
-deleted key raises ``DeletedKeyError``.
+deleted key raises ``DeletedKeyError``; shards ingested with or without ``hand_over``, and compaction never changes
+the files that were not handed over (and warns exactly when deleted samples' bytes stay in them).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 from hypothesis import HealthCheck, settings
@@ -28,6 +30,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.samples: dict[int, bytes] = {}
         self.records: dict[int, bytes] = {}
         self.deleted: set[int] = set()
+        self.user_files: dict[str, bytes] = {}  # ingested without hand_over: path -> bytes when ingested
         self.counter = 0
 
     @initialize(shard_max_samples=st.integers(1, 6), block_bytes=st.integers(17, 300))
@@ -53,8 +56,8 @@ class StoreMachine(RuleBasedStateMachine):
         keys = self.store.append_records(rows, labels="label")
         self.records.update(zip(keys.tolist(), (r.tobytes() for r in rows)))
 
-    @rule(n=st.integers(1, 4))
-    def ingest(self, n: int) -> None:
+    @rule(n=st.integers(1, 4), hand_over=st.booleans())
+    def ingest(self, n: int, hand_over: bool) -> None:
         import webdataset as wds
 
         path = f"{self.dir}/ingest-{self.counter}.tar"
@@ -62,8 +65,11 @@ class StoreMachine(RuleBasedStateMachine):
         with wds.TarWriter(path) as sink:
             for i, p in enumerate(payloads):
                 sink.write({"__key__": f"ing{self.counter}-{i}", "bin": p})
-        keys = self.store.ingest([path])
+        keys = self.store.ingest([path], hand_over=hand_over)
         self.samples.update(zip(keys.tolist(), payloads))
+        if not hand_over:  # the user's file: compaction must leave it exactly as it is
+            with open(path, "rb") as handle:
+                self.user_files[path] = handle.read()
 
     @precondition(lambda self: len(self.live()) > 0)
     @rule(data=st.data())
@@ -75,7 +81,14 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def compact(self) -> None:
-        self.store.compact()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stats = self.store.compact()
+        kept = [str(w.message) for w in caught if "are still in" in str(w.message)]
+        assert bool(kept) == (stats["shards_not_owned"] > 0)
+        for path, data in self.user_files.items():
+            with open(path, "rb") as handle:
+                assert handle.read() == data, f"compact() changed the user's file {path}"
 
     @rule()
     def reopen(self) -> None:
