@@ -141,8 +141,8 @@ def member_bytes_floor(reader, n: int, ext: str):
     """What any per-sample read costs at least: one Python ``bytes`` per key, sliced from the shard's ``mmap``
     (where each member lies is looked up beforehand, outside the timing; nothing is parsed, no dict is built)."""
     keys = np.arange(n)
-    snap, pos = reader._locate(keys)
-    rel, size = reader._member_layout(snap, ext)
+    snap, pos = reader._reader.locate(keys)
+    rel, size = reader._reader._member_layout(snap, ext)
     start = (snap.offset[pos] + rel[pos]).tolist()
     end = (snap.offset[pos] + rel[pos] + size[pos]).tolist()
     maps = {sid: reader.files._maps[path][0] for sid, path in snap.path_of_shard.items()

@@ -501,7 +501,7 @@ def test_store_disappearing_mid_epoch_is_a_clear_error(tmp_path):
     store.close()
     shutil.rmtree(tmp_path / "gone")
     dm.store.files.close()
-    dm.store._row_views.clear()
+    dm.store._reader.forget()
     with pytest.raises(Exception, match="shard-000000.tar"):
         next(loader)
 

@@ -297,13 +297,13 @@ def _writer_and_reader(tmp_path, n, per_shard):
 def _read_bin(store, keys):
     """In a child: the members read, and whether the store still had the snapshot its parent marked."""
     got = store.get_member(keys, "bin")
-    return getattr(store._snapshot(), "made_by", None) == "parent", [got[i] for i in range(len(keys))]
+    return getattr(store._reader.snapshot(), "made_by", None) == "parent", [got[i] for i in range(len(keys))]
 
 
 def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unchanged(tmp_path, in_forked_child):
     writer, samples, keys, reader = _writer_and_reader(tmp_path, 12, per_shard=5)
     reader.get_member(keys[:2], "bin")  # the parent has its snapshot and member layout
-    reader._snapshot().made_by = "parent"
+    reader._reader.snapshot().made_by = "parent"
     # nothing changed: the child reads with the parent's snapshot instead of rebuilding it
     status, result = in_forked_child(_read_bin, reader, keys[[3, 11, 0]])
     assert (status, result) == ("ok", (True, [samples[3]["bin"], samples[11]["bin"], samples[0]["bin"]]))
