@@ -407,6 +407,10 @@ class Catalog:
                               ((count, shard) for shard, count in per_shard.items()))
         self.add_label_counts(label_delta)
 
+    def shard_entries(self, shard_id: int) -> list[tuple]:
+        """The entry rows (see :meth:`entry_rows`) of one shard, by key."""
+        return self.entry_rows("shard = ?", (shard_id,))
+
     def shard_appended(self, shard_id: int) -> dict[int, int]:
         """first_key -> the wall-clock second its entry was appended, for the entries of one shard."""
         return dict(self.conn.execute("SELECT first_key, appended FROM entries WHERE shard = ?", (shard_id,)))

@@ -69,7 +69,7 @@ class Compaction:
 
     def compact_shard(self, shard: dict) -> int:
         """Replace one owned shard by its survivors (none: no new shard); returns the new shard's size."""
-        rows = self.catalog.entry_rows("shard = ?", (shard["id"],))
+        rows = self.catalog.shard_entries(shard["id"])
         old_rel = shard["path"]
         with self.journal.publication() as pub, self.catalog.transaction():
             appended = self.catalog.shard_appended(shard["id"])
