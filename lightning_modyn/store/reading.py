@@ -72,6 +72,7 @@ class Reader:
         return self.snapshot(), self.store.catalog.commits
 
     def snapshot(self) -> Snapshot:
+        """The snapshot of the catalog as committed now (or as pinned on this thread), loaded or extended if needed."""
         pin = getattr(self._pins, "pin", None)
         if pin is not None and pin[0] is self._snap and pin[1] == self.store.catalog.commits:
             return pin[0]
@@ -82,6 +83,7 @@ class Reader:
             snap = self._load_snapshot()
         self._snap_token = token
         return snap
+
     def _load_snapshot(self) -> Snapshot:
         version, layout = self.store.catalog.versions()
         snap = self._snap
@@ -110,7 +112,9 @@ class Reader:
         if grown:
             self._extend_layouts(snap, self._snap)
         return self._snap
+
     def locate(self, keys: np.ndarray) -> tuple[Snapshot, np.ndarray]:
+        """The snapshot and each key's entry in it; unknown or deleted keys raise, naming the first."""
         snap = self.snapshot()
         pos, ok = snap.locate(keys)
         if not ok.all():
@@ -128,6 +132,7 @@ class Reader:
                 + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
             )
         return snap, pos
+
     def _retrying(self, read, *args):
         """Run a read; if a shard vanished because the catalog moved on (a compaction), reload and read again."""
         try:
@@ -136,12 +141,13 @@ class Reader:
             snap = self._snap
             if snap is None or self.store.catalog.versions()[0] == snap.version:
                 raise
-            self._snap = None
-            self._row_views.clear()
+            self.forget()
             return read(*args)
+
     def get(self, keys: Any, meta: bool = True) -> list[dict[str, Any]]:
         """:meth:`SampleStore.get`."""
         return self._retrying(self._get, as_keys(keys), meta)
+
     def _get(self, keys: np.ndarray, meta: bool) -> list[dict[str, Any]]:
         out: list[dict[str, Any] | None] = [None] * len(keys)
         if not len(keys):
@@ -165,6 +171,7 @@ class Reader:
                                    "__url__": snap.path_of_shard[int(snap.shard[pos[i]])]})
                 out[i] = sample
         return out  # type: ignore[return-value]
+
     def _read_samples(self, snap, keys, pos, idx, out, meta) -> None:
         p = pos[idx]
         shard_of = snap.shard[p]
@@ -198,6 +205,7 @@ class Reader:
                     sample["__url__"] = u
             for j, sample in zip(sel.tolist(), samples):
                 out[idx_list[j]] = sample
+
     def _sample_buffers(self, snap, shard_of, starts, ends) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                                np.ndarray]]:
         """Where a batch's sample ranges are: (uint8 buffer, which of them, their starts and ends in it). Local
@@ -223,12 +231,16 @@ class Reader:
                 bounds = np.zeros(len(sel) + 1, np.int64)
                 np.cumsum([len(b) for b in blobs], out=bounds[1:])
                 yield np.frombuffer(b"".join(blobs), np.uint8), sel, bounds[:-1], bounds[1:]
+
     def _shard_array(self, rel: str) -> np.ndarray:
         try:
             return self.store.files.array(rel)
         except ShardMissingError as err:
             raise _shard_gone(err) from None
+
     def read_ranges(self, rel: str, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+        """The bytes of each ``[start, end)`` of a shard: slices of its map locally; remotely, neighbouring ranges
+        coalesced (gaps under 64 KiB) into few requests of one batch."""
         try:
             if self.store.files.local and "://" not in rel:
                 return self.store.files.read_ranges(rel, starts, ends)
@@ -250,9 +262,11 @@ class Reader:
             return result
         except ShardMissingError as err:
             raise _shard_gone(err) from None
+
     def get_member(self, keys: Any, ext: str) -> MemberBatch:
         """:meth:`SampleStore.get_member`."""
         return self._retrying(self._get_member, as_keys(keys), ext)
+
     def _get_member(self, keys: np.ndarray, ext: str) -> MemberBatch:
         if not len(keys):
             return MemberBatch(fixed=np.zeros((0, 0), np.uint8))
@@ -316,6 +330,7 @@ class Reader:
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(sizes, out=offsets[1:])
         return MemberBatch(np.frombuffer(b"".join(pieces), np.uint8), offsets)
+
     def _spanned(self, snap: Snapshot, shard_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The local shards ``shard_ids`` as one array, with each shard id's start in it and size (-1 for shards not
         asked for); None where spanning is not available (see ``StoreFS.span``). Asked afresh for every batch (a
@@ -331,12 +346,14 @@ class Reader:
         size = np.full(len(snap.kind_of_shard), -1, np.int64)
         start[shard_ids], size[shard_ids] = where[:, 0], where[:, 1]
         return span, start, size
+
     def _member_layout(self, snap: Snapshot, ext: str) -> tuple[np.ndarray, np.ndarray]:
         """Per snapshot entry: the ``ext`` member's data offset within the sample's range and its size (-1: none)."""
         layout = snap.layouts.get(ext)
         if layout is None:
             layout = snap.layouts[ext] = layout_of(snap.first, self.store.catalog.member_layout(ext))
         return layout
+
     def _extend_layouts(self, old: Snapshot, new: Snapshot) -> None:
         """Carry the member layouts ``old`` had loaded over to ``new``, which only adds entries after them."""
         start = len(old.first)
@@ -344,6 +361,7 @@ class Reader:
         for ext, (rel, size) in old.layouts.items():
             more_rel, more_size = layout_of(new.first[start:], self.store.catalog.member_layout(ext, after_key=after))
             new.layouts[ext] = (np.concatenate([rel, more_rel]), np.concatenate([size, more_size]))
+
     def read_order(self, keys: Any) -> np.ndarray:
         """:meth:`SampleStore.read_order`."""
         keys = as_keys(keys)
@@ -355,9 +373,11 @@ class Reader:
         order = np.argsort(snap.read_group[pos], kind="stable")
         snap.remember(keys[order], pos[order], np.ones(len(keys), bool))  # the read that follows finds them
         return order
+
     def get_records(self, keys: Any) -> np.ndarray:
         """:meth:`SampleStore.get_records`."""
         return self._retrying(self._get_records, as_keys(keys))
+
     def _get_records(self, keys: np.ndarray) -> np.ndarray:
         dtype = self.store.record_dtype
         if dtype is None:
@@ -371,6 +391,7 @@ class Reader:
                 bad = int(keys[np.flatnonzero(kind != KIND_RECORDS)[0]])
                 raise StoreError(f"key {bad} is a sample, not a record; read it with get()")
         return self._read_rows(snap, keys, pos, dtype)
+
     def _read_rows(self, snap: Snapshot, keys: np.ndarray, pos: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
         dtype = dtype or self.store.record_dtype
         itemsize = dtype.itemsize
@@ -411,6 +432,7 @@ class Reader:
                 blobs = self.read_ranges(rel, byte_pos, byte_pos + itemsize)
                 out[sel] = np.frombuffer(b"".join(blobs), np.uint8).reshape(-1, itemsize)
         return out.view(dtype).reshape(-1)
+
     def _sample_rows(self, snap: Snapshot, shard_id: int, starts: np.ndarray,
                      lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """When the samples at ``starts`` lie back to back in one layout, the shard as a 2-D array of sample rows
@@ -424,6 +446,7 @@ class Reader:
         if row.max() >= len(view):  # (the last sample of a shard may not fill a whole row)
             return None
         return view, row
+
     def _row_view(self, shard_id: int, rel: str, residue: int, itemsize: int, last: int = -1) -> np.ndarray:
         """A mapped shard seen as a 2-D uint8 array of rows that start at ``residue`` mod ``itemsize``; checked to
         be still as long as when mapped, and to hold row ``last`` (else ``TruncatedShardError`` naming the file)."""
@@ -438,6 +461,7 @@ class Reader:
         if last >= len(view):
             raise _truncated(self.store.files.path(rel), self.store.files.size(rel))
         return view
+
     def record_meta(self, snap, keys, pos) -> tuple[np.ndarray, np.ndarray]:
         """Per-row timestamps and labels of record keys, unpacking each run's blobs once per snapshot."""
         ts = snap.timestamp[pos].copy()
@@ -458,6 +482,7 @@ class Reader:
             if label_run is not None:
                 labels[sel] = label_run[offset]
         return ts, labels
+
     def lookup(self, keys: Any) -> Slice:
         """:meth:`SampleStore.lookup`."""
         keys = as_keys(keys)
@@ -469,10 +494,12 @@ class Reader:
         if rec.any():
             ts[rec], labels[rec] = self.record_meta(snap, keys[rec], pos[rec])
         return Slice(keys, ts, labels)
+
     def contains(self, keys: Any) -> np.ndarray:
         """:meth:`SampleStore.contains`."""
         keys = as_keys(keys)
         return self.snapshot().locate(keys)[1].copy() if len(keys) else np.zeros(0, bool)
+
     def holds_only_records(self) -> bool:
         """:meth:`SampleStore.holds_only_records`."""
         return self.snapshot().only_records
