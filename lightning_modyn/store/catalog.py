@@ -30,6 +30,9 @@ BUSY_TIMEOUT_S = 5
 NO_LABEL = np.iinfo(np.int64).min
 """Label value in numpy arrays for samples stored without a label."""
 
+ERASURES_TABLE = "CREATE TABLE IF NOT EXISTS erasures (path TEXT PRIMARY KEY, since INTEGER NOT NULL)"
+"""Files a compaction still has to remove (added to catalogs written before it existed when opened for writing)."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS shards (
@@ -63,7 +66,7 @@ CREATE INDEX IF NOT EXISTS entries_shard ON entries(shard);
 CREATE UNIQUE INDEX IF NOT EXISTS entries_wds_key ON entries(wds_key);
 CREATE TABLE IF NOT EXISTS deleted (key INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS label_counts (label INTEGER PRIMARY KEY, count INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS erasures (path TEXT PRIMARY KEY, since INTEGER NOT NULL);
+{erasures};
 CREATE TABLE IF NOT EXISTS members (
     ext TEXT NOT NULL,
     first_key INTEGER NOT NULL,
@@ -71,7 +74,7 @@ CREATE TABLE IF NOT EXISTS members (
     size INTEGER NOT NULL,
     PRIMARY KEY (first_key, ext)
 ) WITHOUT ROWID;
-"""
+""".format(erasures=ERASURES_TABLE)
 
 KIND_SAMPLES = 0
 KIND_RECORDS = 1
@@ -160,9 +163,9 @@ class Catalog:
         self.readonly = readonly
         self.commits = 0
         self._copy: str | None = None
-        if not create and not os.path.isfile(path):
-            raise CatalogError(f"catalog {path!r} is missing; the store cannot be opened without it")
         if not create:
+            if not os.path.isfile(path):
+                raise CatalogError(f"catalog {path!r} is missing; the store cannot be opened without it")
             _check_not_truncated(path)
         with catalog_errors(path):
             if readonly:
@@ -175,7 +178,7 @@ class Catalog:
             if not create:
                 self._check_format()
                 if not readonly:
-                    self.conn.execute("CREATE TABLE IF NOT EXISTS erasures (path TEXT PRIMARY KEY, since INTEGER NOT NULL)")
+                    self.conn.execute(ERASURES_TABLE)
 
     def _connect_readonly(self, path: str) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)

@@ -83,13 +83,8 @@ class CutWatch:
             return True
 
     def stamp(self, path: str) -> tuple[int, int] | None:
-        """The file's change stamp after reading the kernel's news (one ``read`` call when nothing happened), or
-        None when the file is not watched."""
-        with self._lock:
-            self._drain()
-            if path not in self._wds:
-                return None
-            return self._epoch, self._gen[path]
+        """The file's change stamp after reading the kernel's news, or None when the file is not watched."""
+        return self.stamps((path,))[0]
 
     def events(self) -> int:
         """How many changes were seen so far, after reading the kernel's news: when it has not moved since a moment,
