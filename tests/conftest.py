@@ -69,3 +69,30 @@ def s3_endpoint():
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server on loopback (``tests/postgres_server.py``), started once for the tests that need it.
+
+    Without PostgreSQL installed the tests that need it skip, saying why, unless ``LIGHTNING_MODYN_REQUIRE_POSTGRES``
+    is set (``.ci/run`` sets it: there they must run)."""
+    from postgres_server import PostgresServer, postgres_bin
+
+    required = bool(os.environ.get("LIGHTNING_MODYN_REQUIRE_POSTGRES"))
+    if postgres_bin() is None and not required:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
+    if not required:
+        pytest.importorskip("psycopg", reason="the PostgreSQL tests need the [postgres] extra (psycopg)")
+    server = PostgresServer().start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request):
+    """Each backend in turn, as ``SampleStore.create(..., catalog=catalog)`` takes it: None (SQLite inside the
+    store) or the URL of the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_url")

@@ -19,7 +19,7 @@ rmtree     ``shutil.rmtree`` (its inner unlinks and rmdirs count too)
 mkdir      ``os.mkdir`` (and so ``os.makedirs``)
 truncate   ``os.truncate``, ``os.ftruncate``, ``truncate`` of a written file
 link       ``os.link``, ``os.symlink``
-commit     ``catalog._Transaction.__exit__`` when it commits: killed before or after the real ``COMMIT``
+commit     ``SQLiteCatalog._commit``: killed before or after the real ``COMMIT``
 =========  ==================================================================================================
 
 Only steps on paths below the case folder (the store and the user's folder beside it) count. The child is forked
@@ -75,7 +75,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lightning_modyn.store import SampleStore
-from lightning_modyn.store import catalog as _catalog_module
+from lightning_modyn.store.catalog_sqlite import SQLiteCatalog
 
 # ====================================================================== payloads
 RECORD_DTYPE = np.dtype([("tag", "S24"), ("k", "<i8")])  # 32 bytes: every block holds whole rows
@@ -605,16 +605,11 @@ def _install(killer: _Killer) -> None:
     real_rmtree = _real["shutil.rmtree"]
     shutil.rmtree = lambda path, *a, **kw: k.call("rmtree", k.resolve(path), real_rmtree, path, *a, **kw)
 
-    transaction = getattr(_catalog_module, "_Transaction", None)
-    if transaction is not None:
-        real_exit = transaction.__exit__
+    real_commit = SQLiteCatalog._commit
 
-        def exit_(self, exc_type, exc, tb):
-            if exc_type is not None:
-                return real_exit(self, exc_type, exc, tb)
-            path = os.path.realpath(getattr(self.catalog, "path", ""))
-            return k.call("commit", path, real_exit, self, exc_type, exc, tb)
-        transaction.__exit__ = exit_
+    def commit_(self):
+        return k.call("commit", os.path.realpath(self.path), real_commit, self)
+    SQLiteCatalog._commit = commit_
 
 
 def _private_locks() -> None:

@@ -260,6 +260,31 @@ def test_each_live_sampler_keeps_one_share_waiting_and_a_collected_one_none():
                                                for s in samplers)
 
 
+def test_a_sampler_collected_inside_the_ahead_lock_drops_its_share_without_deadlock():
+    import gc
+    import threading
+
+    from lightning_modyn.data.ahead import AHEAD
+
+    samplers = [SelectionSampler(np.arange(0, 3_000, dtype=np.int64), np.ones(3_000, np.float32), 100, seed=7)]
+    list(samplers[0])
+    gone = samplers[0]._ahead_key(1)
+    assert gone in AHEAD.waiting()
+    done = threading.Event()
+
+    def collect_while_locked():  # as when the collector runs inside AHEAD.start (executor.submit allocates)
+        with AHEAD._lock:
+            samplers.clear()
+            gc.collect()
+        done.set()
+
+    worker = threading.Thread(target=collect_while_locked, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert done.is_set(), "the sampler's finalizer waited for the lock its own thread held"
+    assert gone not in AHEAD.waiting()
+
+
 def test_a_fit_rebuilding_its_loader_every_epoch_computes_each_order_once_ahead(click_store, monkeypatch):
     import threading
 

@@ -22,8 +22,8 @@ from lightning_modyn.store import (
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SampleStore.create(tmp_path / "store")
+def store(tmp_path, catalog):
+    s = SampleStore.create(tmp_path / "store", catalog=catalog)
     yield s
     s.close()
 
@@ -71,13 +71,13 @@ def test_default_timestamp_is_append_time(store):
     assert all(before <= t <= after for t in ts)
 
 
-def test_shards_roll_over_by_count_and_size(tmp_path):
-    store = SampleStore.create(tmp_path / "s", shard_max_samples=4, shard_max_bytes=10**9)
+def test_shards_roll_over_by_count_and_size(tmp_path, catalog):
+    store = SampleStore.create(tmp_path / "s", catalog=catalog, shard_max_samples=4, shard_max_bytes=10**9)
     keys = store.append(make_samples(10))
     assert store.info()["shards"] == 3
     assert [g["__store_key__"] for g in store.get(keys[::-1])] == keys[::-1].tolist()
     store.close()
-    small = SampleStore.create(tmp_path / "t", shard_max_bytes=2048)
+    small = SampleStore.create(tmp_path / "t", catalog=catalog, shard_max_bytes=2048)
     small.append(make_samples(6, size=1000))
     assert small.info()["shards"] >= 3
     small.close()
@@ -94,8 +94,8 @@ def test_records_round_trip_row_exact_in_requested_order(store):
     assert store.record_dtype == CRITEO_DTYPE
 
 
-def test_records_bytes_per_row_close_to_payload(tmp_path):
-    store = SampleStore.create(tmp_path / "s")
+def test_records_bytes_per_row_close_to_payload(tmp_path, catalog):
+    store = SampleStore.create(tmp_path / "s", catalog=catalog)
     n = 200_000
     store.append_records(synthetic_criteo_rows(n), timestamps=np.arange(n) // 1000, labels="label")
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(tmp_path / "s") for f in fs)
@@ -190,8 +190,8 @@ def test_delete_unknown_key_deletes_nothing(store):
     assert store.get([keys[0]])[0]["__store_key__"] == keys[0]
 
 
-def test_compact_removes_fully_deleted_shard(tmp_path):
-    store = SampleStore.create(tmp_path / "s", shard_max_samples=2)
+def test_compact_removes_fully_deleted_shard(tmp_path, catalog):
+    store = SampleStore.create(tmp_path / "s", catalog=catalog, shard_max_samples=2)
     keys = store.append(make_samples(4))
     store.delete(keys[:2])
     stats = store.compact()
@@ -201,9 +201,9 @@ def test_compact_removes_fully_deleted_shard(tmp_path):
     store.close()
 
 
-def test_reopen_sees_everything_and_keys_never_reused(tmp_path):
+def test_reopen_sees_everything_and_keys_never_reused(tmp_path, catalog):
     url = tmp_path / "s"
-    store = SampleStore.create(url)
+    store = SampleStore.create(url, catalog=catalog)
     keys = store.append(make_samples(3))
     store.delete(keys[2:])
     store.compact()
@@ -215,8 +215,8 @@ def test_reopen_sees_everything_and_keys_never_reused(tmp_path):
     store.close()
 
 
-def test_reader_sees_writer_commits(tmp_path):
-    writer = SampleStore.create(tmp_path / "s")
+def test_reader_sees_writer_commits(tmp_path, catalog):
+    writer = SampleStore.create(tmp_path / "s", catalog=catalog)
     keys = writer.append(make_samples(2))
     reader = SampleStore.open(tmp_path / "s", readonly=True)
     assert len(reader.get(keys)) == 2
@@ -229,10 +229,10 @@ def test_reader_sees_writer_commits(tmp_path):
     writer.close()
 
 
-def test_pinned_reads_see_one_snapshot_on_their_thread_and_own_writes(tmp_path):
+def test_pinned_reads_see_one_snapshot_on_their_thread_and_own_writes(tmp_path, catalog):
     import threading
 
-    writer = SampleStore.create(tmp_path / "s")
+    writer = SampleStore.create(tmp_path / "s", catalog=catalog)
     samples = make_samples(4)
     keys = writer.append(samples)
     reader = SampleStore.open(tmp_path / "s", readonly=True)
@@ -286,9 +286,9 @@ def test_repeated_lookups_of_a_batch_stay_right_after_the_caller_changes_its_arr
         store.get_member(keys[order], "bin")
 
 
-def _writer_and_reader(tmp_path, n, per_shard):
+def _writer_and_reader(tmp_path, n, per_shard, catalog=None):
     """A store of ``n`` samples in shards of ``per_shard``: its writer, the samples, their keys, and a reader."""
-    writer = SampleStore.create(tmp_path / "s", shard_max_samples=per_shard)
+    writer = SampleStore.create(tmp_path / "s", shard_max_samples=per_shard, catalog=catalog)
     samples = make_samples(n)
     keys = writer.append(samples)
     return writer, samples, keys, SampleStore.open(tmp_path / "s", readonly=True)
@@ -300,8 +300,8 @@ def _read_bin(store, keys):
     return getattr(store._reader.snapshot(), "made_by", None) == "parent", [got[i] for i in range(len(keys))]
 
 
-def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unchanged(tmp_path, in_forked_child):
-    writer, samples, keys, reader = _writer_and_reader(tmp_path, 12, per_shard=5)
+def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unchanged(tmp_path, in_forked_child, catalog):
+    writer, samples, keys, reader = _writer_and_reader(tmp_path, 12, per_shard=5, catalog=catalog)
     reader.get_member(keys[:2], "bin")  # the parent has its snapshot and member layout
     reader._reader.snapshot().made_by = "parent"
     # nothing changed: the child reads with the parent's snapshot instead of rebuilding it
@@ -318,29 +318,29 @@ def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unc
     writer.close()
 
 
-def test_member_layouts_grow_with_appends_and_reload_after_a_delete(tmp_path):
-    writer, samples, keys, reader = _writer_and_reader(tmp_path, 6, per_shard=4)
+def test_member_layouts_grow_with_appends_and_reload_after_a_delete(tmp_path, catalog):
+    writer, samples, keys, reader = _writer_and_reader(tmp_path, 6, per_shard=4, catalog=catalog)
     assert reader.get_member(keys[::-1], "bin").tolist() == [s["bin"] for s in samples[::-1]]
     asked = []
     real = reader.catalog.member_layout
-    reader.catalog.member_layout = lambda ext, after_key=-1: asked.append((ext, after_key)) or real(ext, after_key)
+    reader.catalog.member_layout = lambda ext, since=None: asked.append((ext, since)) or real(ext, since)
     more = make_samples(5, start=6)
     new_keys = writer.append(more)
     both = np.concatenate([new_keys, keys])
     assert reader.get_member(both, "bin").tolist() == [s["bin"] for s in more + samples]
-    assert asked == [("bin", int(keys[-1]))]  # only the appended samples' layouts were read
+    assert len(asked) == 1 and asked[0][0] == "bin" and asked[0][1][1] == int(keys[-1])  # only the appended ones
     writer.delete(keys[1:2])
     with pytest.raises(DeletedKeyError):
         reader.get_member(keys[:2], "bin")
     assert reader.get_member(both[both != keys[1]], "bin").tolist() == [
         s["bin"] for s in more + samples[:1] + samples[2:]]
-    assert asked[1:] == [("bin", -1)]  # a delete changes the layout: reloaded whole, once
+    assert asked[1:] == [("bin", None)]  # a delete changes the layout: reloaded whole, once
     reader.close()
     writer.close()
 
 
-def test_reader_after_compaction_gets_right_bytes_or_clear_error(tmp_path):
-    writer = SampleStore.create(tmp_path / "s")
+def test_reader_after_compaction_gets_right_bytes_or_clear_error(tmp_path, catalog):
+    writer = SampleStore.create(tmp_path / "s", catalog=catalog)
     keys = writer.append(make_samples(4))
     expected = {int(k): g["bin"] for k, g in zip(keys, writer.get(keys))}
     reader = SampleStore.open(tmp_path / "s", readonly=True)
@@ -393,8 +393,8 @@ def test_memory_filesystem_store_round_trip():
     store.close()
 
 
-def test_get_member_fixed_size_is_one_array_in_request_order(tmp_path):
-    store = SampleStore.create(tmp_path / "s", shard_max_samples=300)
+def test_get_member_fixed_size_is_one_array_in_request_order(tmp_path, catalog):
+    store = SampleStore.create(tmp_path / "s", catalog=catalog, shard_max_samples=300)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (1000, 3072), dtype=np.uint8)
     keys = store.append([{"raw": img.tobytes(), "cls": i % 10} for i, img in enumerate(images)])
@@ -459,8 +459,8 @@ def test_get_member_on_ingested_and_remote_shards(tmp_path):
         store.close()
 
 
-def test_read_order_groups_keys_by_shard_and_reads_them_back_exactly(tmp_path):
-    store = SampleStore.create(tmp_path / "s", shard_max_samples=300)
+def test_read_order_groups_keys_by_shard_and_reads_them_back_exactly(tmp_path, catalog):
+    store = SampleStore.create(tmp_path / "s", catalog=catalog, shard_max_samples=300)
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (1000, 3072), dtype=np.uint8)
     keys = store.append([{"raw": img.tobytes(), "cls": i % 10} for i, img in enumerate(images)])
@@ -492,7 +492,7 @@ def test_read_order_groups_keys_by_shard_and_reads_them_back_exactly(tmp_path):
     store.close()
 
 
-def test_get_member_last_sample_of_shard_shorter_than_a_row(tmp_path):
+def test_get_member_last_sample_of_shard_shorter_than_a_row(tmp_path, catalog):
     """Regression: the stride view must not be used when the last sample does not fill a whole row."""
     import webdataset as wds
 
@@ -500,7 +500,7 @@ def test_get_member_last_sample_of_shard_shorter_than_a_row(tmp_path):
     with wds.TarWriter(shard) as sink:
         for i in range(2):
             sink.write({"__key__": f"k{i}", "bin": bytes([i + 1]) * 37})
-    store = SampleStore.create(tmp_path / "s")
+    store = SampleStore.create(tmp_path / "s", catalog=catalog)
     keys = store.ingest([shard], hand_over=True)
     store.delete(keys[:1])
     assert store.compact()["shards_rewritten"] == 1
@@ -509,11 +509,11 @@ def test_get_member_last_sample_of_shard_shorter_than_a_row(tmp_path):
 
 
 def test_create_finishes_a_create_that_was_killed_before_its_marker(tmp_path):
-    from lightning_modyn.store.catalog import Catalog
+    from lightning_modyn.store.catalog_sqlite import SQLiteCatalog
 
     root = tmp_path / "s"
     (root / "shards").mkdir(parents=True)
-    Catalog(str(root / "catalog.sqlite"), create=True).initialise({})
+    SQLiteCatalog(str(root / "catalog.sqlite"), create=True).initialise({})
     store = SampleStore.create(root)
     assert store.append(make_samples(1)).tolist() == [0]
     store.close()
@@ -536,8 +536,8 @@ def test_remote_records_only_store_reads_rows():
     store.close()
 
 
-def test_attributes_are_json_values_kept_with_the_store(tmp_path):
-    store = SampleStore.create(tmp_path / "s")
+def test_attributes_are_json_values_kept_with_the_store(tmp_path, catalog):
+    store = SampleStore.create(tmp_path / "s", catalog=catalog)
     assert store.attributes == {}
     store.set_attribute("stream", {"class_path": "x.Y", "init_args": {"seed": 3, "shifts": [7, 14]}})
     store.set_attribute("note", "hello")
@@ -556,12 +556,12 @@ def test_attributes_are_json_values_kept_with_the_store(tmp_path):
         assert again.attributes["note"] == "hello"
 
 
-def test_threads_sharing_one_store_read_exact_bytes_while_another_process_commits(tmp_path):
+def test_threads_sharing_one_store_read_exact_bytes_while_another_process_commits(tmp_path, catalog):
     import sys
     import threading
     import time
 
-    writer = SampleStore.create(tmp_path / "s", shard_max_samples=2)
+    writer = SampleStore.create(tmp_path / "s", catalog=catalog, shard_max_samples=2)
     value = {}  # key -> first byte of its member, for the keys that are never deleted
     keys = writer.append([{"bin": bytes([k % 251]) * 64} for k in range(40)])
     value.update((int(k), k % 251) for k in keys.tolist())

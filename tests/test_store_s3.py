@@ -26,9 +26,9 @@ def s3_url(s3_endpoint):
     return f"s3://{bucket}/store", options
 
 
-def test_s3_store_append_read_query_delete_compact(s3_url):
+def test_s3_store_append_read_query_delete_compact(s3_url, catalog):
     url, options = s3_url
-    writer = SampleStore.create(url, storage_options=options, shard_max_samples=3)
+    writer = SampleStore.create(url, storage_options=options, shard_max_samples=3, catalog=catalog)
     samples = [{"bin": f"payload-{i}-".encode() * (10 + i), "cls": i % 2} for i in range(8)]
     keys = writer.append(samples, timestamps=np.arange(8), labels="cls")
     rows = synthetic_criteo_rows(5000, seed=2)
@@ -116,3 +116,24 @@ def test_s3_create_on_a_prefix_that_holds_objects_is_refused_and_open_keeps_fore
     reader = SampleStore.open(other, readonly=True, storage_options=options)
     assert reader.get([0], meta=False)[0]["bin"] == b"ours"
     reader.close()
+
+
+def test_s3_store_with_a_postgresql_catalog_takes_two_writers_and_ships_no_catalog(s3_url, postgres_url):
+    import s3fs
+
+    url, options = s3_url
+    first = SampleStore.create(url, storage_options=options, catalog=postgres_url)
+    second = SampleStore.open(url, storage_options=options)  # a second writer: no lock to refuse it
+    a = first.append([{"bin": b"a" * 50}])
+    b = second.append([{"bin": b"b" * 50}])
+    a2 = first.append([{"bin": b"c" * 50}])
+    reader = SampleStore.open(url, readonly=True, storage_options=options)
+    assert reader.get_member(np.concatenate([b, a2, a]), "bin").tolist() == [b"b" * 50, b"c" * 50, b"a" * 50]
+    fs = s3fs.S3FileSystem(**options)
+    fs.invalidate_cache()
+    objects = [p.rsplit("/", 1)[-1] for p in fs.find(url.removeprefix("s3://"))]
+    assert "catalog.sqlite" not in objects and sum(o.endswith(".tar") for o in objects) == 3
+    second.delete(a)
+    assert reader.contains(np.concatenate([a, b])).tolist() == [False, True]  # seen without refresh or download
+    for s in (first, second, reader):
+        s.close()

@@ -24,7 +24,7 @@ _OWNERS = itertools.count()
 def new_owner(obj: object) -> int:
     """A token for ``obj`` to start work under; what it left waiting is dropped when ``obj`` is collected."""
     token = next(_OWNERS)
-    weakref.finalize(obj, AHEAD.forget, token).atexit = False  # nothing to drop at interpreter exit
+    weakref.finalize(obj, AHEAD.collected, token).atexit = False  # nothing to drop at interpreter exit
     return token
 
 
@@ -35,6 +35,12 @@ class _Ahead:
         self._executor: ThreadPoolExecutor | None = None
         self._waiting: dict[Hashable, tuple[Future, int]] = {}
         self._owned: dict[int, Hashable] = {}
+        self._gone: list[int] = []
+
+    def collected(self, owner: int) -> None:
+        """``owner`` was garbage collected: drop what it left waiting at the next call. A finalizer runs wherever
+        the collector does, also inside this class's locked sections, so it must not take the lock itself."""
+        self._gone.append(owner)  # atomic under the GIL
 
     def _here(self) -> ThreadPoolExecutor:
         # A forked child inherits the parent's executor and futures but not its thread: work queued there, or a
@@ -42,7 +48,11 @@ class _Ahead:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning-modyn-ahead")
-            self._waiting, self._owned = {}, {}
+            self._waiting, self._owned, self._gone = {}, {}, []
+        while self._gone:
+            key = self._owned.get(self._gone.pop())
+            if key is not None:
+                self._drop(key)
         assert self._executor is not None
         return self._executor
 

@@ -68,10 +68,16 @@ class Compaction:
         return stats
 
     def compact_shard(self, shard: dict) -> int:
-        """Replace one owned shard by its survivors (none: no new shard); returns the new shard's size."""
-        rows = self.catalog.shard_entries(shard["id"])
+        """Replace one owned shard by its survivors (none: no new shard); returns the new shard's size.
+
+        The shard's rows are read inside the transaction that replaces it, so that a delete committed by another
+        writer since the shard was listed is honoured."""
         old_rel = shard["path"]
         with self.journal.publication() as pub, self.catalog.transaction():
+            shard = self.catalog.shard(shard["id"])
+            if shard is None or shard["live"] == shard["total"]:  # another compaction got there first
+                return 0 if shard is None else shard["size"]
+            rows = self.catalog.shard_entries(shard["id"])
             appended = self.catalog.shard_appended(shard["id"])
             new_entries: list[Entry] = []
             size = 0

@@ -86,6 +86,12 @@ class StoreFS:
     def makedirs(self, rel: str) -> None:
         self.fs.makedirs(self.path(rel), exist_ok=True)
 
+    def rmdir(self, rel: str) -> None:
+        """Remove an empty folder (object stores have none: nothing to do)."""
+        if self.local:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(self.path(rel))
+
     def remove(self, rel: str) -> None:
         self.forget(rel)
         with contextlib.suppress(FileNotFoundError):

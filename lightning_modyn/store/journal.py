@@ -8,32 +8,48 @@ not its own. So before a shard file gets its final name, the writer records that
 shard under ``journal/``); once the transaction has committed or rolled back, the markers are settled (removed).
 The next writable open removes each marked shard that the catalog does not know, then its marker. Temp files of
 the package's own temp-name pattern (``_io.is_temp_name``) are the other proof of ownership.
+
+With many writers (a PostgreSQL catalog), each writer keeps its markers in a folder of its own (``journal/w<n>``),
+and a writer's folder is collected only once that writer is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import IO, Iterator
 
 from lightning_modyn.store.errors import ShardWriteError, StoreError
 from lightning_modyn.store.filesystem import StoreFS
 
 JOURNAL = "journal"
+_WRITER_FOLDER = re.compile(r"^w([0-9]+)$")
 
 
 class ShardJournal:
-    """Markers of the shard files a writer is publishing, under ``<root>/journal/``."""
+    """Markers of the shard files a writer is publishing, under ``<root>/journal/`` (or ``journal/w<writer>/``)."""
 
-    def __init__(self, files: StoreFS) -> None:
+    def __init__(self, files: StoreFS, writer: int | None = None) -> None:
         self.files = files
+        self.folder = JOURNAL if writer is None else f"{JOURNAL}/w{writer}"
 
     @staticmethod
-    def _marker(rel: str) -> str:
-        return f"{JOURNAL}/{rel.replace('/', '%')}"
+    def writers(files: StoreFS) -> list[tuple[int, "ShardJournal"]]:
+        """The journals of every writer that has one (many-writer stores), by writer number."""
+        found = [_WRITER_FOLDER.match(name) for name in files.listdir(JOURNAL)]
+        return [(int(m.group(1)), ShardJournal(files, int(m.group(1)))) for m in found if m]
+
+    def _marker(self, rel: str) -> str:
+        return f"{self.folder}/{rel.replace('/', '%')}"
 
     def pending(self) -> list[str]:
         """Shard paths (relative to the root) whose writer did not settle them: published or abandoned."""
-        return [name.replace("%", "/") for name in self.files.listdir(JOURNAL)]
+        return [name.replace("%", "/") for name in self.files.listdir(self.folder) if "%" in name]
+
+    def drop(self) -> None:
+        """Remove the journal's own folder (a gone writer's, once collected)."""
+        if self.folder != JOURNAL:
+            self.files.rmdir(self.folder)
 
     def settle(self, rels: list[str]) -> None:
         for rel in rels:

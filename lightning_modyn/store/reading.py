@@ -96,10 +96,16 @@ class Reader:
             kinds[s["id"]] = s["kind"]
         paths = {s["id"]: s["path"] for s in shards}
         grown = snap is not None and snap.layout == layout  # appends only: extend what the old snapshot had
+        order = None
         if grown:
-            new = self.store.catalog.location_arrays(after_key=int(snap.first[-1]) if len(snap.first) else -1)
+            since = (snap.version, int(snap.first[-1]) if len(snap.first) else -1)
+            new = self.store.catalog.location_arrays(since)
             cols = [np.concatenate([old, new[:, j]]) for j, old in enumerate(
                 (snap.first, snap.count, snap.shard, snap.offset, snap.length, snap.timestamp, snap.label))]
+            if len(new) and len(snap.first) and new[0, 0] < snap.first[-1]:
+                # several writers: keys reserved earlier may commit later; keep the entries sorted by key
+                order = np.argsort(cols[0], kind="stable")
+                cols = [c[order] for c in cols]
             deleted = snap.deleted
         else:
             arr = self.store.catalog.location_arrays()
@@ -110,7 +116,7 @@ class Reader:
         dtype = self.store.record_dtype
         self._snap = Snapshot(version, layout, *cols, deleted, kinds, paths, 0 if dtype is None else dtype.itemsize)
         if grown:
-            self._extend_layouts(snap, self._snap)
+            self._extend_layouts(snap, self._snap, since, new[:, 0], order)
         return self._snap
 
     def locate(self, keys: np.ndarray) -> tuple[Snapshot, np.ndarray]:
@@ -354,13 +360,14 @@ class Reader:
             layout = snap.layouts[ext] = layout_of(snap.first, self.store.catalog.member_layout(ext))
         return layout
 
-    def _extend_layouts(self, old: Snapshot, new: Snapshot) -> None:
-        """Carry the member layouts ``old`` had loaded over to ``new``, which only adds entries after them."""
-        start = len(old.first)
-        after = int(old.first[-1]) if start else -1
+    def _extend_layouts(self, old: Snapshot, new: Snapshot, since: tuple[int, int], added: np.ndarray,
+                        order: np.ndarray | None) -> None:
+        """Carry the member layouts ``old`` had loaded over to ``new``, which adds the entries ``added`` (committed
+        after ``since``) to them, in key order (``order``: the sort that put them there, None if appended)."""
         for ext, (rel, size) in old.layouts.items():
-            more_rel, more_size = layout_of(new.first[start:], self.store.catalog.member_layout(ext, after_key=after))
-            new.layouts[ext] = (np.concatenate([rel, more_rel]), np.concatenate([size, more_size]))
+            more_rel, more_size = layout_of(added, self.store.catalog.member_layout(ext, since))
+            rel, size = np.concatenate([rel, more_rel]), np.concatenate([size, more_size])
+            new.layouts[ext] = (rel, size) if order is None else (rel[order], size[order])
 
     def read_order(self, keys: Any) -> np.ndarray:
         """:meth:`SampleStore.read_order`."""

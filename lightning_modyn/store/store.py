@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -27,15 +28,9 @@ import numpy as np
 from lightning_modyn._checks import check_int, check_whole
 from lightning_modyn._io import is_temp_name
 from lightning_modyn.store.batch import MemberBatch
-from lightning_modyn.store.catalog import (
-    KIND_RECORDS,
-    KIND_SAMPLES,
-    NO_LABEL,
-    Catalog,
-    Entry,
-    Slice,
-    catalog_errors,
-)
+from lightning_modyn.store.catalog import KIND_RECORDS, KIND_SAMPLES, NO_LABEL, Catalog, Slice, catalog_errors
+from lightning_modyn.store.catalog_postgres import PostgresCatalog, is_postgres_url, redacted
+from lightning_modyn.store.catalog_sqlite import SQLiteCatalog
 from lightning_modyn.store.codec import encode_sample
 from lightning_modyn.store.compaction import Compaction
 from lightning_modyn.store.errors import (
@@ -62,14 +57,16 @@ from lightning_modyn.store.values import (
     dtype_from_json,
     dtype_to_json,
 )
-from lightning_modyn.store.writing import SHARDS, write_record_shards, write_sample_shards
+from lightning_modyn.store.writing import SHARDS, NewShards, write_record_shards, write_sample_shards
 
 
 MARKER = "store.json"
 CATALOG = "catalog.sqlite"
 LOCK = "writer.lock"
 STORE_FORMAT = "lightning-modyn-store"
-STORE_VERSION = 1
+STORE_VERSION = 2
+"""The newest store format this version reads: 1, a store with its SQLite catalog beside the shards; 2, a store
+whose catalog is elsewhere (``store.json`` names it)."""
 
 
 def _now() -> int:
@@ -116,18 +113,22 @@ class SampleStore:
         1
     """
 
-    def __init__(self, url: str, readonly: bool = False, storage_options: dict | None = None, _create: dict | None = None):
+    def __init__(self, url: str, readonly: bool = False, storage_options: dict | None = None,
+                 catalog: str | None = None, _create: dict | None = None):
         self.url = str(url)
         self.readonly = readonly
         self.storage_options = storage_options or {}
         self.files = StoreFS(self.url, self.storage_options)
+        self._catalog_url = catalog
+        self._store_id: str | None = None
         self._lock_handle = None
         self._tmpdir: str | None = None
         self._reader = Reader(self)
         self._record_dtype: np.dtype | None = None
         self._pid = os.getpid()
         self._calls = threading.RLock()
-        self._catalog_where = self.files.path(CATALOG) if self.files.local else f"{self.url.rstrip('/')}/{CATALOG}"
+        self._catalog_where = (redacted(catalog) if is_postgres_url(catalog) else
+                               self.files.path(CATALOG) if self.files.local else f"{self.url.rstrip('/')}/{CATALOG}")
         self._journal = ShardJournal(self.files)
         try:
             with catalog_errors(self._catalog_where):
@@ -142,6 +143,7 @@ class SampleStore:
         cls,
         url: str | os.PathLike,
         *,
+        catalog: str | None = None,
         record_dtype: np.dtype | None = None,
         shard_max_bytes: int = 1 << 30,
         shard_max_samples: int = 100_000,
@@ -151,6 +153,10 @@ class SampleStore:
         """Create an empty store at ``url`` (which must not exist or be an empty directory).
 
         Args:
+            catalog: Where the catalog lives: None (default) for an SQLite file inside the store, written by one
+                process at a time; or a PostgreSQL URL (``postgresql://user@host:5432/db``) for a store that many
+                processes on many machines write at once. The store remembers it (without a password: give that in
+                ``PGPASSWORD`` or ``~/.pgpass``), so ``open(url)`` alone finds it.
             record_dtype: Structured dtype of fixed-size records; set on the first ``append_records`` otherwise.
             shard_max_bytes: A new shard is started once a shard reaches this size.
             shard_max_samples: ... or this many samples (record rows do not count; their blocks do).
@@ -160,12 +166,27 @@ class SampleStore:
             ("shard_max_bytes", shard_max_bytes), ("shard_max_samples", shard_max_samples), ("block_bytes", block_bytes))}
         if record_dtype is not None:
             settings["record_dtype"] = dtype_to_json(check_record_dtype(np.dtype(record_dtype)))
-        return cls(os.fspath(url), readonly=False, storage_options=storage_options, _create=settings)
+        if catalog is not None and not is_postgres_url(catalog):
+            raise ValueError(f"catalog must be None (SQLite inside the store) or a postgresql:// URL, got {catalog!r}")
+        return cls(os.fspath(url), readonly=False, storage_options=storage_options, catalog=catalog,
+                   _create=settings)
 
     @classmethod
-    def open(cls, url: str | os.PathLike, readonly: bool = False, storage_options: dict | None = None) -> "SampleStore":
-        """Open an existing store by its URL alone (another process, rank or machine may do the same)."""
-        return cls(os.fspath(url), readonly=readonly, storage_options=storage_options)
+    def open(cls, url: str | os.PathLike, readonly: bool = False, storage_options: dict | None = None,
+             catalog: str | None = None) -> "SampleStore":
+        """Open an existing store by its URL alone (another process, rank or machine may do the same).
+
+        ``catalog`` is needed only when the store's PostgreSQL catalog is reached by another URL than the one the
+        store remembers (another host name, a password, a moved database); the catalog must be this store's.
+        """
+        if catalog is not None and not is_postgres_url(catalog):
+            raise ValueError(f"catalog must be None or a postgresql:// URL, got {catalog!r}")
+        return cls(os.fspath(url), readonly=readonly, storage_options=storage_options, catalog=catalog)
+
+    @property
+    def catalog_url(self) -> str | None:
+        """The PostgreSQL URL of the store's catalog (without a password), or None for the SQLite file inside it."""
+        return None if self._catalog_url is None else redacted(self._catalog_url)
 
     def _create(self, settings: dict) -> None:
         files = self.files
@@ -180,12 +201,16 @@ class SampleStore:
             raise StoreExistsError(f"{self.url}: the prefix already holds objects; create a store under a new prefix")
         files.makedirs(SHARDS)
         files.makedirs(JOURNAL)
-        self._take_lock()
-        path = self._catalog_local_path()
-        self.catalog = Catalog(path, wal=files.local, create=True)
+        marker = {"format": STORE_FORMAT, "version": 1}
+        if self._catalog_url is not None:
+            self._store_id = uuid.uuid4().hex[:16]
+            marker = {"format": STORE_FORMAT, "version": 2, "store_id": self._store_id,
+                      "catalog": {"backend": "postgresql", "url": redacted(self._catalog_url)}}
+        self.catalog = self._open_catalog(create=True)
         self.catalog.initialise({k: str(v) for k, v in settings.items()})
+        self._become_writer()
         self._publish_catalog()
-        files.write_bytes(MARKER, json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode())
+        files.write_bytes(MARKER, json.dumps(marker).encode())
 
     def _open(self) -> None:
         files = self.files
@@ -210,12 +235,47 @@ class SampleStore:
                 f"{self.url}/{MARKER}: the store has format version {version}, newer than the {STORE_VERSION} this "
                 "version of lightning-modyn reads; upgrade lightning-modyn to open it"
             )
+        self._read_catalog_marker(marker)
+        if self._catalog_url is None:
+            if not self.readonly:
+                self._take_lock()
+        self.catalog = self._open_catalog(readonly=self.readonly)
         if not self.readonly:
-            self._take_lock()
-        path = self._catalog_local_path(download=True)
-        self.catalog = Catalog(path, readonly=self.readonly and files.local, wal=files.local)
-        if not self.readonly:
+            self._become_writer()
             self._collect_garbage()
+
+    def _read_catalog_marker(self, marker: dict) -> None:
+        """Where ``store.json`` says the catalog is (version 2), checked against a ``catalog`` URL given to open."""
+        described = marker.get("catalog")
+        if marker["version"] == 1:
+            if self._catalog_url is not None:
+                raise CatalogError(f"{self.url} keeps its catalog in {CATALOG} inside the store; it has no "
+                                   f"PostgreSQL catalog (open it without catalog=)")
+            return
+        if (not isinstance(described, dict) or described.get("backend") != "postgresql"
+                or not is_postgres_url(described.get("url")) or not isinstance(marker.get("store_id"), str)):
+            raise StoreNotFoundError(f"{self.url}/{MARKER}: the catalog it names ({described!r}) is not a "
+                                     "PostgreSQL catalog this version understands")
+        self._store_id = marker["store_id"]
+        if self._catalog_url is None:
+            self._catalog_url = described["url"]
+        self._catalog_where = redacted(self._catalog_url)
+
+    def _open_catalog(self, create: bool = False, readonly: bool = False) -> Catalog:
+        """This process's connection to the store's catalog (the SQLite file, or the PostgreSQL schema)."""
+        if self._catalog_url is not None:
+            return PostgresCatalog(self._catalog_url, self._store_id, readonly=readonly, create=create)
+        if create:
+            self._take_lock()
+        path = self._catalog_local_path(download=not create)
+        return SQLiteCatalog(path, readonly=readonly and self.files.local, wal=self.files.local, create=create)
+
+    def _become_writer(self) -> None:
+        """With many writers (PostgreSQL), register this process: its shard journal is then a folder of its own."""
+        if isinstance(self.catalog, PostgresCatalog):
+            number = self.catalog.register_writer()
+            self._journal = ShardJournal(self.files, writer=number)
+            self.files.makedirs(self._journal.folder)
 
     def _catalog_local_path(self, download: bool = False) -> str:
         if self.files.local:
@@ -232,8 +292,9 @@ class SampleStore:
         return local
 
     def _publish_catalog(self) -> None:
-        """Remote stores: upload the catalog after a commit (one atomic PUT). Local stores commit in place."""
-        if not self.files.local:
+        """Remote stores with an SQLite catalog: upload it after a commit (one atomic PUT). Local stores and
+        PostgreSQL catalogs commit in place."""
+        if not self.files.local and isinstance(self.catalog, SQLiteCatalog):
             self.catalog.checkpoint()
             self.files.put_file(self.catalog.path, CATALOG)
 
@@ -248,32 +309,56 @@ class SampleStore:
         except BlockingIOError:
             handle.close()
             raise StoreLockedError(
-                f"{self.url} is open for writing in another process; open it with readonly=True to read"
+                f"{self.url} is open for writing in another process; open it with readonly=True to read, or create "
+                "the store with a PostgreSQL catalog (catalog='postgresql://...') for many writers"
             ) from None
         self._lock_handle = handle
 
     def _collect_garbage(self) -> None:
         """Remove what a crashed writer left, and only what the store can prove it wrote: shards named in the writer
         journal that the catalog does not know, and the store's own temp files. Any other file (one the user put in
-        ``shards/``, other objects under a shared prefix) is left alone. Then finish erasures a compaction recorded."""
+        ``shards/``, other objects under a shared prefix) is left alone. Then finish erasures a compaction recorded.
+
+        With many writers, only the journals of writers that are gone are collected, and a temp file only when no
+        live writer's journal names the shard it was becoming."""
         files = self.files
         files.makedirs(JOURNAL)
-        known = set(self.catalog.shard_paths().values())
-        pending = self._journal.pending()
-        for rel in pending:
-            if rel not in known:
-                files.remove(rel)
-        self._journal.settle(pending)
-        for folder in ("", SHARDS, JOURNAL):
-            for name in files.listdir(folder):
-                if is_temp_name(name):
-                    files.remove(f"{folder}/{name}" if folder else name)
+        if isinstance(self.catalog, PostgresCatalog):
+            temps = [(folder, name) for folder in ("", SHARDS) for name in files.listdir(folder) if is_temp_name(name)]
+            live: set[str] = set()
+            for number, journal in ShardJournal.writers(files):
+                with self.catalog.writer_gone(number) as gone:
+                    if gone:
+                        self._collect_journal(journal)
+                        journal.drop()
+                    else:
+                        live.update(journal.pending())
+            for folder, name in temps:
+                rel = f"{folder}/{name}" if folder else name
+                if f"{folder}/{name.split('-', 2)[2]}".lstrip("/") not in live:
+                    files.remove(rel)
+        else:
+            self._collect_journal(self._journal)
+            for folder in ("", SHARDS, JOURNAL):
+                for name in files.listdir(folder):
+                    if is_temp_name(name):
+                        files.remove(f"{folder}/{name}" if folder else name)
         self._compaction().finish_erasures()
+
+    def _collect_journal(self, journal: ShardJournal) -> None:
+        """Remove the journaled shards that the catalog does not know (their writer died before its commit)."""
+        pending = journal.pending()
+        if pending:
+            known = set(self.catalog.shard_ids_with_path(pending))
+            for rel in pending:
+                if rel not in known:
+                    self.files.remove(rel)
+        journal.settle(pending)
 
     @property
     def catalog(self) -> Catalog:
         """The catalog connection of this process. A forked child (a DataLoader worker) must not use its parent's
-        SQLite connection or file maps, so on first use there it reopens the store read-only."""
+        connection or file maps, so on first use there it reopens the store read-only."""
         if self._pid != os.getpid():
             self._reopen_in_child()
         return self._catalog
@@ -292,17 +377,19 @@ class SampleStore:
         # catalog's version and keeps it when nothing changed, so a worker does not rebuild what its parent has
         # (at 200 k samples: 0.4 s of key arrays and 0.2 s per member layout, per worker, per fit).
         self._reader.reset()
-        if self.files.local:
-            self._catalog = Catalog(self.files.path(CATALOG), readonly=True, wal=True)
+        if isinstance(self._catalog, PostgresCatalog):  # the parent's connection is the parent's
+            self._catalog = PostgresCatalog(self._catalog_url, self._store_id, readonly=True)
+        elif self.files.local:
+            self._catalog = SQLiteCatalog(self.files.path(CATALOG), readonly=True, wal=True)
         else:  # the parent's downloaded copy is a file: open our own connection to it
-            self._catalog = Catalog(self._catalog.path, readonly=False, wal=False)
+            self._catalog = SQLiteCatalog(self._catalog.path, readonly=False, wal=False)
 
     @_one_call_at_a_time
     def refresh(self) -> None:
-        """See commits made since this store was opened (remote readers re-download the catalog)."""
-        if not self.files.local and self.readonly:
+        """See commits made since this store was opened (remote readers of an SQLite catalog re-download it)."""
+        if not self.files.local and self.readonly and isinstance(self.catalog, SQLiteCatalog):
             self.catalog.close()
-            self.catalog = Catalog(self._catalog_local_path(download=True), readonly=False, wal=False)
+            self.catalog = SQLiteCatalog(self._catalog_local_path(download=True), readonly=False, wal=False)
         self._reader.forget()
 
     @_one_call_at_a_time
@@ -330,10 +417,11 @@ class SampleStore:
 
     def __getstate__(self) -> dict:
         # A pickled store (e.g. sent to DataLoader workers) reopens read-only from its URL.
-        return {"url": self.url, "storage_options": self.storage_options}
+        return {"url": self.url, "storage_options": self.storage_options, "catalog": self._catalog_url}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["url"], readonly=True, storage_options=state["storage_options"])
+        self.__init__(state["url"], readonly=True, storage_options=state["storage_options"],
+                      catalog=state.get("catalog"))
 
     def __repr__(self) -> str:
         return f"SampleStore({self.url!r}{', readonly=True' if self.readonly else ''})"
@@ -406,19 +494,24 @@ class SampleStore:
         wds_keys = [check_wds_key(s.get("__key__"), i) for i, s in enumerate(samples)]
         ts = as_int_array(_now() if timestamps is None else timestamps, n, "timestamps")
         label_arr = self._labels_for_samples(samples, labels, n)
-        with self._journal.publication() as pub, self.catalog.transaction():
+        with self._journal.publication() as pub, self.catalog.writing():
             first_key = self.catalog.allocate("next_key", n)
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
             wds_keys = [w if w is not None else f"{k:012d}" for w, k in zip(wds_keys, keys.tolist())]
-            self._check_unique_wds_keys(wds_keys, [f"sample {i}" for i in range(n)])
-            self._register(write_sample_shards(self.catalog, pub, keys, wds_keys, encoded, ts, label_arr, _now()))
+            where = [f"sample {i}" for i in range(n)]
+            self._check_unique_wds_keys(wds_keys, where)
+            new = write_sample_shards(self.catalog, pub, keys, wds_keys, encoded, ts, label_arr, _now())
+            with self.catalog.transaction():
+                if self.catalog.concurrent_writers:  # another writer may have taken a __key__ meanwhile
+                    self._check_unique_wds_keys(wds_keys, where)
+                self._register(new)
         self._publish_catalog()
         return keys
 
-    def _register(self, entries: list[Entry]) -> None:
+    def _register(self, new: NewShards) -> None:
         """Add the catalog rows of new shards inside the open transaction (the publication removes the shard files
         if it does not commit)."""
-        self.catalog.add_entries(entries, _now())
+        new.register(self.catalog, _now())
         self.catalog.bump()
 
     def _labels_for_samples(self, samples: list, labels: Any, n: int) -> np.ndarray | None:
@@ -484,17 +577,25 @@ class SampleStore:
             label_arr = as_int_array(rows[labels], n, f"labels (field {labels!r})", reserved=NO_LABEL)
         else:
             label_arr = None if labels is None else as_int_array(labels, n, "labels", reserved=NO_LABEL)
-        with self._journal.publication() as pub, self.catalog.transaction():
-            stored = self.record_dtype
-            if stored is None:
-                self.catalog.set_meta("record_dtype", dtype_to_json(rows.dtype))
-            elif stored != rows.dtype:
-                raise RecordDtypeError(f"records have dtype {rows.dtype}, but this store holds records of dtype {stored}")
+        with self._journal.publication() as pub, self.catalog.writing():
+            self._check_record_dtype(rows.dtype)
             first_key = self.catalog.allocate("next_key", n)
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
-            self._register(write_record_shards(self.catalog, pub, keys, rows, ts, label_arr, _now()))
+            new = write_record_shards(self.catalog, pub, keys, rows, ts, label_arr, _now())
+            with self.catalog.transaction():
+                if self._check_record_dtype(rows.dtype):
+                    self.catalog.set_meta("record_dtype", dtype_to_json(rows.dtype))
+                self._register(new)
         self._publish_catalog()
         return keys
+
+    def _check_record_dtype(self, dtype: np.dtype) -> bool:
+        """Refuse records of another dtype than the store's; True when the store has none yet (this one is set)."""
+        text = self.catalog.get_meta("record_dtype")
+        stored = None if text is None else dtype_from_json(text)
+        if stored is not None and stored != dtype:
+            raise RecordDtypeError(f"records have dtype {dtype}, but this store holds records of dtype {stored}")
+        return stored is None
 
     @_one_call_at_a_time
     def ingest(

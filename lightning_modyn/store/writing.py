@@ -1,12 +1,15 @@
 """New shards: samples, blocks of records and a compaction's survivors, written through ``tarformat.ShardWriter`` into
 files that the writer journal publishes, together with the catalog rows that will describe them.
 
-Every function here runs inside the caller's catalog transaction: it allocates shard ids, registers each shard and
-returns the entries (one per sample, or per run of record rows) for the caller to add when the files are complete.
+The sample and record writers take shard ids from the catalog and return :class:`NewShards`: the catalog rows
+that describe the files, for the caller to register in its commit once every file is complete. With one writer the
+whole call is one transaction; with many (PostgreSQL), the files are written outside any transaction and only the
+registration is serialised with other writers' commits.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -24,19 +27,36 @@ def shard_name(shard_id: int) -> str:
     return f"{SHARDS}/shard-{shard_id:06d}.tar"
 
 
+@dataclass
+class NewShards:
+    """Shard files written by one call and the catalog rows that describe them."""
+
+    shards: list[tuple[int, str, int, int]] = field(default_factory=list)  # id, path, kind, samples
+    sizes: list[int] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    members: list[tuple[str, int, int, int]] = field(default_factory=list)
+
+    def register(self, catalog: Catalog, appended: int) -> None:
+        """Add the rows inside the caller's open transaction (the store owns these files)."""
+        for (shard_id, rel, kind, total), size in zip(self.shards, self.sizes):
+            catalog.add_shard(shard_id, rel, True, kind, size, total)
+        catalog.add_members(self.members)
+        catalog.add_entries(self.entries, appended)
+
+
 def _setting(catalog: Catalog, name: str) -> int:
     return int(catalog.get_meta(name))
 
 
 def write_sample_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, wds_keys: list[str],
                         encoded: list[list[tuple[str, bytes]]], ts: np.ndarray, labels: np.ndarray | None,
-                        mtime: int) -> list[Entry]:
+                        mtime: int) -> NewShards:
     """Samples (each a list of (extension, bytes)) as members ``<__key__>.<ext>``, a new shard whenever one reaches
     the store's ``shard_max_bytes`` or ``shard_max_samples``; every member's place goes into the catalog's member
     table, so a read of one member needs no header."""
     max_bytes, max_samples = _setting(catalog, "shard_max_bytes"), _setting(catalog, "shard_max_samples")
-    entries: list[Entry] = []
-    members: list[tuple[str, int, int, int]] = []
+    new = NewShards()
+    entries, members = new.entries, new.members
     i, n = 0, len(keys)
     while i < n:
         shard_id = catalog.allocate("next_shard", 1)
@@ -51,10 +71,9 @@ def write_sample_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, wd
                 entries.append(Entry(key, 1, shard_id, start, shard.pos - start, int(ts[i]), int(ts[i]),
                                      None if labels is None else int(labels[i]), wds_keys[i]))
                 i += 1
-            size = shard.close()
-        catalog.add_shard(shard_id, rel, True, KIND_SAMPLES, size, i - start_i)
-    catalog.add_members(members)
-    return entries
+            new.sizes.append(shard.close())
+        new.shards.append((shard_id, rel, KIND_SAMPLES, i - start_i))
+    return new
 
 
 def write_record_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, rows: np.ndarray, ts: np.ndarray,
@@ -66,7 +85,8 @@ def write_record_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, ro
     block_rows = aligned_block_rows(_setting(catalog, "block_bytes"), itemsize)
     max_bytes, max_blocks = _setting(catalog, "shard_max_bytes"), _setting(catalog, "shard_max_samples")
     raw = rows.view(np.uint8).reshape(-1)
-    entries: list[Entry] = []
+    new = NewShards()
+    entries = new.entries
     i, n = 0, len(keys)
     while i < n:
         shard_id = catalog.allocate("next_shard", 1)
@@ -82,9 +102,9 @@ def write_record_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, ro
                                             None if labels is None else labels[i:j]))
                 blocks += 1
                 i = j
-            size = shard.close()
-        catalog.add_shard(shard_id, rel, True, KIND_RECORDS, size, i - start_i)
-    return entries
+            new.sizes.append(shard.close())
+        new.shards.append((shard_id, rel, KIND_RECORDS, i - start_i))
+    return new
 
 
 def write_survivors(out, kind: int, rows: list[tuple], new_id: int, read_range: Callable[[int, int], bytes],
