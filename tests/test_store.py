@@ -302,7 +302,8 @@ def _read_bin(store, keys):
 
 def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unchanged(tmp_path, in_forked_child, catalog):
     writer, samples, keys, reader = _writer_and_reader(tmp_path, 12, per_shard=5, catalog=catalog)
-    reader.get_member(keys[:2], "bin")  # the parent has its snapshot and member layout
+    assert reader.contains(keys).all()  # the parent locates the keys (the DataModule does, for its training set)
+    reader.get_member(keys[:2], "bin")  # and has their member layout
     reader._reader.snapshot().made_by = "parent"
     # nothing changed: the child reads with the parent's snapshot instead of rebuilding it
     status, result = in_forked_child(_read_bin, reader, keys[[3, 11, 0]])
@@ -318,23 +319,68 @@ def test_a_forked_child_keeps_its_parents_snapshot_only_while_the_catalog_is_unc
     writer.close()
 
 
-def test_member_layouts_grow_with_appends_and_reload_after_a_delete(tmp_path, catalog):
+def test_member_layouts_grow_with_the_keys_read_and_reload_after_a_delete(tmp_path, catalog):
     writer, samples, keys, reader = _writer_and_reader(tmp_path, 6, per_shard=4, catalog=catalog)
     assert reader.get_member(keys[::-1], "bin").tolist() == [s["bin"] for s in samples[::-1]]
     asked = []
     real = reader.catalog.member_layout
-    reader.catalog.member_layout = lambda ext, since=None: asked.append((ext, since)) or real(ext, since)
+    reader.catalog.member_layout = lambda ext, keys: asked.append((ext, keys.tolist())) or real(ext, keys)
     more = make_samples(5, start=6)
     new_keys = writer.append(more)
     both = np.concatenate([new_keys, keys])
     assert reader.get_member(both, "bin").tolist() == [s["bin"] for s in more + samples]
-    assert len(asked) == 1 and asked[0][0] == "bin" and asked[0][1][1] == int(keys[-1])  # only the appended ones
+    assert asked == [("bin", new_keys.tolist())]  # only the appended samples' layouts were read
     writer.delete(keys[1:2])
     with pytest.raises(DeletedKeyError):
         reader.get_member(keys[:2], "bin")
     assert reader.get_member(both[both != keys[1]], "bin").tolist() == [
         s["bin"] for s in more + samples[:1] + samples[2:]]
-    assert asked[1:] == [("bin", None)]  # a delete changes the layout: reloaded whole, once
+    # a delete moves keys: the layouts of the samples the reader held are loaded again, once
+    assert asked[1:] == [("bin", sorted(set(both.tolist()) - {int(keys[1])}))]
+    reader.close()
+    writer.close()
+
+
+def test_new_since_returns_each_commit_once(tmp_path, catalog):
+    writer = SampleStore.create(tmp_path / "s", catalog=catalog)
+    first = writer.append(make_samples(3))
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    got, cursor = reader.new_since()
+    assert got.keys.tolist() == first.tolist()
+    assert len(reader.new_since(cursor)[0]) == 0
+    rows = np.zeros(4, np.dtype([("x", "<i8")]))
+    second = np.concatenate([writer.append(make_samples(2, start=3)), writer.append_records(rows, timestamps=7)])
+    writer.delete(second[3:4])  # one record row of the run, deleted before anyone saw it
+    got, cursor = reader.new_since(cursor)
+    assert got.keys.tolist() == [k for k in second.tolist() if k != second[3]]
+    assert got.timestamps[-1] == 7 and len(reader.new_since(cursor)[0]) == 0
+    with pytest.raises(TypeError, match="cursor must be None or the"):
+        reader.new_since(5)
+    reader.close()
+    writer.close()
+
+
+def test_a_reader_holds_the_keys_it_reads_not_the_store(tmp_path, catalog):
+    writer = SampleStore.create(tmp_path / "s", catalog=catalog, shard_max_samples=100)
+    keys = writer.append(make_samples(1000, size=8))
+    rows = np.zeros(5000, np.dtype([("x", "<i8")]))
+    rows["x"] = np.arange(5000)
+    rkeys = writer.append_records(rows)
+    reader = SampleStore.open(tmp_path / "s", readonly=True)
+    picked = keys[[5, 500, 999]]
+    assert reader.contains(picked).all() and reader.get_records(rkeys[[7, 4000]])["x"].tolist() == [7, 4000]
+    snap = reader._reader.snapshot()
+    record_entries = int((snap.kind == 1).sum())
+    assert sorted(snap.first[snap.kind == 0].tolist()) == picked.tolist() and record_entries >= 1
+    training = keys[100:300]
+    assert reader.contains(training).all()  # one query locates a training set
+    assert len(reader._reader.snapshot().first) == record_entries + 3 + 200
+    writer.delete(keys[150:160])
+    assert reader.contains(training).tolist() == [not 150 <= i < 160 for i in range(100, 300)]
+    snap = reader._reader.snapshot()  # rebuilt after the delete, with what it held, less what was deleted
+    assert len(snap.first) == record_entries + 3 + 190
+    assert reader.get_member(keys[[999, 100]], "bin").tolist() == [make_samples(1000, size=8)[i]["bin"]
+                                                                  for i in (999, 100)]
     reader.close()
     writer.close()
 

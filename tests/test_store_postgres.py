@@ -100,6 +100,7 @@ def test_keys_committed_out_of_key_order_are_seen_by_a_reader_holding_a_snapshot
     reader = SampleStore.open(url, readonly=True)
     base = second.append([_sample(9, i) for i in range(2)])
     assert reader.get_member(base, "bin").tolist() == [_sample(9, i)["bin"] for i in range(2)]
+    cursor = reader.new_since()[1]
     entered, release = threading.Event(), threading.Event()
     real = first.catalog.transaction
 
@@ -124,6 +125,10 @@ def test_keys_committed_out_of_key_order_are_seen_by_a_reader_holding_a_snapshot
         [_sample(2, i)["bin"] for i in range(2)] + [_sample(1, i)["bin"] for i in range(3)]
         + [_sample(9, i)["bin"] for i in range(2)])
     assert reader.all().keys.tolist() == sorted(both.tolist())
+    # a watcher following commits gets the late commit of the earlier keys too (keys_after would skip them)
+    arrived, cursor = reader.new_since(cursor)
+    assert arrived.keys.tolist() == sorted(np.concatenate([later, early]).tolist())
+    assert len(reader.keys_after(int(later.max()))) == 0
     for s in (first, second, reader):
         s.close()
 

@@ -58,8 +58,9 @@ class ReplayStream:
 class WatchStream:
     """Watches a store for newly appended samples and yields them in chunks as they arrive (live mode).
 
-    The stream is the store's live samples in append (key) order with ``timestamp >= start``: first those already
-    there, then whatever a writer appends, seen by polling the catalog every ``poll_seconds``. Timestamps must not
+    The stream is the store's live samples with ``timestamp >= start``: first those already there (in key order),
+    then whatever writers commit (each commit's keys in key order), seen by polling the catalog every
+    ``poll_seconds``. Timestamps must not
     decrease along the stream — a retraining decision cannot be taken back — so a sample older than one already
     seen is refused with an error naming both. The watch ends after ``idle_timeout`` seconds without new data
     (None: never), or once ``max_samples`` have arrived.
@@ -85,7 +86,7 @@ class WatchStream:
         self.keys = np.zeros(0, np.int64)
         self.timestamps = np.zeros(0, np.int64)
         self.labels = np.zeros(0, np.int64)
-        self._last_key = -1
+        self._cursor: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -93,10 +94,9 @@ class WatchStream:
     def _poll(self) -> int:
         """Take in what was appended since the last poll; returns how many samples arrived."""
         self.store.refresh()
-        new = self.store.keys_after(self._last_key)
+        new, self._cursor = self.store.new_since(self._cursor)  # exact with several writers
         if not len(new):
             return 0
-        self._last_key = int(new.keys[-1])
         keep = new.timestamps >= self.start if self.start is not None else np.ones(len(new), bool)
         keys, ts, labels = new.keys[keep], new.timestamps[keep], new.labels[keep]
         if self.max_samples is not None:

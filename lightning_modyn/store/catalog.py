@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import sqlite3
 import sys
 import time
@@ -281,15 +282,38 @@ class Catalog:
             found += [r[0] for r in self._execute(q, chunk).fetchall()]
         return found
 
-    def location_arrays(self, since: tuple[int, int] | None = None) -> np.ndarray:
+    def location_arrays(self, since: tuple[int, int] | None = None, kind: int | None = None) -> np.ndarray:
         """(n, 7) int64: first_key, count, shard, offset, length, min_ts, label (NO_LABEL when NULL), by key — of
-        every entry, or of those committed after ``since`` = (catalog version, largest key at that version)."""
-        rows = self._execute(
+        every entry, or of those committed after ``since`` = (catalog version, largest key at that version); only
+        those in shards of ``kind`` if given."""
+        where = self._since_clause(since)
+        params: tuple = self._since_params(since)
+        if kind is not None:
+            where += " AND shard IN (SELECT id FROM shards WHERE kind = ?)"
+            params += (kind,)
+        return self._locations(where, params)
+
+    def locations_of(self, keys: np.ndarray) -> np.ndarray:
+        """:meth:`location_arrays` rows of the entries that start at one of ``keys`` (a sample's entry starts at its
+        key): what a reader needs to read those samples, in one query whatever the store holds."""
+        parts = [np.zeros((0, 7), np.int64)]
+        for chunk in _key_chunks(keys):
+            clause, params = self._key_set("first_key", chunk)
+            parts.append(self._locations(clause, params))
+        return np.concatenate(parts)
+
+    def _locations(self, where: str, params: tuple) -> np.ndarray:
+        cur = self._execute(
             'SELECT first_key, count, shard, "offset", length, min_ts, coalesce(label, ?) FROM entries '
-            f"WHERE {self._since_clause(since)} ORDER BY first_key",
-            (int(NO_LABEL), *self._since_params(since)),
-        ).fetchall()
-        return np.array(rows, dtype=np.int64).reshape(-1, 7)
+            f"WHERE {where} ORDER BY first_key",
+            (int(NO_LABEL), *params),
+        )
+        return _int_rows(cur, 7)
+
+    def _key_set(self, column: str, keys: np.ndarray) -> tuple[str, tuple]:
+        """SQL testing ``column`` against a set of keys given as one parameter (any number of keys, one query).
+        Here: SQLite's ``json_each`` over a JSON array."""
+        return f"{column} IN (SELECT value FROM json_each(?))", (json.dumps(np.asarray(keys).tolist()),)
 
     def _since_clause(self, since: tuple[int, int] | None, table: str = "") -> str:
         """SQL selecting the entries (of ``table``, an alias with its dot) committed after ``since``. Here: keys
@@ -299,28 +323,38 @@ class Catalog:
     def _since_params(self, since: tuple[int, int] | None) -> tuple:
         return () if since is None else (since[1],)
 
-    def deleted_keys(self) -> np.ndarray:
-        rows = self._execute("SELECT key FROM deleted ORDER BY key").fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+    def deleted_among(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` are deleted, sorted."""
+        if not len(keys):
+            return np.zeros(0, np.int64)
+        clause, params = self._key_set("key", keys)
+        return _int_rows(self._execute(f"SELECT key FROM deleted WHERE {clause} ORDER BY key", params), 1)[:, 0]
+
+    def deleted_in_runs(self) -> np.ndarray:
+        """Deleted keys that still lie inside an entry of several keys (record rows awaiting compaction), sorted:
+        a reader must know them to refuse those rows, while a deleted sample simply has no entry."""
+        return _int_rows(self._execute(
+            "SELECT d.key FROM deleted d WHERE d.key < (SELECT e.first_key + e.count FROM entries e "
+            "WHERE e.first_key <= d.key ORDER BY e.first_key DESC LIMIT 1) ORDER BY d.key"), 1)[:, 0]
 
     def deleted_in(self, lo: int, hi: int) -> np.ndarray:
-        rows = self._execute("SELECT key FROM deleted WHERE key >= ? AND key < ? ORDER BY key", (lo, hi)).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        return _int_rows(self._execute("SELECT key FROM deleted WHERE key >= ? AND key < ? ORDER BY key", (lo, hi)),
+                         1)[:, 0]
 
     def add_members(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
         """(extension, key, data offset relative to the sample's range, size) of each member of new samples."""
         self._executemany("INSERT INTO members VALUES (?, ?, ?, ?)", list(rows))
 
-    def member_layout(self, ext: str, since: tuple[int, int] | None = None) -> np.ndarray:
-        """(n, 3) int64: key, relative data offset, size of every live sample's ``ext`` member (of the entries
-        committed after ``since``, see :meth:`location_arrays`), by key."""
-        join = "" if since is None else "JOIN entries e ON e.first_key = m.first_key "
-        rows = self._execute(
-            f'SELECT m.first_key, m."offset", m.size FROM members m {join}'
-            f"WHERE m.ext = ? AND {self._since_clause(since, 'e.')} ORDER BY m.first_key",
-            (ext, *self._since_params(since)),
-        ).fetchall()
-        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+    def member_layout(self, ext: str, keys: np.ndarray) -> np.ndarray:
+        """(n, 3) int64: key, relative data offset, size of the ``ext`` member of each live sample among ``keys``,
+        by key."""
+        parts = [np.zeros((0, 3), np.int64)]
+        for chunk in _key_chunks(keys):
+            clause, params = self._key_set("first_key", chunk)
+            parts.append(_int_rows(self._execute(
+                f'SELECT first_key, "offset", size FROM members WHERE ext = ? AND {clause} ORDER BY first_key',
+                (ext, *params)), 3))
+        return np.concatenate(parts)
 
     def entries_for_keys(self, first_keys: Sequence[int]) -> dict[int, tuple]:
         """first_key -> (wds_key, ts_blob, label_blob) for the given entries."""
@@ -429,6 +463,15 @@ class Catalog:
         rows = self.entry_rows("first_key >= ?", (lo,))
         return self.expand(rows, lo_key=key)
 
+    def committed_since(self, since: tuple[int, int] | None) -> tuple[Slice, tuple[int, int]]:
+        """Live keys committed after ``since`` (see :meth:`location_arrays`; None: every live key), by key, and
+        the ``since`` that names the state read: exact with any number of writers."""
+        with self.read_view():
+            version = self.versions()[0]
+            cursor = (version, int(self.get_meta("next_key")) - 1)
+            rows = self.entry_rows(self._since_clause(since), self._since_params(since))
+            return self.expand(rows), cursor
+
     def appended_since(self, when: int) -> Slice:
         return self.expand(self.entry_rows("appended >= ?", (when,)))
 
@@ -448,6 +491,26 @@ class Catalog:
         return {"samples": int(live[0]), "bytes": int(live[1]), "shards": int(live[2]), "deleted": int(deleted),
                 "awaiting_compaction": int(live[3]), "min_timestamp": None if lo is None else int(lo),
                 "max_timestamp": None if hi is None else int(hi)}
+
+
+def _int_rows(cursor, width: int, chunk: int = 1 << 16) -> np.ndarray:
+    """A cursor's integer rows as an (n, width) int64 array, converted a chunk at a time: a million rows never
+    exist as Python tuples all at once (that would take ~5x the array's memory)."""
+    parts = []
+    while True:
+        rows = cursor.fetchmany(chunk)
+        if not rows:
+            break
+        parts.append(np.array(rows, dtype=np.int64).reshape(-1, width))
+    return np.concatenate(parts) if parts else np.zeros((0, width), np.int64)
+
+
+def _key_chunks(keys: np.ndarray, n: int = 1 << 17):
+    """Sorted ``keys`` in slices of ``n``: a query per slice, so that no result set (held whole by the database
+    client) outgrows a slice's worth of rows, and results come out in key order."""
+    keys = np.unique(np.asarray(keys, np.int64))
+    for i in range(0, len(keys), n):
+        yield keys[i : i + n]
 
 
 def _chunks(items: list, n: int):

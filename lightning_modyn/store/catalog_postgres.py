@@ -287,6 +287,11 @@ class PostgresCatalog(Catalog):
     def _since_params(self, since: tuple[int, int] | None) -> tuple:
         return () if since is None else (since[0],)
 
+    def _key_set(self, column: str, keys) -> tuple[str, tuple]:
+        import numpy as np
+
+        return f"{column} = ANY(CAST(? AS BIGINT[]))", (np.asarray(keys, np.int64).tolist(),)
+
     # ------------------------------------------------------------------ writers
     def register_writer(self) -> int:
         """Register this process as a writer: a number of its own, and a session lock on it that PostgreSQL frees

@@ -46,14 +46,21 @@ class Reader:
         """Forget what is tied to this process's files and threads (a forked child starts here), keeping the
         snapshot: its arrays are plain memory, checked against the catalog's version on the next read."""
         self._snap_token: tuple[int, int] | None = None
+        self._stale = False
         self._pins = threading.local()
         self._row_views: dict[tuple[int, int, int], np.ndarray] = {}
 
     def forget(self) -> None:
-        """Drop the snapshot and row views: the next read loads the catalog afresh (after a delete, a compaction,
-        ``refresh``)."""
-        self._snap = None
+        """Mark the snapshot stale and drop the row views: the next read loads the catalog afresh (after a delete,
+        a compaction, ``refresh``), again with the samples this reader had located."""
+        self._stale = True
+        self._snap_token = None
         self._row_views.clear()
+
+    def drop(self) -> None:
+        """Let go of the snapshot entirely (the store is closed)."""
+        self._snap = None
+        self.forget()
 
     @contextlib.contextmanager
     def pinned(self, take_pin: Callable[[], tuple[Snapshot, int]]) -> Iterator[None]:
@@ -85,47 +92,90 @@ class Reader:
         return snap
 
     def _load_snapshot(self) -> Snapshot:
-        version, layout = self.store.catalog.versions()
+        """Bring the snapshot to the catalog's committed state (inside a read view): after appends only, add the
+        record entries committed since; after deletes or compaction (keys moved or vanished), load the record
+        entries afresh and again the samples this reader had located."""
+        catalog = self.store.catalog
+        version, layout = catalog.versions()
         snap = self._snap
-        if snap is not None and snap.version == version:
+        stale, self._stale = self._stale, False
+        if snap is not None and snap.version == version and not stale:
             return snap
-        shards = self.store.catalog.shards()
+        shards = catalog.shards()
         max_id = max((s["id"] for s in shards), default=-1)
         kinds = np.full(max_id + 1, -1, np.int64)
         for s in shards:
             kinds[s["id"]] = s["kind"]
         paths = {s["id"]: s["path"] for s in shards}
-        grown = snap is not None and snap.layout == layout  # appends only: extend what the old snapshot had
-        order = None
-        if grown:
-            since = (snap.version, int(snap.first[-1]) if len(snap.first) else -1)
-            new = self.store.catalog.location_arrays(since)
-            cols = [np.concatenate([old, new[:, j]]) for j, old in enumerate(
-                (snap.first, snap.count, snap.shard, snap.offset, snap.length, snap.timestamp, snap.label))]
-            if len(new) and len(snap.first) and new[0, 0] < snap.first[-1]:
-                # several writers: keys reserved earlier may commit later; keep the entries sorted by key
-                order = np.argsort(cols[0], kind="stable")
-                cols = [c[order] for c in cols]
-            deleted = snap.deleted
+        live_kinds = {s["kind"] for s in shards if s["live"] > 0}
+        only_records = live_kinds == {KIND_RECORDS}
+        next_key = int(catalog.get_meta("next_key"))
+        dtype = self.store.record_dtype
+        itemsize = 0 if dtype is None else dtype.itemsize
+        if snap is not None and snap.layout == layout and not stale:  # appends only: what it holds is still true
+            added = catalog.location_arrays((snap.version, snap.next_key - 1), kind=KIND_RECORDS)
+            cols, order = _merged(snap.columns(), added)
+            new = Snapshot(version, layout, next_key, *cols, snap.deleted, kinds, paths, itemsize, only_records)
+            none = np.full(len(added), -1, np.int64)  # record entries have no members
+            for ext, (rel, size) in snap.layouts.items():
+                rel, size = np.concatenate([rel, none]), np.concatenate([size, none])
+                new.layouts[ext] = (rel, size) if order is None else (rel[order], size[order])
+            new.blobs = snap.blobs
         else:
-            arr = self.store.catalog.location_arrays()
-            cols = [np.ascontiguousarray(arr[:, j]) for j in range(7)]
-            deleted = self.store.catalog.deleted_keys()
+            held = snap.first[snap.kind == KIND_SAMPLES] if snap is not None else np.zeros(0, np.int64)
+            cols, _ = _merged([c.reshape(-1) for c in catalog.location_arrays(kind=KIND_RECORDS).T],
+                              catalog.locations_of(held))
+            deleted = catalog.deleted_in_runs() if (kinds == KIND_RECORDS).any() else np.zeros(0, np.int64)
+            new = Snapshot(version, layout, next_key, *cols, deleted, kinds, paths, itemsize, only_records)
+            for ext in (snap.layouts if snap is not None else ()):
+                self._member_layout(new, ext)
             self._row_views.clear()
             self.store.files.retain(set(paths.values()))  # shards another process compacted away are unmapped
-        dtype = self.store.record_dtype
-        self._snap = Snapshot(version, layout, *cols, deleted, kinds, paths, 0 if dtype is None else dtype.itemsize)
-        if grown:
-            self._extend_layouts(snap, self._snap, since, new[:, 0], order)
-        return self._snap
+        self._snap = new
+        return new
 
-    def locate(self, keys: np.ndarray) -> tuple[Snapshot, np.ndarray]:
-        """The snapshot and each key's entry in it; unknown or deleted keys raise, naming the first."""
+    def _take_in(self, snap: Snapshot, keys: np.ndarray) -> Snapshot:
+        """The snapshot with the entries of ``keys`` (samples it did not hold yet) added, as of the catalog's state
+        now; keys that have no entry stay out. One query for any number of keys."""
+        catalog = self.store.catalog
+        token = catalog.change_token()
+        with catalog.read_view():
+            current = self._load_snapshot()
+            found = catalog.locations_of(np.unique(keys))
+            found = found[~np.isin(found[:, 0], current.first)] if len(current.first) else found
+            if not len(found):
+                new = current
+            else:
+                cols, order = _merged(current.columns(), found)
+                new = Snapshot(current.version, current.layout, current.next_key, *cols, current.deleted,
+                               current.kind_of_shard, current.path_of_shard, current.itemsize, current.only_records)
+                new.blobs = current.blobs
+                for ext, (rel, size) in current.layouts.items():
+                    more_rel, more_size = layout_of(found[:, 0], catalog.member_layout(ext, found[:, 0]))
+                    rel, size = np.concatenate([rel, more_rel]), np.concatenate([size, more_size])
+                    new.layouts[ext] = (rel, size) if order is None else (rel[order], size[order])
+        self._snap = new
+        self._snap_token = token
+        pin = getattr(self._pins, "pin", None)
+        if pin is not None and pin[0] is snap:  # a pinned block goes on with the same state, now holding the keys
+            self._pins.pin = (new, pin[1])
+        return new
+
+    def located(self, keys: np.ndarray) -> tuple[Snapshot, np.ndarray, np.ndarray]:
+        """The snapshot, each key's entry in it, and whether it has one (live keys do), loading what is missing."""
         snap = self.snapshot()
         pos, ok = snap.locate(keys)
         if not ok.all():
+            snap = self._take_in(snap, keys[~ok])
+            pos, ok = snap.locate(keys)
+        return snap, pos, ok
+
+    def locate(self, keys: np.ndarray) -> tuple[Snapshot, np.ndarray]:
+        """The snapshot and each key's entry in it; unknown or deleted keys raise, naming the first."""
+        snap, pos, ok = self.located(keys)
+        if not ok.all():
             bad = keys[~ok]
-            dead = np.isin(bad, snap.deleted)
+            dead = np.isin(bad, self.store.catalog.deleted_among(bad))
             if not dead.all():
                 unknown = bad[~dead]
                 raise UnknownKeyError(
@@ -357,17 +407,9 @@ class Reader:
         """Per snapshot entry: the ``ext`` member's data offset within the sample's range and its size (-1: none)."""
         layout = snap.layouts.get(ext)
         if layout is None:
-            layout = snap.layouts[ext] = layout_of(snap.first, self.store.catalog.member_layout(ext))
+            samples = snap.first[snap.kind == KIND_SAMPLES]
+            layout = snap.layouts[ext] = layout_of(snap.first, self.store.catalog.member_layout(ext, samples))
         return layout
-
-    def _extend_layouts(self, old: Snapshot, new: Snapshot, since: tuple[int, int], added: np.ndarray,
-                        order: np.ndarray | None) -> None:
-        """Carry the member layouts ``old`` had loaded over to ``new``, which adds the entries ``added`` (committed
-        after ``since``) to them, in key order (``order``: the sort that put them there, None if appended)."""
-        for ext, (rel, size) in old.layouts.items():
-            more_rel, more_size = layout_of(added, self.store.catalog.member_layout(ext, since))
-            rel, size = np.concatenate([rel, more_rel]), np.concatenate([size, more_size])
-            new.layouts[ext] = (rel, size) if order is None else (rel[order], size[order])
 
     def read_order(self, keys: Any) -> np.ndarray:
         """:meth:`SampleStore.read_order`."""
@@ -505,11 +547,23 @@ class Reader:
     def contains(self, keys: Any) -> np.ndarray:
         """:meth:`SampleStore.contains`."""
         keys = as_keys(keys)
-        return self.snapshot().locate(keys)[1].copy() if len(keys) else np.zeros(0, bool)
+        return self.located(keys)[2].copy() if len(keys) else np.zeros(0, bool)
 
     def holds_only_records(self) -> bool:
         """:meth:`SampleStore.holds_only_records`."""
         return self.snapshot().only_records
+
+
+def _merged(cols: list[np.ndarray], rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Per-entry arrays with the location ``rows`` added, sorted by key; and the permutation that sorted them
+    (None where the rows all came after)."""
+    if not len(rows):
+        return [np.ascontiguousarray(c) for c in cols], None
+    merged = [np.concatenate([c, rows[:, j]]) for j, c in enumerate(cols)]
+    if not len(cols[0]) or rows[0, 0] > cols[0][-1]:
+        return merged, None
+    order = np.argsort(merged[0], kind="stable")  # two sorted runs: a linear merge
+    return [c[order] for c in merged], order
 
 
 def _shard_gone(err: ShardMissingError) -> ShardMissingError:

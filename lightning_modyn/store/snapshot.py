@@ -1,7 +1,10 @@
-"""A reader's snapshot of the catalog: where every key's bytes are, as numpy arrays for the hot path.
+"""A reader's snapshot of the catalog: where the bytes of the keys it reads are, as numpy arrays for the hot path.
 
-Rebuilt (or extended, after appends only) when the catalog changes; a batch of keys is located with two array
-lookups per key (``keyindex``), and the last batch's lookup is remembered for the reads that follow it.
+A snapshot holds what a reader needs, not the whole store: every entry of record shards (a few per million rows)
+and the entries of the samples this reader has located so far (a training set: one query when the DataModule is
+given its keys). Its memory is proportional to what is read, not to the store. Extended when others append, rebuilt
+(with the same samples) when keys move or vanish; a batch of keys is located with two array lookups per key
+(``keyindex``), and the last batch's lookup is remembered for the reads that follow it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Snapshot:
 
     version: int
     layout: int
+    next_key: int  # keys below it existed when the snapshot was taken
     first: np.ndarray
     count: np.ndarray
     shard: np.ndarray
@@ -40,6 +44,7 @@ class Snapshot:
     kind_of_shard: np.ndarray
     path_of_shard: dict[int, str]
     itemsize: int = 0
+    only_records: bool = False  # every live key of the store is a record row
     layouts: dict = field(default_factory=dict)
     blobs: dict = field(default_factory=dict)
 
@@ -53,7 +58,6 @@ class Snapshot:
             self.residue = self.offset % self.itemsize
             self.row0 = (self.offset - self.residue) // self.itemsize - self.first
             self.group = np.where(self.kind == KIND_RECORDS, self.shard * self.itemsize + self.residue, -1)
-        self.only_records = bool(len(self.kind)) and bool((self.kind == KIND_RECORDS).all())
         # all record rows in one (shard, alignment): every batch is one gather
         self.single_group = self.only_records and self.itemsize and self.group.min() == self.group.max()
 
@@ -69,6 +73,10 @@ class Snapshot:
     def one_place(self) -> bool:
         """Every key's bytes lie in one shard and alignment: any order is already the read order."""
         return not len(self.first) or int(self.read_group.max()) == 0
+
+    def columns(self) -> list[np.ndarray]:
+        """The per-entry arrays, in the order the constructor takes them."""
+        return [self.first, self.count, self.shard, self.offset, self.length, self.timestamp, self.label]
 
     def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         last = self._last

@@ -401,7 +401,7 @@ class SampleStore:
         with contextlib.suppress(Exception):
             self._catalog.close()
         self.files.close()
-        self._reader.forget()
+        self._reader.drop()
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
@@ -746,6 +746,21 @@ class SampleStore:
         return self.catalog.after_key(check_whole("key", key))
 
     @_one_call_at_a_time
+    def new_since(self, cursor: tuple[int, int] | None = None) -> tuple[Slice, tuple[int, int]]:
+        """Live keys committed since ``cursor`` (None: all of them), sorted by key, and the cursor to pass next time.
+
+        The way to follow a store that others write: exact with any number of writers, whose keys may commit out
+        of key order (``keys_after`` is exact only with one writer). A record run part of which was deleted in the
+        meantime is returned without the deleted rows.
+        """
+        if cursor is not None:
+            if (not isinstance(cursor, (tuple, list)) or len(cursor) != 2
+                    or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in cursor)):
+                raise TypeError(f"cursor must be None or the (version, key) pair new_since returned, got {cursor!r}")
+            cursor = (int(cursor[0]), int(cursor[1]))
+        return self.catalog.committed_since(cursor)
+
+    @_one_call_at_a_time
     def appended_since(self, when: int) -> Slice:
         """Live keys appended or ingested at or after wall-clock second ``when``."""
         return self.catalog.appended_since(check_whole("when", when))
@@ -782,8 +797,7 @@ class SampleStore:
             return 0
         with self.catalog.transaction():
             self._reader.forget()
-            snap = self._reader.snapshot()
-            keys = keys[~np.isin(keys, snap.deleted)]
+            keys = keys[~np.isin(keys, self.catalog.deleted_among(keys))]
             if not len(keys):
                 return 0
             snap, pos = self._reader.locate(keys)
