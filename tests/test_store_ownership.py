@@ -105,8 +105,8 @@ def test_compact_leaves_ingested_shards_unchanged_and_says_why(tmp_path):
     store.delete(keys[[1, 5, 6]])
     with pytest.warns(UserWarning, match=r"3 deleted samples are still in 2 shard\(s\).*part-0\.tar.*hand_over=True"):
         stats = store.compact()
-    assert stats == {"shards_rewritten": 0, "shards_removed": 0, "bytes_freed": 0, "shards_not_owned": 2,
-                     "deleted_kept": 3, "erasures_pending": 0}
+    assert stats == {"shards_rewritten": 0, "shards_removed": 0, "shards_merged": 0, "bytes_freed": 0,
+                     "shards_not_owned": 2, "deleted_kept": 3, "erasures_pending": 0, "groups_left_busy": 0}
     assert {p: digest(p) for p in paths} == before  # the user's files: not removed, not changed
     assert store.get(keys[[0, 2]], meta=False)[1]["bin"] == b"USER-p0--2-" * 20
     store.close()

@@ -816,26 +816,37 @@ class SampleStore:
         return int(len(keys))
 
     @_one_call_at_a_time
-    def compact(self, progress: bool = False) -> dict[str, int]:
-        """Rewrite every shard of the store's own that holds deleted samples, so that their bytes are physically gone.
+    def compact(self, progress: bool = False, merge_small: bool = True) -> dict[str, int]:
+        """Rewrite every shard of the store's own that holds deleted samples, so that their bytes are physically gone,
+        and merge the store's small shards (under a quarter of ``shard_max_bytes`` and of ``shard_max_samples``:
+        what many small appends leave) into few.
 
         Survivors keep their keys and every attribute (timestamp, label, WebDataset key, when they were appended); a
-        shard with no survivors is removed. Each shard is replaced atomically: the new shard, its catalog rows and a
-        record of the old file's erasure commit together; then the old file is removed and the record dropped. A
-        removal that fails (a read-only folder) or is cut short (the process killed) stays recorded, is retried by
-        the next ``compact()`` or writable open, and is counted in ``erasures_pending`` (with a warning) meanwhile.
+        shard with no survivors is removed. Each group of shards is replaced atomically: the new shard, its catalog
+        rows and a record of the old files' erasure commit together; then the old files are removed and the records
+        dropped. A removal that fails (a read-only folder) or is cut short (the process killed) stays recorded, is
+        retried by the next ``compact()`` or writable open, and is counted in ``erasures_pending`` (with a warning)
+        meanwhile. On a remote store, survivors are read with a few coalesced range requests per 64 MiB.
+
+        With a PostgreSQL catalog, compaction runs beside other writers: it copies outside any transaction and
+        commits only if nothing in the group changed meanwhile (else it copies again, up to 3 times, then leaves the
+        group for the next run and counts it in ``groups_left_busy``).
 
         Shards ingested in place without ``hand_over=True`` are the user's: they are neither rewritten nor removed,
         so the bytes of their deleted samples stay in them. ``compact()`` warns, naming the files, and counts them.
 
-        Returns ``{"shards_rewritten", "shards_removed", "bytes_freed", "shards_not_owned", "deleted_kept",
-        "erasures_pending"}``: ``deleted_kept`` is the number of deleted samples whose bytes are still in files not
-        owned by the store.
+        Args:
+            progress: Show a progress bar.
+            merge_small: Merge small shards (False: only rewrite shards that hold deleted samples).
+
+        Returns ``{"shards_rewritten", "shards_removed", "shards_merged", "bytes_freed", "shards_not_owned",
+        "deleted_kept", "erasures_pending", "groups_left_busy"}``: ``shards_merged`` counts the small shards merged
+        (into fewer), ``deleted_kept`` the deleted samples whose bytes are still in files not owned by the store.
         """
         self._check_writable("compact")
         bar = _progress(progress, 0, "compact", "shard")
         try:
-            return self._compaction().run(bar)
+            return self._compaction().run(bar, merge_small=merge_small)
         finally:
             bar.close()
             self._reader.forget()

@@ -107,33 +107,56 @@ def write_record_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, ro
     return new
 
 
-def write_survivors(out, kind: int, rows: list[tuple], new_id: int, read_range: Callable[[int, int], bytes],
-                    deleted_in: Callable[[int, int], np.ndarray], mtime: int) -> tuple[int, list[Entry]]:
-    """A compaction's new shard: the live samples among the catalog ``rows`` of an old shard (copied whole, headers
-    included), or the live runs of its record rows (one member per run). Returns the shard's size and its entries.
+READ_BATCH_BYTES = 64 << 20
+"""A compaction reads an old shard's survivors in batches of about this many bytes (coalesced range requests on a
+remote store: a few per batch, not one per sample)."""
 
-    ``read_range(start, end)`` reads bytes of the old shard; ``deleted_in(lo, hi)`` lists the deleted keys in a run.
+
+def copy_survivors(writer: tarformat.ShardWriter, kind: int, rows: list[tuple], new_id: int,
+                   read_ranges: Callable[[np.ndarray, np.ndarray], list], deleted: np.ndarray) -> list[Entry]:
+    """Copy the live samples among the catalog ``rows`` of an old shard (whole, headers included), or the live runs
+    of its record rows (one member per run), into ``writer`` (the new shard ``new_id``); return their entries.
+
+    ``read_ranges(starts, ends)`` reads ranges of the old shard; ``deleted`` lists the deleted keys inside its
+    record runs.
     """
-    writer = tarformat.ShardWriter(out, mtime)
     entries: list[Entry] = []
-    for first, count, _s, offset, length, min_ts, max_ts, label, wds_key, ts_blob, label_blob in rows:
-        if kind == KIND_SAMPLES:
-            data = read_range(offset, offset + length)
-            entries.append(Entry(first, 1, new_id, writer.copy(data), length, min_ts, max_ts, label, wds_key))
-            continue
-        live = np.setdiff1d(np.arange(first, first + count, dtype=np.int64), deleted_in(first, first + count))
-        if not len(live):
-            continue
-        ts_all = unpack_array(ts_blob) if ts_blob is not None else None
-        lab_all = unpack_array(label_blob) if label_blob is not None else None
-        block = read_range(offset, offset + count * length)
-        for run in np.split(live, np.flatnonzero(np.diff(live) != 1) + 1):
-            a, b = int(run[0] - first), int(run[-1] - first + 1)
-            data_offset = writer.member(f"{int(run[0]):012d}.{RECORD_EXT}", block[a * length : b * length])
-            run_ts = ts_all[a:b] + min_ts if ts_all is not None else np.full(b - a, min_ts)
-            entries.append(record_entry(int(run[0]), b - a, new_id, data_offset, length, run_ts,
-                                        None if lab_all is None else lab_all[a:b]))
-    return writer.close(), entries
+    if kind == KIND_SAMPLES:
+        for batch in _batches(rows, [r[4] for r in rows]):
+            starts = np.array([r[3] for r in batch], np.int64)
+            blobs = read_ranges(starts, starts + np.array([r[4] for r in batch], np.int64))
+            for (first, _c, _s, _o, length, min_ts, max_ts, label, wds_key, _tb, _lb), data in zip(batch, blobs):
+                entries.append(Entry(first, 1, new_id, writer.copy(data), length, min_ts, max_ts, label, wds_key))
+        return entries
+    for batch in _batches(rows, [r[1] * r[4] for r in rows]):
+        starts = np.array([r[3] for r in batch], np.int64)
+        blocks = read_ranges(starts, starts + np.array([r[1] * r[4] for r in batch], np.int64))
+        for (first, count, _s, _o, length, min_ts, _mx, _lab, _wk, ts_blob, label_blob), block in zip(batch, blocks):
+            run_keys = np.arange(first, first + count, dtype=np.int64)
+            live = run_keys[~np.isin(run_keys, deleted)] if len(deleted) else run_keys
+            if not len(live):
+                continue
+            ts_all = unpack_array(ts_blob) if ts_blob is not None else None
+            lab_all = unpack_array(label_blob) if label_blob is not None else None
+            for run in np.split(live, np.flatnonzero(np.diff(live) != 1) + 1):
+                a, b = int(run[0] - first), int(run[-1] - first + 1)
+                data_offset = writer.member(f"{int(run[0]):012d}.{RECORD_EXT}", block[a * length : b * length])
+                run_ts = ts_all[a:b] + min_ts if ts_all is not None else np.full(b - a, min_ts)
+                entries.append(record_entry(int(run[0]), b - a, new_id, data_offset, length, run_ts,
+                                            None if lab_all is None else lab_all[a:b]))
+    return entries
+
+
+def _batches(rows: list, sizes: list[int]):
+    """``rows`` in consecutive batches of about :data:`READ_BATCH_BYTES` (at least one row each)."""
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > READ_BATCH_BYTES:
+            yield rows[start:i]
+            start, total = i, 0
+        total += size
+    if start < len(rows):
+        yield rows[start:]
 
 
 def aligned_block_rows(block_bytes: int, itemsize: int) -> int:
