@@ -137,3 +137,33 @@ def test_s3_store_with_a_postgresql_catalog_takes_two_writers_and_ships_no_catal
     assert reader.contains(np.concatenate([a, b])).tolist() == [False, True]  # seen without refresh or download
     for s in (first, second, reader):
         s.close()
+
+
+def test_a_remote_sqlite_store_takes_one_writer_at_a_time(s3_url, monkeypatch):
+    from lightning_modyn.store import StoreLockedError
+    from lightning_modyn.store import lease as lease_module
+
+    url, options = s3_url
+    first = SampleStore.create(url, storage_options=options)
+    keys = first.append([{"bin": b"first"}])
+    with pytest.raises(StoreLockedError, match=r"being written by .* \(process \d+\), whose lease was renewed"):
+        SampleStore.open(url, storage_options=options)
+    with SampleStore.open(url, readonly=True, storage_options=options) as reader:  # readers need no lease
+        assert reader.get(keys)[0]["bin"] == b"first"
+    # a writer that stays idle past the lease loses it to the next one, and then uploads nothing
+    monkeypatch.setattr(lease_module, "LEASE_SECONDS", 0.2)
+    import time
+
+    time.sleep(0.3)
+    second = SampleStore.open(url, storage_options=options)
+    with pytest.raises(StoreLockedError, match="lost its lease"):
+        first.append([{"bin": b"late"}])
+    more = second.append([{"bin": b"second"}])
+    first.close()  # gives back nothing: the lease is the second writer's
+    with pytest.raises(StoreLockedError, match="being written by"):
+        monkeypatch.setattr(lease_module, "LEASE_SECONDS", 120.0)
+        SampleStore.open(url, storage_options=options)
+    second.close()
+    with SampleStore.open(url, storage_options=options) as third:  # given back at close
+        assert [g["bin"] for g in third.get(np.concatenate([keys, more]))] == [b"first", b"second"]
+        assert len(third) == 2

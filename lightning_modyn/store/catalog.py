@@ -147,6 +147,8 @@ class Catalog:
     readonly: bool
     concurrent_writers = False
     """Whether several processes may write through this backend at once (keys then commit out of key order)."""
+    key_chunk = 1 << 17
+    """Keys per query when rows are fetched for a set of keys."""
 
     def __init__(self) -> None:
         self.commits = 0
@@ -297,7 +299,7 @@ class Catalog:
         """:meth:`location_arrays` rows of the entries that start at one of ``keys`` (a sample's entry starts at its
         key): what a reader needs to read those samples, in one query whatever the store holds."""
         parts = [np.zeros((0, 7), np.int64)]
-        for chunk in _key_chunks(keys):
+        for chunk in _key_chunks(keys, self.key_chunk):
             clause, params = self._key_set("first_key", chunk)
             parts.append(self._locations(clause, params))
         return np.concatenate(parts)
@@ -349,7 +351,7 @@ class Catalog:
         """(n, 3) int64: key, relative data offset, size of the ``ext`` member of each live sample among ``keys``,
         by key."""
         parts = [np.zeros((0, 3), np.int64)]
-        for chunk in _key_chunks(keys):
+        for chunk in _key_chunks(keys, self.key_chunk):
             clause, params = self._key_set("first_key", chunk)
             parts.append(_int_rows(self._execute(
                 f'SELECT first_key, "offset", size FROM members WHERE ext = ? AND {clause} ORDER BY first_key',

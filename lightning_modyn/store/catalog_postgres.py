@@ -126,6 +126,7 @@ class PostgresCatalog(Catalog):
     """
 
     concurrent_writers = True
+    key_chunk = 1 << 15  # larger arrays make the planner scan the table instead of probing its primary key
 
     def __init__(self, url: str, store_id: str, readonly: bool = False, create: bool = False) -> None:
         super().__init__()

@@ -1,13 +1,15 @@
 """``SampleStore``: every sample of a dynamic dataset addressable by a stable int64 key.
 
 Samples live in WebDataset tar shards (readable by ``webdataset.WebDataset`` and ``tar``); tiny fixed-size records
-are packed many to a tar member. An embedded SQLite catalog maps keys to byte ranges and holds timestamps and
-labels for selection and triggers. Reads are batched: keys are grouped by shard, mapped to byte positions with
-vectorized lookups, and gathered from a memory map (local) or with coalesced range requests (any fsspec URL).
+are packed many to a tar member. A catalog maps keys to byte ranges and holds timestamps and labels for selection
+and triggers: an SQLite file inside the store (one writer at a time), or a PostgreSQL database (many writers on
+many machines). Reads are batched: keys are grouped by shard, mapped to byte positions with vectorized lookups, and
+gathered from a memory map (local) or with coalesced range requests (any fsspec URL); a reader holds the locations
+of the keys it reads, not of the whole store.
 
 Appends are atomic (a shard becomes visible together with its catalog rows), deletes hide samples at once, and
-:meth:`SampleStore.compact` rewrites shards so that deleted bytes are physically gone. One process writes, any
-number read; a store is opened by its URL alone.
+:meth:`SampleStore.compact` rewrites shards so that deleted bytes are physically gone and merges small ones. Any
+number of processes read; a store is opened by its URL alone.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from lightning_modyn.store.errors import (
 from lightning_modyn.store.filesystem import StoreFS
 from lightning_modyn.store.ingest import register_shards, scan_shard, shard_ref, values_from_members
 from lightning_modyn.store.journal import JOURNAL, ShardJournal
+from lightning_modyn.store.lease import WriterLease
 from lightning_modyn.store.reading import Reader
 from lightning_modyn.store.snapshot import Snapshot
 from lightning_modyn.store.values import (
@@ -97,7 +100,7 @@ class SampleStore:
 
     Args:
         url: Local directory or fsspec URL (``s3://bucket/prefix``, ``memory://x``...).
-        readonly: Refuse every mutation; several readers may open a store that one writer appends to.
+        readonly: Refuse every mutation; any number of readers may open a store that writers append to.
         storage_options: Passed to fsspec for remote URLs (credentials, endpoint).
 
     Example:
@@ -122,6 +125,7 @@ class SampleStore:
         self._catalog_url = catalog
         self._store_id: str | None = None
         self._lock_handle = None
+        self._lease: WriterLease | None = None
         self._tmpdir: str | None = None
         self._reader = Reader(self)
         self._record_dtype: np.dtype | None = None
@@ -296,10 +300,17 @@ class SampleStore:
         PostgreSQL catalogs commit in place."""
         if not self.files.local and isinstance(self.catalog, SQLiteCatalog):
             self.catalog.checkpoint()
+            if self._lease is not None:
+                self._lease.check()
             self.files.put_file(self.catalog.path, CATALOG)
+            if self._lease is not None:
+                self._lease.renew()
 
     def _take_lock(self) -> None:
+        """One writer at a time on an SQLite catalog: a file lock locally, a lease on an object store."""
         if not self.files.local:
+            self._lease = WriterLease(self.files, self.url)
+            self._lease.take()
             return
         import fcntl
 
@@ -371,6 +382,7 @@ class SampleStore:
         self._pid = os.getpid()
         self._calls = threading.RLock()
         self._lock_handle = None  # the parent holds the writer lock; a child never writes
+        self._lease = None
         self.readonly = True
         self.files = StoreFS(self.url, self.storage_options)
         # The parent's snapshot (plain arrays, shared copy-on-write) is kept: the first read checks it against the
@@ -405,6 +417,10 @@ class SampleStore:
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
+        if self._lease is not None:
+            with contextlib.suppress(Exception):
+                self._lease.give_back()
+            self._lease = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
@@ -467,6 +483,8 @@ class SampleStore:
     def _check_writable(self, what: str) -> None:
         if self.readonly:
             raise ReadOnlyStoreError(f"{what} on {self.url}: the store was opened with readonly=True")
+        if self._lease is not None:
+            self._lease.check()
 
     # ================================================================== writes
     @_one_call_at_a_time
