@@ -23,6 +23,8 @@ RECORD = np.dtype([("label", "<i4"), ("x", "<f4", (3,)), ("tag", "u1")])  # 17 B
 
 
 class StoreMachine(RuleBasedStateMachine):
+    catalog: str | None = None  # a PostgreSQL URL in the subclass run by test_store_properties_on_postgresql
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="lm-prop-")
@@ -35,7 +37,8 @@ class StoreMachine(RuleBasedStateMachine):
 
     @initialize(shard_max_samples=st.integers(1, 6), block_bytes=st.integers(17, 300))
     def create(self, shard_max_samples: int, block_bytes: int) -> None:
-        self.store = SampleStore.create(self.url, shard_max_samples=shard_max_samples, block_bytes=block_bytes)
+        self.store = SampleStore.create(self.url, shard_max_samples=shard_max_samples, block_bytes=block_bytes,
+                                        catalog=self.catalog)
 
     def _payload(self, size: int) -> bytes:
         self.counter += 1
@@ -142,3 +145,14 @@ StoreMachine.TestCase.settings = settings(
     max_examples=30, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestStoreProperties = StoreMachine.TestCase
+
+
+def test_store_properties_on_postgresql(postgres_url):
+    """The same random sequences of appends, ingests, deletes and compactions, on a PostgreSQL catalog."""
+    from hypothesis.stateful import run_state_machine_as_test
+
+    class PostgresMachine(StoreMachine):
+        catalog = postgres_url
+
+    run_state_machine_as_test(PostgresMachine, settings=settings(
+        max_examples=15, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]))

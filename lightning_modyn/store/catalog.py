@@ -152,6 +152,7 @@ class Catalog:
 
     def __init__(self) -> None:
         self.commits = 0
+        self._depth = 0
 
     # ------------------------------------------------------------------ backend hooks
     def _execute(self, sql: str, params: Sequence = ()):
@@ -161,9 +162,39 @@ class Catalog:
     def _executemany(self, sql: str, rows: Iterable[Sequence]) -> None:
         raise NotImplementedError
 
-    def transaction(self):
-        """A context in which mutations commit together (or not at all), serialised with every other writer's."""
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A context in which mutations commit together (or not at all), serialised with every other writer's;
+        inside another transaction, part of it."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._begin()
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._rollback()
+            self.commits += 1
+            raise
+        self._depth = 0
+        self._commit()
+        self.commits += 1
+
+    def _begin(self) -> None:
+        """Open a write transaction, serialised with every other writer's."""
         raise NotImplementedError
+
+    def _commit(self) -> None:
+        self._execute("COMMIT")
+
+    def _rollback(self) -> None:
+        self._execute("ROLLBACK")
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:

@@ -136,7 +136,6 @@ class PostgresCatalog(Catalog):
         self.schema = schema_for(store_id)
         self.readonly = readonly
         self.where = f"{redacted(url)} (schema {self.schema})"
-        self._depth = 0
         self._version = 0
         self._side = None
         self.writer_id: int | None = None
@@ -179,7 +178,8 @@ class PostgresCatalog(Catalog):
 
     # ------------------------------------------------------------------ lifecycle
     def initialise(self, meta: dict[str, str]) -> None:
-        with self.transaction(lock=False):
+        self.conn.execute("BEGIN")  # the tables and their first rows, all or nothing (no version row to lock yet)
+        try:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self.conn.execute(statement)
@@ -189,6 +189,10 @@ class PostgresCatalog(Catalog):
             base.update(meta)
             with self.conn.cursor() as cur:
                 cur.executemany("INSERT INTO meta VALUES (%s, %s)", list(base.items()))
+        except BaseException:
+            self._rollback()
+            raise
+        self.conn.execute("COMMIT")
 
     def close(self) -> None:
         for conn in (self._side, getattr(self, "conn", None)):
@@ -215,34 +219,17 @@ class PostgresCatalog(Catalog):
             with self.conn.cursor() as cur:
                 cur.executemany(self._sql(sql), rows)
 
-    @contextlib.contextmanager
-    def transaction(self, lock: bool = True) -> Iterator[None]:
-        """A transaction that first takes the next catalog version (a row lock: commits serialise, each sees all
-        earlier ones); nested, part of the open one."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _begin(self) -> None:
+        """Begin by taking the next catalog version: a row lock held to the commit, so commits serialise, each sees
+        every earlier one, and versions become visible in order."""
         self.conn.execute("BEGIN")
-        self._depth = 1
-        try:
-            if lock:
-                self._version = int(self.conn.execute(
-                    "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE name = 'version' "
-                    "RETURNING value").fetchone()[0])
-            yield
-        except BaseException:
-            self._depth = 0
-            with contextlib.suppress(Exception):
-                self.conn.execute("ROLLBACK")
-            self.commits += 1
-            raise
-        self._depth = 0
-        self.conn.execute("COMMIT")
-        self.commits += 1
+        row = self.conn.execute("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) "
+                                "WHERE name = 'version' RETURNING value").fetchone()
+        self._version = int(row[0])
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(Exception):  # a dropped connection has nothing to roll back
+            self.conn.execute("ROLLBACK")
 
     def bump(self, layout: bool = False) -> None:
         if layout:  # the version was taken when the transaction began

@@ -76,7 +76,6 @@ class SQLiteCatalog(Catalog):
         super().__init__()
         self.path = self.where = path
         self.readonly = readonly
-        self._depth = 0
         self._copy: str | None = None
         if not create:
             if not os.path.isfile(path):
@@ -154,28 +153,8 @@ class SQLiteCatalog(Catalog):
     def _executemany(self, sql: str, rows: Iterable[Sequence]) -> None:
         self.conn.executemany(sql, rows)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """``BEGIN IMMEDIATE`` .. ``COMMIT`` (``ROLLBACK`` on an error); inside another transaction, part of it."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self.conn.execute("ROLLBACK")
-            self.commits += 1
-            raise
-        self._depth = 0
-        self._commit()
-        self.commits += 1
 
     def _commit(self) -> None:
         self.conn.execute("COMMIT")
