@@ -760,7 +760,8 @@ class SampleStore:
 
     @_one_call_at_a_time
     def keys_after(self, key: int) -> Slice:
-        """Live keys greater than ``key``: the data appended after it."""
+        """Live keys greater than ``key``: the data appended after it where one process writes (with several
+        writers, keys reserved earlier may commit later: follow the store with :meth:`new_since`)."""
         return self.catalog.after_key(check_whole("key", key))
 
     @_one_call_at_a_time
