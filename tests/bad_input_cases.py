@@ -216,6 +216,21 @@ class Ctx:
         self.held.append(held)
         return held
 
+    def postgres(self) -> str:
+        """The URL of the test PostgreSQL server (the ``postgres_url`` fixture: skipped where it cannot start)."""
+        return self.request.getfixturevalue("postgres_url")
+
+    def pg_stored(self) -> Stored:
+        """A store of four samples, as :meth:`stored`, whose catalog is in PostgreSQL."""
+        url = str(self.tmp / "pgstore")
+        store = SampleStore.create(url, catalog=self.postgres())
+        samples = [{"__key__": f"kept{i}", "bin": f"payload-{i}-".encode() * 40, "cls": i % 2} for i in range(4)]
+        keys = store.append(samples, timestamps=[100, 101, 102, 103], labels="cls")
+        self.vars["store"] = url
+        held = Stored(url, store, keys, _read_samples)
+        self.held.append(held)
+        return held
+
     def reader(self, url: str) -> SampleStore:
         store = SampleStore.open(url, readonly=True)
         self._open.append(store)
@@ -650,6 +665,127 @@ def _catalog_write_locked_by_another_process(ctx):
     finally:
         holder.kill()
         holder.wait()
+
+
+# ====================================================================== store: catalogs (PostgreSQL, remote writers)
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@row("store", "create with a PostgreSQL catalog that cannot be reached", CatalogError,
+     ("127.0.0.1:{port}/nowhere", "cannot reach PostgreSQL"), after=_not_created)
+def _create_with_an_unreachable_catalog(ctx):
+    ctx.vars["store"] = str(ctx.tmp / "s")
+    ctx.vars["port"] = port = _free_loopback_port()
+    SampleStore.create(ctx.vars["store"], catalog=f"postgresql://postgres@127.0.0.1:{port}/nowhere")
+
+
+@row("store", "create with a catalog URL that is not PostgreSQL", ValueError, ("mysql://db/x", "postgresql://"),
+     after=_not_created)
+def _create_with_a_catalog_url_of_another_database(ctx):
+    ctx.vars["store"] = str(ctx.tmp / "s")
+    SampleStore.create(ctx.vars["store"], catalog="mysql://db/x")
+
+
+@row("store", "open with a PostgreSQL database that holds no catalog of the store (the catalog moved)",
+     StoreNotFoundError, (re.compile(r"schema lm_[0-9a-f]+"), "did the catalog move", "catalog=<its current URL>"),
+     intact=True)
+def _open_with_a_database_without_the_catalog(ctx):
+    import psycopg
+
+    held = ctx.pg_stored()
+    base = ctx.postgres()
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE moved")
+    try:
+        SampleStore.open(held.url, catalog=base.rsplit("/", 1)[0] + "/moved")
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute("DROP DATABASE moved")
+
+
+@row("store", "a PostgreSQL catalog that belongs to another store", CatalogError,
+     (re.compile(r"belongs to store '[0-9a-f]+', not to store '[0-9a-f]+'"), "cannot share a catalog"), intact=True)
+def _open_with_the_catalog_of_another_store(ctx):
+    held = ctx.pg_stored()
+    with held.store.catalog.transaction():
+        real = held.store.catalog.get_meta("store_id")
+        held.store.catalog.set_meta("store_id", "0123456789abcdef")
+    try:
+        SampleStore.open(held.url, readonly=True)
+    finally:
+        with held.store.catalog.transaction():
+            held.store.catalog.set_meta("store_id", real)
+
+
+@row("store", "a PostgreSQL catalog of a newer format", StoreVersionError, ("format_version 7", "upgrade"),
+     intact=True)
+def _open_a_postgres_catalog_of_a_newer_format(ctx):
+    held = ctx.pg_stored()
+    with held.store.catalog.transaction():
+        held.store.catalog.set_meta("format_version", 7)
+    try:
+        SampleStore.open(held.url, readonly=True)
+    finally:
+        with held.store.catalog.transaction():
+            held.store.catalog.set_meta("format_version", 1)
+
+
+@row("store", "catalog= given to open a store whose catalog is its SQLite file", CatalogError,
+     ("{store}", "catalog.sqlite", "has no PostgreSQL catalog"), intact=True)
+def _open_an_sqlite_store_with_a_catalog_url(ctx):
+    SampleStore.open(ctx.stored().url, readonly=True, catalog=ctx.postgres())
+
+
+@row("store", "store.json names a catalog of an unknown kind", StoreNotFoundError,
+     ("{store}/store.json", "'mongodb'", "not a PostgreSQL catalog"))
+def _store_json_naming_an_unknown_catalog(ctx):
+    url = ctx.stored().url
+    ctx.held[-1].release()
+    marker = json.loads(Path(url, "store.json").read_text())
+    marker.update(version=2, store_id="0123456789abcdef", catalog={"backend": "mongodb", "url": "mongodb://x"})
+    Path(url, "store.json").write_text(json.dumps(marker))
+    SampleStore.open(url)
+
+
+@row("store", "the PostgreSQL connection drops before an append commits", CatalogError,
+     ("127.0.0.1", "cannot reach PostgreSQL", "Nothing of the call that failed was committed"), intact=True)
+def _connection_dropped_before_the_commit(ctx):
+    import psycopg
+
+    held = ctx.pg_stored()
+    catalog = held.store.catalog
+    real = catalog.transaction
+
+    def cut_then_commit(*args, **kwargs):
+        with psycopg.connect(ctx.postgres(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (catalog.conn.info.backend_pid,))
+        return real(*args, **kwargs)
+
+    catalog.transaction = cut_then_commit
+    try:
+        held.store.append([{"bin": b"lost"}])
+    finally:
+        held.release()
+
+
+@row("store", "a second writer of a remote store with an SQLite catalog", StoreLockedError,
+     ("memory://", "being written by", "lease"))
+def _second_writer_of_a_remote_sqlite_store(ctx):
+    import uuid
+
+    url = f"memory://lm-bad-{uuid.uuid4().hex}/store"
+    ctx.keep(SampleStore.create(url)).append([{"bin": b"one"}])
+    SampleStore.open(url)
+
+
+@row("store", "new_since with something that is not a cursor", TypeError, ("cursor must be None or", "5"))
+def _new_since_with_a_bad_cursor(ctx):
+    ctx.stored().store.new_since(5)
 
 
 # ====================================================================== store: read-only stores

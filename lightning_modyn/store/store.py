@@ -203,18 +203,31 @@ class SampleStore:
                 raise StoreExistsError(f"{self.url}: the directory is not empty; create a store in a new directory")
         if not files.local and files.listdir(""):
             raise StoreExistsError(f"{self.url}: the prefix already holds objects; create a store under a new prefix")
-        files.makedirs(SHARDS)
-        files.makedirs(JOURNAL)
-        marker = {"format": STORE_FORMAT, "version": 1}
-        if self._catalog_url is not None:
-            self._store_id = uuid.uuid4().hex[:16]
-            marker = {"format": STORE_FORMAT, "version": 2, "store_id": self._store_id,
-                      "catalog": {"backend": "postgresql", "url": redacted(self._catalog_url)}}
+        if self._catalog_url is None:
+            files.makedirs(SHARDS)
+            files.makedirs(JOURNAL)
+            self.catalog = self._open_catalog(create=True)
+            self._initialise(settings, {"format": STORE_FORMAT, "version": 1})
+            return
+        # a PostgreSQL catalog is reached (and its schema made) before anything is written under the URL
+        self._store_id = uuid.uuid4().hex[:16]
         self.catalog = self._open_catalog(create=True)
+        try:
+            files.makedirs(SHARDS)
+            files.makedirs(JOURNAL)
+            self._initialise(settings, {"format": STORE_FORMAT, "version": 2, "store_id": self._store_id,
+                                        "catalog": {"backend": "postgresql", "url": redacted(self._catalog_url)}})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.catalog.drop()  # a store that was not made leaves no catalog behind
+            raise
+
+    def _initialise(self, settings: dict, marker: dict) -> None:
+        """Fill the new catalog, register this writer, then write ``store.json``: the store exists from then on."""
         self.catalog.initialise({k: str(v) for k, v in settings.items()})
         self._become_writer()
         self._publish_catalog()
-        files.write_bytes(MARKER, json.dumps(marker).encode())
+        self.files.write_bytes(MARKER, json.dumps(marker).encode())
 
     def _open(self) -> None:
         files = self.files
