@@ -275,9 +275,14 @@ class Catalog:
         return found
 
     # ------------------------------------------------------------------ entries
+    def _insert_rows(self, table: str, columns: str, rows: list[tuple]) -> None:
+        """Insert ``rows`` (values of ``columns``, comma-separated) into ``table``; a backend may do it in bulk."""
+        marks = ",".join("?" * len(columns.split(",")))
+        self._executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
     def _insert_entries(self, rows: list[tuple]) -> None:
         """Insert entry rows in :data:`ENTRY_COLUMNS` order (a backend may add columns of its own)."""
-        self._executemany(f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        self._insert_rows("entries", ENTRY_COLUMNS, rows)
 
     def add_entries(self, entries: Iterable[Entry], appended: int) -> None:
         rows = []
@@ -376,7 +381,7 @@ class Catalog:
 
     def add_members(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
         """(extension, key, data offset relative to the sample's range, size) of each member of new samples."""
-        self._executemany("INSERT INTO members VALUES (?, ?, ?, ?)", list(rows))
+        self._insert_rows("members", 'ext, first_key, "offset", size', list(rows))
 
     def member_layout(self, ext: str, keys: np.ndarray) -> np.ndarray:
         """(n, 3) int64: key, relative data offset, size of the ``ext`` member of each live sample among ``keys``,
@@ -409,11 +414,11 @@ class Catalog:
                     label_delta: dict[int, int]) -> None:
         """Mark ``keys`` deleted: ``samples`` (keys that are whole entries) lose their entry and member rows, record
         rows stay inside their run until compaction; shard live counts and label counts follow."""
-        self._executemany("INSERT INTO deleted VALUES (?)", [(int(k),) for k in keys])
-        if len(samples):
-            gone = [(int(k),) for k in samples]
-            self._executemany("DELETE FROM entries WHERE first_key = ?", gone)
-            self._executemany("DELETE FROM members WHERE first_key = ?", gone)
+        self._insert_rows("deleted", "key", [(int(k),) for k in keys])
+        for chunk in _key_chunks(samples, self.key_chunk):
+            for table in ("entries", "members"):
+                clause, params = self._key_set("first_key", chunk)
+                self._execute(f"DELETE FROM {table} WHERE {clause}", params)
         self._executemany("UPDATE shards SET live = live - ? WHERE id = ?",
                           [(int(count), int(shard)) for shard, count in per_shard.items()])
         self.add_label_counts(label_delta)

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 from typing import Iterable, Iterator, Sequence
 
-from lightning_modyn.store.catalog import FORMAT_VERSION, Catalog, check_format_version
-from lightning_modyn.store.errors import CatalogError, StoreLockedError, StoreNotFoundError
+from lightning_modyn.store.catalog import ENTRY_COLUMNS, FORMAT_VERSION, Catalog, check_format_version
+from lightning_modyn.store.errors import CatalogError, DuplicateKeyError, StoreLockedError, StoreNotFoundError
 
 LOCK_TIMEOUT_S = 30
 """How long a commit waits for other writers' commits before StoreLockedError."""
@@ -219,6 +220,23 @@ class PostgresCatalog(Catalog):
             with self.conn.cursor() as cur:
                 cur.executemany(self._sql(sql), rows)
 
+    def _insert_rows(self, table: str, columns: str, rows: list[tuple]) -> None:
+        """``COPY``: one statement for any number of rows (an ``INSERT`` per row cost ~100 µs of server time)."""
+        if not rows:
+            return
+        psycopg = _psycopg()
+        try:
+            with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation as err:
+            found = re.search(r"\(wds_key\)=\((.*)\) already exists", err.diag.message_detail or "")
+            if found is None:
+                raise
+            duplicate = DuplicateKeyError(f"__key__ {found.group(1)!r} is already in the store")
+            duplicate.key = found.group(1)
+            raise duplicate from None
+
     def _begin(self) -> None:
         """Begin by taking the next catalog version: a row lock held to the commit, so commits serialise, each sees
         every earlier one, and versions become visible in order."""
@@ -264,10 +282,7 @@ class PostgresCatalog(Catalog):
 
     # ------------------------------------------------------------------ entries by commit
     def _insert_entries(self, rows: list[tuple]) -> None:
-        from lightning_modyn.store.catalog import ENTRY_COLUMNS
-
-        self._executemany(f"INSERT INTO entries ({ENTRY_COLUMNS}, commit_version) VALUES "
-                          "(?,?,?,?,?,?,?,?,?,?,?,?,?)", [(*row, self._version) for row in rows])
+        self._insert_rows("entries", f"{ENTRY_COLUMNS}, commit_version", [(*row, self._version) for row in rows])
 
     def _since_clause(self, since: tuple[int, int] | None, table: str = "") -> str:
         return "1 = 1" if since is None else f"{table}commit_version > ?"

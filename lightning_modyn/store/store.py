@@ -532,9 +532,7 @@ class SampleStore:
             where = [f"sample {i}" for i in range(n)]
             self._check_unique_wds_keys(wds_keys, where)
             new = write_sample_shards(self.catalog, pub, keys, wds_keys, encoded, ts, label_arr, _now())
-            with self.catalog.transaction():
-                if self.catalog.concurrent_writers:  # another writer may have taken a __key__ meanwhile
-                    self._check_unique_wds_keys(wds_keys, where)
+            with self.catalog.transaction(), _naming_taken_keys(wds_keys, where):
                 self._register(new)
         self._publish_catalog()
         return keys
@@ -567,17 +565,19 @@ class SampleStore:
         return as_int_array(labels, n, "labels", reserved=NO_LABEL)
 
     def _check_unique_wds_keys(self, wds_keys: list[str], where: list[str]) -> None:
+        """Refuse a ``__key__`` twice in the call or already in the store, before anything is written. With many
+        writers the catalog's unique index refuses it at the commit instead (:func:`_naming_taken_keys`): another
+        writer may take a key after any check, and asking first would scan a growing table."""
         seen: dict[str, str] = {}
         for w, loc in zip(wds_keys, where):
             if w in seen:
                 raise DuplicateKeyError(f"duplicate __key__ {w!r}: {seen[w]} and {loc}")
             seen[w] = loc
+        if self.catalog.concurrent_writers:
+            return
         clash = self.catalog.existing_wds_keys(wds_keys)
         if clash:
-            raise DuplicateKeyError(
-                f"__key__ {clash[0]!r} ({seen[clash[0]]}) is already in the store"
-                + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
-            )
+            raise DuplicateKeyError(_taken(clash[0], seen[clash[0]], len(clash) - 1))
 
     @_one_call_at_a_time
     def append_records(self, rows: np.ndarray, timestamps: Any = None, labels: Any = None) -> np.ndarray:
@@ -689,7 +689,7 @@ class SampleStore:
         label_arr = values_from_members(self.files, scanned, labels, n, "labels", default=None)
         wds_keys = [span.key for _, spans, _ in scanned for span in spans]
         where = [f"{ref} (sample {span.key!r} at offset {span.start})" for ref, spans, _ in scanned for span in spans]
-        with self.catalog.transaction():
+        with self.catalog.transaction(), _naming_taken_keys(wds_keys, where):
             self._check_unique_wds_keys(wds_keys, where)
             first_key = self.catalog.allocate("next_key", n)
             keys = np.arange(first_key, first_key + n, dtype=np.int64)
@@ -885,6 +885,23 @@ class SampleStore:
 
     def _compaction(self) -> Compaction:
         return Compaction(self.catalog, self.files, self._journal, self._reader.read_ranges, self._publish_catalog, self.url)
+
+
+def _taken(key: str, where: str, more: int = 0) -> str:
+    return f"__key__ {key!r} ({where}) is already in the store" + (f" (and {more} more)" if more else "")
+
+
+@contextlib.contextmanager
+def _naming_taken_keys(wds_keys: list[str], where: list[str]) -> Iterator[None]:
+    """A ``__key__`` the catalog refused at the commit (``DuplicateKeyError`` with ``.key``), named with where it
+    came from in the call."""
+    try:
+        yield
+    except DuplicateKeyError as err:
+        key = getattr(err, "key", None)
+        if key not in wds_keys:
+            raise
+        raise DuplicateKeyError(_taken(key, where[wds_keys.index(key)])) from None
 
 
 def _remove_unfinished_create(root: str) -> bool:
