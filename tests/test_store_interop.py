@@ -106,7 +106,7 @@ def wds_source_samples(n, rng):
 
 
 # ====================================================================== (a) webdataset -> store
-def test_ingest_shards_written_by_webdataset_shardwriter(tmp_path):
+def test_ingest_shards_written_by_webdataset_shardwriter(tmp_path, catalog):
     rng = np.random.default_rng(0)
     src = tmp_path / "wds"
     src.mkdir()
@@ -117,7 +117,7 @@ def test_ingest_shards_written_by_webdataset_shardwriter(tmp_path):
     shards = sorted(str(p) for p in src.glob("shard-*.tar"))
     assert len(shards) == 3
 
-    with SampleStore.create(tmp_path / "store") as store:
+    with SampleStore.create(tmp_path / "store", catalog=catalog) as store:
         keys = store.ingest(shards, labels="cls", timestamps=1000)
         assert keys.tolist() == list(range(13)) and len(store) == 13
 
@@ -142,14 +142,14 @@ def test_ingest_shards_written_by_webdataset_shardwriter(tmp_path):
         assert wds_samples(shards) == expected
 
 
-def test_ingest_shard_written_by_webdataset_tarwriter_with_fixed_mtime(tmp_path):
+def test_ingest_shard_written_by_webdataset_tarwriter_with_fixed_mtime(tmp_path, catalog):
     rng = np.random.default_rng(1)
     path = str(tmp_path / "one.tar")
     samples = wds_source_samples(6, rng)
     with wds.TarWriter(path, mtime=1_700_000_000) as sink:
         for s in samples:
             sink.write(s)
-    with SampleStore.create(tmp_path / "store") as store:
+    with SampleStore.create(tmp_path / "store", catalog=catalog) as store:
         keys = store.ingest([path], labels="cls")
         assert store_samples(store, keys) == tar_samples(path)
         assert [g["__label__"] for g in store.get(keys)] == [s["cls"] for s in samples]
@@ -185,7 +185,7 @@ def _make_tree(root, long):
 
 @needs_tar
 @pytest.mark.parametrize("fmt", ["gnu", "posix", "ustar", "oldgnu"])
-def test_ingest_shard_written_by_gnu_tar(tmp_path, fmt):
+def test_ingest_shard_written_by_gnu_tar(tmp_path, fmt, catalog):
     src = tmp_path / "src"
     files, deep = _make_tree(src, long=fmt != "ustar")
     shard = str(tmp_path / f"{fmt}.tar")
@@ -204,7 +204,7 @@ def test_ingest_shard_written_by_gnu_tar(tmp_path, fmt):
 
     expected = tar_samples(shard)
     assert {f"{k}.{e}" for k, exts in expected.items() for e in exts} == set(files)  # no dir, link or README
-    with SampleStore.create(tmp_path / "store") as store:
+    with SampleStore.create(tmp_path / "store", catalog=catalog) as store:
         keys = store.ingest([shard])
         assert len(keys) == len(expected)
         got = store_samples(store, keys)
@@ -219,7 +219,7 @@ def test_ingest_shard_written_by_gnu_tar(tmp_path, fmt):
 
 
 @needs_tar
-def test_ingest_gnu_tar_with_a_sample_split_by_a_directory_entry(tmp_path):
+def test_ingest_gnu_tar_with_a_sample_split_by_a_directory_entry(tmp_path, catalog):
     # "s0.cls" < "s0.d/" < "s0.jpg": the directory entry lies inside the sample's byte range
     src = tmp_path / "src"
     (src / "top" / "s0.d").mkdir(parents=True)
@@ -228,7 +228,7 @@ def test_ingest_gnu_tar_with_a_sample_split_by_a_directory_entry(tmp_path):
     (src / "top" / "s1.cls").write_bytes(b"2")
     shard = str(tmp_path / "split.tar")
     subprocess.run([TAR, "--format=gnu", "--sort=name", "-cf", shard, "-C", str(src), "top"], check=True, env=TAR_ENV)
-    with SampleStore.create(tmp_path / "store") as store:
+    with SampleStore.create(tmp_path / "store", catalog=catalog) as store:
         keys = store.ingest([shard], labels="cls")
         got = store_samples(store, keys)
         assert got == tar_samples(shard) == wds_samples([shard])
@@ -236,7 +236,7 @@ def test_ingest_gnu_tar_with_a_sample_split_by_a_directory_entry(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
-def test_ingest_python_tarfile_long_and_non_ascii_names(tmp_path, fmt):
+def test_ingest_python_tarfile_long_and_non_ascii_names(tmp_path, fmt, catalog):
     names = {
         "dïr/ünïcödé-sample.txt": b"unicode",
         "dïr/ünïcödé-sample.cls": b"3",
@@ -250,7 +250,7 @@ def test_ingest_python_tarfile_long_and_non_ascii_names(tmp_path, fmt):
             info.size = len(data)
             info.mtime = 1_700_000_000.25  # fractional: PAX adds an mtime record without a path
             tar.addfile(info, io.BytesIO(data))
-    with SampleStore.create(tmp_path / "store") as store:
+    with SampleStore.create(tmp_path / "store", catalog=catalog) as store:
         keys = store.ingest([shard])
         got = store_samples(store, keys)
         assert got == tar_samples(shard)
@@ -273,8 +273,8 @@ def _store_source_samples(n):
 
 
 @needs_tar
-def test_store_sample_shards_are_read_by_webdataset_tar_and_tarfile(tmp_path):
-    with SampleStore.create(tmp_path / "store", shard_max_samples=3) as store:
+def test_store_sample_shards_are_read_by_webdataset_tar_and_tarfile(tmp_path, catalog):
+    with SampleStore.create(tmp_path / "store", shard_max_samples=3, catalog=catalog) as store:
         keys = store.append(_store_source_samples(8), labels="cls")
         shards = shard_paths(store)
         assert len(shards) == 3
@@ -303,14 +303,14 @@ def test_store_sample_shards_are_read_by_webdataset_tar_and_tarfile(tmp_path):
 
 
 @needs_tar
-def test_store_record_shards_are_read_by_webdataset_tar_and_tarfile(tmp_path):
+def test_store_record_shards_are_read_by_webdataset_tar_and_tarfile(tmp_path, catalog):
     dtype = np.dtype([("id", "<i8"), ("value", "<f4"), ("label", "u1"), ("tag", "S5")])
     rows = np.zeros(50, dtype)
     rows["id"] = np.arange(50) * 7
     rows["value"] = np.linspace(0, 1, 50)
     rows["label"] = np.arange(50) % 2
     rows["tag"] = [f"t{i}".encode() for i in range(50)]
-    with SampleStore.create(tmp_path / "store", block_bytes=10 * dtype.itemsize, shard_max_samples=2) as store:
+    with SampleStore.create(tmp_path / "store", block_bytes=10 * dtype.itemsize, shard_max_samples=2, catalog=catalog) as store:
         keys = store.append_records(rows, labels="label")
         more = store.append_records(rows[:7])
         shards = shard_paths(store)
@@ -342,8 +342,8 @@ def test_store_record_shards_are_read_by_webdataset_tar_and_tarfile(tmp_path):
         np.testing.assert_array_equal(store.get_records(keys), rows)
 
 
-def test_store_mixed_shards_with_user_keys_read_back_by_webdataset(tmp_path):
-    with SampleStore.create(tmp_path / "store") as store:
+def test_store_mixed_shards_with_user_keys_read_back_by_webdataset(tmp_path, catalog):
+    with SampleStore.create(tmp_path / "store", catalog=catalog) as store:
         a = store.append([{"__key__": f"user/{i}", "txt": f"t{i}", "cls": i} for i in range(3)])
         rows = np.zeros(4, [("v", "<i4")])
         rows["v"] = np.arange(4)
@@ -359,7 +359,7 @@ def test_store_mixed_shards_with_user_keys_read_back_by_webdataset(tmp_path):
 
 # ====================================================================== (d) delete + compact
 @needs_tar
-def test_compact_physically_removes_deleted_bytes_and_keeps_valid_shards(tmp_path):
+def test_compact_physically_removes_deleted_bytes_and_keeps_valid_shards(tmp_path, catalog):
     tag = uuid.uuid4().hex.encode()
     dead_marker = b"DEADPAYLOAD-" + tag
     live_marker = b"LIVEPAYLOAD-" + tag
@@ -375,7 +375,7 @@ def test_compact_physically_removes_deleted_bytes_and_keeps_valid_shards(tmp_pat
                         "cls": i})
 
     url = str(tmp_path / "store")
-    store = SampleStore.create(url, shard_max_samples=4, block_bytes=5 * rdtype.itemsize)
+    store = SampleStore.create(url, shard_max_samples=4, block_bytes=5 * rdtype.itemsize, catalog=catalog)
     samples = []
     for i in range(12):
         marker = dead_marker if i % 3 == 0 or 8 <= i < 12 else live_marker  # shard 3 (keys 8..11) dies whole

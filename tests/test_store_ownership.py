@@ -36,9 +36,9 @@ def user_shard(path, prefix: str, n: int = 4) -> str:
     return str(path)
 
 
-def test_writable_open_keeps_a_file_the_user_put_into_shards(tmp_path):
+def test_writable_open_keeps_a_file_the_user_put_into_shards(tmp_path, catalog):
     url = str(tmp_path / "store")
-    store = SampleStore.create(url)
+    store = SampleStore.create(url, catalog=catalog)
     store.append([{"bin": b"x"}])
     store.close()
     foreign = os.path.join(url, "shards", "my-dataset-000.tar")
@@ -65,28 +65,34 @@ def _crash_after_publishing(url: str) -> None:
     store.append([{"bin": b"never committed"}])
 
 
-def test_a_writer_killed_between_shard_and_commit_leaves_garbage_that_the_next_open_removes(tmp_path):
+def _journaled(url: str) -> list[str]:
+    """Every shard in a writer journal: the store's one journal (SQLite), or each writer's own (PostgreSQL)."""
+    files = StoreFS(url)
+    return ShardJournal(files).pending() + [rel for _, j in ShardJournal.writers(files) for rel in j.pending()]
+
+
+def test_a_writer_killed_between_shard_and_commit_leaves_garbage_that_the_next_open_removes(tmp_path, catalog):
     import multiprocessing as mp
 
     url = str(tmp_path / "store")
-    SampleStore.create(url).close()
+    SampleStore.create(url, catalog=catalog).close()
     proc = mp.get_context("fork").Process(target=_crash_after_publishing, args=(url,))
     proc.start()
     proc.join(60)
     assert proc.exitcode == -signal.SIGKILL
     shards = os.listdir(os.path.join(url, "shards"))
-    assert len(shards) == 1 and ShardJournal(StoreFS(url)).pending() == [f"shards/{shards[0]}"]
+    assert len(shards) == 1 and _journaled(url) == [f"shards/{shards[0]}"]
     assert b"never committed" in all_bytes_under(os.path.join(url, "shards"))
     store = SampleStore.open(url)  # the writable open proves the file is an abandoned shard of its own
     assert os.listdir(os.path.join(url, "shards")) == []
-    assert ShardJournal(store.files).pending() == []
+    assert _journaled(url) == []
     assert len(store) == 0
     store.close()
 
 
-def test_temp_files_of_the_store_are_collected_and_lookalikes_kept(tmp_path):
+def test_temp_files_of_the_store_are_collected_and_lookalikes_kept(tmp_path, catalog):
     url = str(tmp_path / "store")
-    SampleStore.create(url).close()
+    SampleStore.create(url, catalog=catalog).close()
     ours = os.path.join(url, "shards", ".tmp-" + "ab" * 16 + "-shard-000003.tar")
     theirs = os.path.join(url, "shards", ".tmp-notours-shard.tar")
     for path in (ours, theirs):
@@ -95,12 +101,12 @@ def test_temp_files_of_the_store_are_collected_and_lookalikes_kept(tmp_path):
     assert not os.path.exists(ours) and os.path.exists(theirs)
 
 
-def test_compact_leaves_ingested_shards_unchanged_and_says_why(tmp_path):
+def test_compact_leaves_ingested_shards_unchanged_and_says_why(tmp_path, catalog):
     external = tmp_path / "external"
     external.mkdir()
     paths = [user_shard(external / f"part-{i}.tar", f"p{i}-") for i in range(3)]
     before = {p: digest(p) for p in paths}
-    store = SampleStore.create(tmp_path / "store")
+    store = SampleStore.create(tmp_path / "store", catalog=catalog)
     keys = store.ingest(paths)
     store.delete(keys[[1, 5, 6]])
     with pytest.warns(UserWarning, match=r"3 deleted samples are still in 2 shard\(s\).*part-0\.tar.*hand_over=True"):
@@ -112,9 +118,9 @@ def test_compact_leaves_ingested_shards_unchanged_and_says_why(tmp_path):
     store.close()
 
 
-def test_compact_rewrites_and_removes_a_handed_over_shard(tmp_path):
+def test_compact_rewrites_and_removes_a_handed_over_shard(tmp_path, catalog):
     path = user_shard(tmp_path / "given.tar", "g")
-    store = SampleStore.create(tmp_path / "store")
+    store = SampleStore.create(tmp_path / "store", catalog=catalog)
     keys = store.ingest([path], hand_over=True)
     store.delete(keys[:1])
     stats = store.compact()
@@ -125,12 +131,12 @@ def test_compact_rewrites_and_removes_a_handed_over_shard(tmp_path):
     store.close()
 
 
-def test_survivors_of_a_compaction_keep_when_they_were_appended(tmp_path, monkeypatch):
+def test_survivors_of_a_compaction_keep_when_they_were_appended(tmp_path, monkeypatch, catalog):
     from lightning_modyn.store import store as store_module
 
     clock = iter(range(1_000, 10_000, 100))
     monkeypatch.setattr(store_module, "_now", lambda: next(clock))
-    store = SampleStore.create(tmp_path / "store", shard_max_samples=4, block_bytes=64)
+    store = SampleStore.create(tmp_path / "store", shard_max_samples=4, block_bytes=64, catalog=catalog)
     old = store.append([{"bin": b"%d" % i} for i in range(4)], timestamps=5)
     rows = np.zeros(10, [("v", "<i8")])
     old_rows = store.append_records(rows, timestamps=5)
@@ -144,8 +150,8 @@ def test_survivors_of_a_compaction_keep_when_they_were_appended(tmp_path, monkey
     store.close()
 
 
-def test_an_erasure_that_fails_stays_recorded_and_is_finished_later(tmp_path, monkeypatch):
-    store = SampleStore.create(tmp_path / "store")
+def test_an_erasure_that_fails_stays_recorded_and_is_finished_later(tmp_path, monkeypatch, catalog):
+    store = SampleStore.create(tmp_path / "store", catalog=catalog)
     keys = store.append([{"bin": b"SECRET-%d" % i} for i in range(3)])
     old_shard = store.catalog.shards()[0]["path"]
     store.delete(keys[:1])
@@ -178,11 +184,11 @@ def _crash_before_removing_the_old_shard(url: str) -> None:
     SampleStore.open(url).compact()
 
 
-def test_a_compaction_killed_after_its_commit_has_its_erasure_finished_by_the_next_open(tmp_path):
+def test_a_compaction_killed_after_its_commit_has_its_erasure_finished_by_the_next_open(tmp_path, catalog):
     import multiprocessing as mp
 
     url = str(tmp_path / "store")
-    store = SampleStore.create(url)
+    store = SampleStore.create(url, catalog=catalog)
     keys = store.append([{"bin": b"SECRET-%d" % i} for i in range(3)])
     store.delete(keys[:1])
     store.close()
