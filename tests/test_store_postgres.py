@@ -223,6 +223,22 @@ def test_store_json_names_the_catalog_without_its_password(tmp_path, postgres_ur
     store.close()
     with SampleStore.open(url) as again:
         assert again.catalog_url == postgres_url
+    other = str(tmp_path / "t")  # a password in the query string is left out too
+    SampleStore.create(other, catalog=postgres_url + "?password=secret&connect_timeout=5").close()
+    marker = json.loads(open(os.path.join(other, "store.json")).read())
+    assert marker["catalog"]["url"] == postgres_url + "?connect_timeout=5"
+
+
+@pytest.mark.parametrize("url, kept", [
+    ("postgresql://u:pw@h:5432/db", "postgresql://u@h:5432/db"),
+    ("postgresql:///db?host=/tmp&password=x", "postgresql:///db?host=/tmp"),
+    ("postgres://h/db?password=a&sslmode=require", "postgres://h/db?sslmode=require"),
+    ("postgresql://u@h/db", "postgresql://u@h/db"),
+])
+def test_the_url_a_store_remembers_has_no_password(url, kept):
+    from lightning_modyn.store.catalog_postgres import redacted
+
+    assert redacted(url) == kept
 
 
 def test_an_unreachable_catalog_is_a_clear_error_and_create_can_be_retried(tmp_path, postgres_url):

@@ -93,11 +93,15 @@ def is_postgres_url(url: object) -> bool:
 def redacted(url: str) -> str:
     """The catalog URL without its password (for messages and for ``store.json``: passwords belong in
     ``PGPASSWORD`` or ``~/.pgpass``, not in a file next to the data)."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        netloc = f"{creds.split(':', 1)[0]}@{host}"
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("password="))
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def schema_for(store_id: str) -> str:
