@@ -20,10 +20,9 @@ import contextlib
 import io
 import json
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -97,6 +96,11 @@ class Slice:
         return Slice(z, z.copy(), z.copy())
 
 
+ERROR_TRANSLATORS: list[Callable[[Exception, str], Exception | None]] = []
+"""A backend's translation of its driver's errors into the store's (None: not one of its errors); each backend
+module adds its own when imported."""
+
+
 @contextlib.contextmanager
 def catalog_errors(where: str) -> Iterator[None]:
     """Turn a catalog backend's errors into the store's, naming the catalog: a write lock held too long by another
@@ -114,10 +118,10 @@ def catalog_errors(where: str) -> Iterator[None]:
     except sqlite3.DatabaseError as err:
         raise CatalogError(f"catalog {where!r} is damaged or not a lightning-modyn catalog: {err}") from err
     except Exception as err:
-        if "psycopg" in sys.modules and type(err).__module__.startswith("psycopg"):
-            from lightning_modyn.store.catalog_postgres import translate_error
-
-            raise translate_error(err, where) from err
+        for translate in ERROR_TRANSLATORS:
+            mine = translate(err, where)
+            if mine is not None:
+                raise mine from err
         raise
 
 

@@ -24,7 +24,13 @@ import socket
 import time
 from typing import Iterable, Iterator, Sequence
 
-from lightning_modyn.store.catalog import ENTRY_COLUMNS, FORMAT_VERSION, Catalog, check_format_version
+from lightning_modyn.store.catalog import (
+    ENTRY_COLUMNS,
+    ERROR_TRANSLATORS,
+    FORMAT_VERSION,
+    Catalog,
+    check_format_version,
+)
 from lightning_modyn.store.errors import CatalogError, DuplicateKeyError, StoreLockedError, StoreNotFoundError
 
 LOCK_TIMEOUT_S = 30
@@ -110,9 +116,12 @@ def schema_for(store_id: str) -> str:
     return f"lm_{store_id.lower()}"
 
 
-def translate_error(err: Exception, where: str) -> Exception:
+def translate_error(err: Exception, where: str) -> Exception | None:
     """A psycopg error as the store's: a lock wait that timed out is ``StoreLockedError``, anything else (an
-    unreachable server, a dropped connection, a damaged schema) ``CatalogError``, naming the catalog."""
+    unreachable server, a dropped connection, a damaged schema) ``CatalogError``, naming the catalog. None for an
+    error that is not psycopg's."""
+    if not type(err).__module__.startswith("psycopg"):
+        return None
     psycopg = _psycopg()
     if isinstance(err, psycopg.errors.LockNotAvailable):
         return StoreLockedError(f"catalog {where}: other writers' commits held it for over {LOCK_TIMEOUT_S} s; "
@@ -121,6 +130,9 @@ def translate_error(err: Exception, where: str) -> Exception:
         return CatalogError(f"catalog {where}: cannot reach PostgreSQL ({str(err).strip()}); is the server running "
                             "and the URL right? Nothing of the call that failed was committed")
     return CatalogError(f"catalog {where}: {type(err).__name__}: {str(err).strip()}")
+
+
+ERROR_TRANSLATORS.append(translate_error)
 
 
 class PostgresCatalog(Catalog):
