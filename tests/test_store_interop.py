@@ -61,7 +61,8 @@ def store_samples(store, keys):
 
 def shard_paths(store):
     """Absolute paths of every shard file the store's catalog refers to."""
-    return sorted(os.path.join(store.url, p) if not os.path.isabs(p) else p for p in store.catalog.shard_paths().values())
+    return sorted(os.path.join(store.url, s["path"]) if not os.path.isabs(s["path"]) else s["path"]
+                  for s in store.catalog.shards())
 
 
 def tar_list(path):

@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from lightning_modyn.store.errors import CatalogError, StoreLockedError, StoreVersionError
+from lightning_modyn.store.errors import CatalogError, StoreVersionError
 
 FORMAT_VERSION = 1
 BUSY_TIMEOUT_S = 5
@@ -105,18 +104,9 @@ module adds its own when imported."""
 def catalog_errors(where: str) -> Iterator[None]:
     """Turn a catalog backend's errors into the store's, naming the catalog: a write lock held too long by another
     process is ``StoreLockedError``; anything else (a damaged file, a failed write, a lost connection) is
-    ``CatalogError``."""
+    ``CatalogError``. Each backend translates its own driver's errors (:data:`ERROR_TRANSLATORS`)."""
     try:
         yield
-    except sqlite3.OperationalError as err:
-        if "locked" in str(err) or "busy" in str(err):
-            raise StoreLockedError(
-                f"catalog {where!r}: another process holds a write transaction on it (waited {BUSY_TIMEOUT_S} s); "
-                "retry when it is done"
-            ) from None
-        raise CatalogError(f"catalog {where!r}: {err} (disk full, file-size limit, read-only or damaged file?)") from err
-    except sqlite3.DatabaseError as err:
-        raise CatalogError(f"catalog {where!r} is damaged or not a lightning-modyn catalog: {err}") from err
     except Exception as err:
         for translate in ERROR_TRANSLATORS:
             mine = translate(err, where)
@@ -233,6 +223,10 @@ class Catalog:
         row = self._execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else default
 
+    def number(self, name: str) -> int:
+        """A numeric meta value: a setting (``shard_max_bytes``...) or a counter (``next_key``...)."""
+        return int(self.get_meta(name))
+
     def set_meta(self, name: str, value: object) -> None:
         self._execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                       (name, str(value)))
@@ -268,9 +262,6 @@ class Catalog:
         row = cur.fetchone()
         return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
-    def shard_paths(self) -> dict[int, str]:
-        return dict(self._execute("SELECT id, path FROM shards").fetchall())
-
     def shard_ids_with_path(self, paths: Sequence[str]) -> list[str]:
         found = []
         for chunk in _chunks(list(paths), 900):
@@ -290,8 +281,8 @@ class Catalog:
 
     def add_entries(self, entries: Iterable[Entry], appended: int) -> None:
         rows = []
-        max_span = int(self.get_meta("max_span"))
-        max_count = int(self.get_meta("max_count"))
+        max_span = self.number("max_span")
+        max_count = self.number("max_count")
         counts: dict[int, int] = {}
         for e in entries:
             rows.append((e.first_key, e.count, e.shard, e.offset, e.length, e.min_ts, e.max_ts, e.label, appended,
@@ -401,10 +392,10 @@ class Catalog:
     def entries_for_keys(self, first_keys: Sequence[int]) -> dict[int, tuple]:
         """first_key -> (wds_key, ts_blob, label_blob) for the given entries."""
         out = {}
-        for chunk in _chunks(sorted(set(map(int, first_keys))), 900):
-            q = ("SELECT first_key, wds_key, ts_blob, label_blob FROM entries "
-                 f"WHERE first_key IN ({','.join('?' * len(chunk))})")
-            for row in self._execute(q, chunk).fetchall():
+        for chunk in _key_chunks(np.asarray(first_keys, np.int64), self.key_chunk):
+            clause, params = self._key_set("first_key", chunk)
+            q = f"SELECT first_key, wds_key, ts_blob, label_blob FROM entries WHERE {clause}"
+            for row in self._execute(q, params).fetchall():
                 out[row[0]] = row[1:]
         return out
 
@@ -486,7 +477,7 @@ class Catalog:
         return Slice(keys[mask], ts[mask], labels[mask])
 
     def time_range(self, start: int | None, end: int | None) -> Slice:
-        span = int(self.get_meta("max_span"))
+        span = self.number("max_span")
         clauses, params = [], []
         if start is not None:
             clauses.append("min_ts >= ?")
@@ -510,7 +501,7 @@ class Catalog:
         the ``since`` that names the state read: exact with any number of writers."""
         with self.read_view():
             version = self.versions()[0]
-            cursor = (version, int(self.get_meta("next_key")) - 1)
+            cursor = (version, self.number("next_key") - 1)
             rows = self.entry_rows(self._since_clause(since), self._since_params(since))
             return self.expand(rows), cursor
 

@@ -15,8 +15,15 @@ import tempfile
 import time
 from typing import Iterable, Iterator, Sequence
 
-from lightning_modyn.store.catalog import BUSY_TIMEOUT_S, FORMAT_VERSION, Catalog, catalog_errors, check_format_version
-from lightning_modyn.store.errors import CatalogError
+from lightning_modyn.store.catalog import (
+    BUSY_TIMEOUT_S,
+    ERROR_TRANSLATORS,
+    FORMAT_VERSION,
+    Catalog,
+    catalog_errors,
+    check_format_version,
+)
+from lightning_modyn.store.errors import CatalogError, StoreLockedError
 
 ERASURES_TABLE = "CREATE TABLE IF NOT EXISTS erasures (path TEXT PRIMARY KEY, since INTEGER NOT NULL)"
 """Files a compaction still has to remove (added to catalogs written before it existed when opened for writing)."""
@@ -63,6 +70,23 @@ CREATE TABLE IF NOT EXISTS members (
     PRIMARY KEY (first_key, ext)
 ) WITHOUT ROWID;
 """.format(erasures=ERASURES_TABLE)
+
+def translate_error(err: Exception, where: str) -> Exception | None:
+    """An SQLite error as the store's: a write lock held by another process is ``StoreLockedError``, anything else
+    (a damaged file, a failed write) ``CatalogError``, naming the catalog file. None for other errors."""
+    if isinstance(err, sqlite3.OperationalError):
+        if "locked" in str(err) or "busy" in str(err):
+            return StoreLockedError(
+                f"catalog {where!r}: another process holds a write transaction on it (waited {BUSY_TIMEOUT_S} s); "
+                "retry when it is done")
+        return CatalogError(f"catalog {where!r}: {err} (disk full, file-size limit, read-only or damaged file?)")
+    if isinstance(err, sqlite3.DatabaseError):
+        return CatalogError(f"catalog {where!r} is damaged or not a lightning-modyn catalog: {err}")
+    return None
+
+
+ERROR_TRANSLATORS.append(translate_error)
+
 
 class SQLiteCatalog(Catalog):
     """The catalog in an SQLite file. Mutations happen inside :meth:`transaction`.
@@ -165,7 +189,7 @@ class SQLiteCatalog(Catalog):
         return self.transaction()
 
     def allocate(self, name: str, n: int) -> int:
-        first = int(self.get_meta(name))
+        first = self.number(name)
         self.set_meta(name, first + n)
         return first
 

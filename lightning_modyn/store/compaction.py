@@ -88,8 +88,7 @@ class Compaction:
     def plan(self, shards: list[dict], merge_small: bool) -> list[list[dict]]:
         """Groups of owned shards, each to become one new shard (or none): a shard with deleted samples alone, and
         small shards (of one kind) together, up to the store's shard limits."""
-        max_bytes = int(self.catalog.get_meta("shard_max_bytes"))
-        max_samples = int(self.catalog.get_meta("shard_max_samples"))
+        max_bytes, max_samples = self.catalog.number("shard_max_bytes"), self.catalog.number("shard_max_samples")
 
         def small(s: dict) -> bool:
             count = s["live"] if s["kind"] != KIND_RECORDS else 0  # record blocks are bounded by bytes

@@ -24,7 +24,7 @@ from lightning_modyn.store.errors import (
     TruncatedShardError,
     UnknownKeyError,
 )
-from lightning_modyn.store.snapshot import Snapshot, group_runs, layout_of
+from lightning_modyn.store.snapshot import Snapshot, group_runs, layout_of, merged
 from lightning_modyn.store.values import as_keys
 from lightning_modyn.store.writing import RECORD_EXT
 
@@ -109,22 +109,17 @@ class Reader:
         paths = {s["id"]: s["path"] for s in shards}
         live_kinds = {s["kind"] for s in shards if s["live"] > 0}
         only_records = live_kinds == {KIND_RECORDS}
-        next_key = int(catalog.get_meta("next_key"))
+        next_key = catalog.number("next_key")
         dtype = self.store.record_dtype
         itemsize = 0 if dtype is None else dtype.itemsize
         if snap is not None and snap.layout == layout and not stale:  # appends only: what it holds is still true
             added = catalog.location_arrays((snap.version, snap.next_key - 1), kind=KIND_RECORDS)
-            cols, order = _merged(snap.columns(), added)
-            new = Snapshot(version, layout, next_key, *cols, snap.deleted, kinds, paths, itemsize, only_records)
-            none = np.full(len(added), -1, np.int64)  # record entries have no members
-            for ext, (rel, size) in snap.layouts.items():
-                rel, size = np.concatenate([rel, none]), np.concatenate([size, none])
-                new.layouts[ext] = (rel, size) if order is None else (rel[order], size[order])
-            new.blobs = snap.blobs
+            new = snap.with_entries(added, _no_members, version=version, next_key=next_key, kind_of_shard=kinds,
+                                    path_of_shard=paths, itemsize=itemsize, only_records=only_records)
         else:
             held = snap.first[snap.kind == KIND_SAMPLES] if snap is not None else np.zeros(0, np.int64)
-            cols, _ = _merged([c.reshape(-1) for c in catalog.location_arrays(kind=KIND_RECORDS).T],
-                              catalog.locations_of(held))
+            cols, _ = merged([c.reshape(-1) for c in catalog.location_arrays(kind=KIND_RECORDS).T],
+                             catalog.locations_of(held))
             deleted = catalog.deleted_in_runs() if (kinds == KIND_RECORDS).any() else np.zeros(0, np.int64)
             new = Snapshot(version, layout, next_key, *cols, deleted, kinds, paths, itemsize, only_records)
             for ext in (snap.layouts if snap is not None else ()):
@@ -143,17 +138,7 @@ class Reader:
             current = self._load_snapshot()
             found = catalog.locations_of(np.unique(keys))
             found = found[~np.isin(found[:, 0], current.first)] if len(current.first) else found
-            if not len(found):
-                new = current
-            else:
-                cols, order = _merged(current.columns(), found)
-                new = Snapshot(current.version, current.layout, current.next_key, *cols, current.deleted,
-                               current.kind_of_shard, current.path_of_shard, current.itemsize, current.only_records)
-                new.blobs = current.blobs
-                for ext, (rel, size) in current.layouts.items():
-                    more_rel, more_size = layout_of(found[:, 0], catalog.member_layout(ext, found[:, 0]))
-                    rel, size = np.concatenate([rel, more_rel]), np.concatenate([size, more_size])
-                    new.layouts[ext] = (rel, size) if order is None else (rel[order], size[order])
+            new = current.with_entries(found, catalog.member_layout) if len(found) else current
         self._snap = new
         self._snap_token = token
         pin = getattr(self._pins, "pin", None)
@@ -554,16 +539,9 @@ class Reader:
         return self.snapshot().only_records
 
 
-def _merged(cols: list[np.ndarray], rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Per-entry arrays with the location ``rows`` added, sorted by key; and the permutation that sorted them
-    (None where the rows all came after)."""
-    if not len(rows):
-        return [np.ascontiguousarray(c) for c in cols], None
-    merged = [np.concatenate([c, rows[:, j]]) for j, c in enumerate(cols)]
-    if not len(cols[0]) or rows[0, 0] > cols[0][-1]:
-        return merged, None
-    order = np.argsort(merged[0], kind="stable")  # two sorted runs: a linear merge
-    return [c[order] for c in merged], order
+def _no_members(ext: str, keys: np.ndarray) -> np.ndarray:
+    """Member layout rows of record entries: none."""
+    return np.zeros((0, 3), np.int64)
 
 
 def _shard_gone(err: ShardMissingError) -> ShardMissingError:

@@ -9,14 +9,17 @@ given its keys). Its memory is proportional to what is read, not to the store. E
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
 from lightning_modyn.store.catalog import KIND_RECORDS
 from lightning_modyn.store.keyindex import KeyDirectory
 
+COLUMNS = ("first", "count", "shard", "offset", "length", "timestamp", "label")
+"""The per-entry arrays of a snapshot, in the column order of ``Catalog.location_arrays``."""
 MAX_REMEMBERED = 1 << 16  # keys of the last lookup a snapshot keeps (batches, not whole training sets)
 
 
@@ -75,8 +78,21 @@ class Snapshot:
         return not len(self.first) or int(self.read_group.max()) == 0
 
     def columns(self) -> list[np.ndarray]:
-        """The per-entry arrays, in the order the constructor takes them."""
-        return [self.first, self.count, self.shard, self.offset, self.length, self.timestamp, self.label]
+        """The per-entry arrays, in the order of :data:`COLUMNS` (that of the catalog's location rows)."""
+        return [getattr(self, name) for name in COLUMNS]
+
+    def with_entries(self, rows: np.ndarray, member_rows: Callable[[str, np.ndarray], np.ndarray],
+                     **fields) -> "Snapshot":
+        """This snapshot with the location ``rows`` added (kept sorted by key), its member layouts extended with
+        ``member_rows(ext, first keys of rows)`` and its record blobs shared; ``fields`` replace other fields (a
+        newer version, the shards of now)."""
+        cols, order = merged(self.columns(), rows)
+        new = replace(self, **dict(zip(COLUMNS, cols)), layouts={}, **fields)
+        for ext, (rel, size) in self.layouts.items():
+            more_rel, more_size = layout_of(rows[:, 0], member_rows(ext, rows[:, 0]))
+            rel, size = np.concatenate([rel, more_rel]), np.concatenate([size, more_size])
+            new.layouts[ext] = (rel, size) if order is None else (rel[order], size[order])
+        return new
 
     def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         last = self._last
@@ -111,3 +127,15 @@ def layout_of(first: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
         rel[idx[known]] = rows[known, 1]
         size[idx[known]] = rows[known, 2]
     return rel, size
+
+
+def merged(cols: list[np.ndarray], rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Per-entry arrays with the location ``rows`` added, sorted by key; and the permutation that sorted them
+    (None where the rows all came after)."""
+    if not len(rows):
+        return [np.ascontiguousarray(c) for c in cols], None
+    out = [np.concatenate([c, rows[:, j]]) for j, c in enumerate(cols)]
+    if not len(cols[0]) or rows[0, 0] > cols[0][-1]:
+        return out, None
+    order = np.argsort(out[0], kind="stable")  # two sorted runs: a linear merge
+    return [c[order] for c in out], order

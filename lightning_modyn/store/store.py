@@ -253,9 +253,6 @@ class SampleStore:
                 "version of lightning-modyn reads; upgrade lightning-modyn to open it"
             )
         self._read_catalog_marker(marker)
-        if self._catalog_url is None:
-            if not self.readonly:
-                self._take_lock()
         self.catalog = self._open_catalog(readonly=self.readonly)
         if not self.readonly:
             self._become_writer()
@@ -279,10 +276,11 @@ class SampleStore:
         self._catalog_where = redacted(self._catalog_url)
 
     def _open_catalog(self, create: bool = False, readonly: bool = False) -> Catalog:
-        """This process's connection to the store's catalog (the SQLite file, or the PostgreSQL schema)."""
+        """This process's connection to the store's catalog (the PostgreSQL schema, or the SQLite file: then a
+        writer first takes the one writer's lock)."""
         if self._catalog_url is not None:
             return PostgresCatalog(self._catalog_url, self._store_id, readonly=readonly, create=create)
-        if create:
+        if not readonly:
             self._take_lock()
         path = self._catalog_local_path(download=not create)
         return SQLiteCatalog(path, readonly=readonly and self.files.local, wal=self.files.local, create=create)
@@ -489,9 +487,6 @@ class SampleStore:
             raise TypeError(f"attribute {name!r} of {self.url}: value is not JSON-able ({err})") from None
         with self.catalog.transaction():
             self.catalog.set_meta("attr." + name, text)
-
-    def _setting(self, name: str) -> int:
-        return int(self.catalog.get_meta(name))
 
     def _check_writable(self, what: str) -> None:
         if self.readonly:

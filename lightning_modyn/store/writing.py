@@ -44,17 +44,13 @@ class NewShards:
         catalog.add_entries(self.entries, appended)
 
 
-def _setting(catalog: Catalog, name: str) -> int:
-    return int(catalog.get_meta(name))
-
-
 def write_sample_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, wds_keys: list[str],
                         encoded: list[list[tuple[str, bytes]]], ts: np.ndarray, labels: np.ndarray | None,
                         mtime: int) -> NewShards:
     """Samples (each a list of (extension, bytes)) as members ``<__key__>.<ext>``, a new shard whenever one reaches
     the store's ``shard_max_bytes`` or ``shard_max_samples``; every member's place goes into the catalog's member
     table, so a read of one member needs no header."""
-    max_bytes, max_samples = _setting(catalog, "shard_max_bytes"), _setting(catalog, "shard_max_samples")
+    max_bytes, max_samples = catalog.number("shard_max_bytes"), catalog.number("shard_max_samples")
     new = NewShards()
     entries, members = new.entries, new.members
     i, n = 0, len(keys)
@@ -82,8 +78,8 @@ def write_record_shards(catalog: Catalog, pub: Publication, keys: np.ndarray, ro
     :func:`aligned_block_rows`), a new shard whenever one reaches ``shard_max_bytes`` or ``shard_max_samples``
     blocks; one entry per block."""
     itemsize = rows.dtype.itemsize
-    block_rows = aligned_block_rows(_setting(catalog, "block_bytes"), itemsize)
-    max_bytes, max_blocks = _setting(catalog, "shard_max_bytes"), _setting(catalog, "shard_max_samples")
+    block_rows = aligned_block_rows(catalog.number("block_bytes"), itemsize)
+    max_bytes, max_blocks = catalog.number("shard_max_bytes"), catalog.number("shard_max_samples")
     raw = rows.view(np.uint8).reshape(-1)
     new = NewShards()
     entries = new.entries
