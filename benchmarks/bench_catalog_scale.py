@@ -177,7 +177,7 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.keys, 0)))
         return
 
-    from postgres_server import PostgresServer
+    from services import PostgresServer, start_s3
 
     root = os.path.abspath(os.getcwd())
     os.makedirs(args.work, exist_ok=True)
@@ -214,7 +214,7 @@ def main() -> None:
                 shutil.rmtree(url, ignore_errors=True)
             remote = ["| catalog | commits | bytes downloaded to open | requests |", "|---|---:|---:|---:|"]
             if not args.skip_remote:
-                endpoint, moto = _start_moto()
+                endpoint, moto = start_s3()
                 try:
                     for backend in args.backends:
                         r = remote_open_bytes(args.commits, pg.url if backend == "postgresql" else None, endpoint)
@@ -231,27 +231,6 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as fh:
             fh.write(text)
-
-
-def _start_moto():
-    import socket
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return url, proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("moto server did not start")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, ".")
 sys.path.insert(0, "tests")
 from lightning_modyn.store import SampleStore  # noqa: E402
-from postgres_server import PostgresServer  # noqa: E402
+from services import PostgresServer  # noqa: E402
 
 CRITEO = np.dtype([("label", "<i4"), ("dense", "<f4", (13,)), ("cat", "<i4", (26,))])
 

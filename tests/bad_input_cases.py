@@ -668,19 +668,13 @@ def _catalog_write_locked_by_another_process(ctx):
 
 
 # ====================================================================== store: catalogs (PostgreSQL, remote writers)
-def _free_loopback_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @row("store", "create with a PostgreSQL catalog that cannot be reached", CatalogError,
      ("127.0.0.1:{port}/nowhere", "cannot reach PostgreSQL"), after=_not_created)
 def _create_with_an_unreachable_catalog(ctx):
     ctx.vars["store"] = str(ctx.tmp / "s")
-    ctx.vars["port"] = port = _free_loopback_port()
+    from services import free_port
+
+    ctx.vars["port"] = port = free_port()
     SampleStore.create(ctx.vars["store"], catalog=f"postgresql://postgres@127.0.0.1:{port}/nowhere")
 
 

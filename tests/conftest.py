@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -40,32 +35,14 @@ def in_forked_child():
     return run
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 protocol endpoint on loopback (moto's server), started once for the tests that need it."""
     pytest.importorskip("s3fs", reason="the S3 tests need the [test] extras (s3fs, moto[server])")
     pytest.importorskip("moto", reason="the S3 tests need the [test] extras (s3fs, moto[server])")
-    port = _free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto S3 server did not start")
-            time.sleep(0.2)
+    from services import start_s3
+
+    url, proc = start_s3()
     yield url
     proc.terminate()
     proc.wait(10)
@@ -73,11 +50,11 @@ def s3_endpoint():
 
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A PostgreSQL server on loopback (``tests/postgres_server.py``), started once for the tests that need it.
+    """A PostgreSQL server on loopback (``tests/services.py``), started once for the tests that need it.
 
     Without PostgreSQL installed the tests that need it skip, saying why, unless ``LIGHTNING_MODYN_REQUIRE_POSTGRES``
     is set (``.ci/run`` sets it: there they must run)."""
-    from postgres_server import PostgresServer, postgres_bin
+    from services import PostgresServer, postgres_bin
 
     required = bool(os.environ.get("LIGHTNING_MODYN_REQUIRE_POSTGRES"))
     if postgres_bin() is None and not required:

@@ -1,8 +1,10 @@
-"""A throwaway PostgreSQL server on loopback for the tests and benchmarks: ``initdb`` into a temporary folder,
-``pg_ctl start`` on a free port, trust authentication for local connections only, stopped and removed at the end.
+"""Throwaway services on loopback for the tests and benchmarks: a free port, an S3 endpoint (moto's server) and a
+PostgreSQL server.
 
-PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` system user (``runuser``). Debian's
-``postgresql`` package provides the binaries (``/usr/lib/postgresql/<version>/bin``); ``.ci/run`` installs it.
+PostgreSQL: ``initdb`` into a temporary folder, ``pg_ctl start`` on a free port, trust authentication for local
+connections only, stopped and removed at the end. It refuses to run as root, so as root the server runs as the
+``postgres`` system user (``runuser``). Debian's ``postgresql`` package provides the binaries
+(``/usr/lib/postgresql/<version>/bin``); ``.ci/run`` installs it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 
 
 def postgres_bin() -> str | None:
@@ -24,10 +29,30 @@ def postgres_bin() -> str | None:
     return os.path.dirname(initdb) if initdb else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_s3() -> tuple[str, subprocess.Popen]:
+    """A real S3 protocol endpoint (moto's server) on loopback: its URL and its process (terminate it when done)."""
+    port = free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return url, proc
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto S3 server did not start")
+            time.sleep(0.2)
 
 
 class PostgresServer:
@@ -38,7 +63,7 @@ class PostgresServer:
         if self.bin is None:
             raise RuntimeError("PostgreSQL is not installed (no initdb); on Debian: apt-get install postgresql")
         self.database = database
-        self.port = _free_port()
+        self.port = free_port()
         self.folder = tempfile.mkdtemp(prefix="lightning-modyn-pg-")
         self.data = os.path.join(self.folder, "data")
         self.user = "postgres"

@@ -8,7 +8,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from lightning_modyn import SampleStore
+from services import free_port
 from test_pipeline import DTYPE
 
 pytest.importorskip("s3fs", reason="the cluster test needs the [test] extras (s3fs, moto[server])")
@@ -44,12 +44,6 @@ def _write(url: str, options: dict, writer: int, batches: int, sender) -> None:
     store.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_writers_and_a_live_ddp_loop_on_two_nodes_with_a_writer_killed(tmp_path, s3_endpoint, postgres_url):
     import s3fs
@@ -63,7 +57,7 @@ def test_writers_and_a_live_ddp_loop_on_two_nodes_with_a_writer_killed(tmp_path,
     out = str(tmp_path / "out")
     os.makedirs(out)
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     nodes = [subprocess.Popen(

@@ -242,10 +242,10 @@ def test_the_url_a_store_remembers_has_no_password(url, kept):
 
 
 def test_an_unreachable_catalog_is_a_clear_error_and_create_can_be_retried(tmp_path, postgres_url):
-    from postgres_server import _free_port
+    from services import free_port
 
     url = str(tmp_path / "s")
-    nowhere = f"postgresql://postgres@127.0.0.1:{_free_port()}/lightning_modyn"
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/lightning_modyn"
     with pytest.raises(CatalogError, match=r"127\.0\.0\.1:\d+/lightning_modyn.*cannot reach PostgreSQL"):
         SampleStore.create(url, catalog=nowhere)
     assert not os.path.exists(os.path.join(url, "store.json"))
@@ -412,7 +412,7 @@ if __name__ == "__main__":  # the figures in docs/store.md: python tests/test_st
     import tempfile
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from postgres_server import PostgresServer
+    from services import PostgresServer
 
     parser = argparse.ArgumentParser(description="SIGKILLs among concurrent writers and a compaction on PostgreSQL")
     parser.add_argument("--kills", type=int, default=50)
