@@ -187,29 +187,78 @@ def test_a_live_writers_files_are_kept_and_a_dead_writers_are_collected(tmp_path
     assert len(os.listdir(os.path.join(url, "journal"))) < len(before) + 1
 
 
-def test_a_connection_dropped_before_the_commit_is_a_clear_error_and_commits_nothing(tmp_path, postgres_url):
+def _cut(postgres_url: str, conn) -> None:
+    """End the PostgreSQL session behind ``conn`` from outside, as a server restart or a network cut would."""
     import psycopg
 
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+
+def test_a_connection_dropped_before_the_commit_is_a_clear_error_and_the_next_call_reconnects(tmp_path, postgres_url):
     url = str(tmp_path / "s")
     store = SampleStore.create(url, catalog=postgres_url)
     store.append([_sample(0, 0)])
-    pid = store.catalog.conn.info.backend_pid
+    committed = {os.path.basename(s["path"]) for s in store.catalog.shards()}
+    first_writer = store.catalog.writer_id
     real = store.catalog.transaction
 
     def cut_then_commit(*args, **kwargs):
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        _cut(postgres_url, store.catalog.conn)
         return real(*args, **kwargs)
 
     store.catalog.transaction = cut_then_commit
-    with pytest.raises(CatalogError, match="cannot reach PostgreSQL.*Nothing of the call"):
+    with pytest.raises(CatalogError, match="cannot reach PostgreSQL.*Nothing of the call.*next call connects again"):
         store.append([_sample(0, 1), _sample(0, 2)])
-    shards = sorted(os.listdir(os.path.join(url, "shards")))
+    assert set(os.listdir(os.path.join(url, "shards"))) == committed  # the failed call removed its shard file
+    del store.catalog.transaction
+    # the next call gets a new session, and with it a new writer number (the old one's lock went with the session)
+    keys = store.append([_sample(0, 3)])
+    assert store.catalog.writer_id not in (None, first_writer)
+    assert store.get(keys)[0]["bin"] == _sample(0, 3)["bin"]
     store.close()
     with SampleStore.open(url) as again:
-        assert len(again) == 1 and again.get([0])[0]["bin"] == _sample(0, 0)["bin"]
-        assert sorted(os.listdir(os.path.join(url, "shards"))) == shards == [
-            os.path.basename(s["path"]) for s in again.catalog.shards()]
+        assert len(again) == 2
+        assert [s["bin"] for s in again.get(again.all().keys)] == [_sample(0, 0)["bin"], _sample(0, 3)["bin"]]
+        assert set(os.listdir(os.path.join(url, "shards"))) == {
+            os.path.basename(s["path"]) for s in again.catalog.shards()}
+
+
+def test_a_connection_lost_while_committing_says_the_outcome_is_unknown(tmp_path, postgres_url):
+    url = str(tmp_path / "s")
+    store = SampleStore.create(url, catalog=postgres_url)
+    real = store.catalog._commit
+
+    def cut_then_commit():
+        _cut(postgres_url, store.catalog.conn)
+        real()
+
+    store.catalog._commit = cut_then_commit
+    with pytest.raises(CatalogError, match="lost while committing.*whether this call was committed is unknown"):
+        store.append([_sample(0, 0)])
+    del store.catalog._commit
+    assert len(store) == 0  # here the cut came first, so nothing was committed; the store works on
+    store.append([_sample(0, 1)])
+    assert len(store) == 1
+    store.close()
+
+
+def test_a_read_that_loses_its_connection_is_read_again_on_a_new_one(tmp_path, postgres_url, caplog):
+    url = str(tmp_path / "s")
+    with SampleStore.create(url, catalog=postgres_url) as writer:
+        keys = writer.append([_sample(0, i) for i in range(5)], labels=[1, 2, 1, 2, 1])
+    reader = SampleStore.open(url, readonly=True)
+    assert len(reader) == 5
+    _cut(postgres_url, reader.catalog.conn)
+    with caplog.at_level("WARNING", logger="lightning_modyn.store.store"):
+        got = reader.get(keys[::-1])
+    assert [g["bin"] for g in got] == [_sample(0, i)["bin"] for i in reversed(range(5))]
+    assert any("connection was lost during get" in r.getMessage() for r in caplog.records)
+    _cut(postgres_url, reader.catalog.conn)
+    assert reader.label_counts() == {1: 3, 2: 2}
+    reader.close()
+    with pytest.raises(CatalogError):  # a store closed on purpose does not reconnect behind the user's back
+        len(reader)
 
 
 def test_store_json_names_the_catalog_without_its_password(tmp_path, postgres_url):

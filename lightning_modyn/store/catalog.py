@@ -212,6 +212,16 @@ class Catalog:
     def checkpoint(self) -> None:
         """Make every commit part of the catalog's main file (for backends that are files)."""
 
+    def connection_lost(self) -> bool:
+        """Whether the connection to the catalog is gone (not closed on purpose)."""
+        return False
+
+    def reconnect_if_lost(self) -> bool:
+        """At the start of a call: if the connection to the catalog was lost (a server restart, a network cut),
+        connect again and return True, so that the caller can renew what lived in the old session. Never used
+        within a call: a call whose connection drops fails as a whole."""
+        return False
+
     def close(self) -> None:
         raise NotImplementedError
 

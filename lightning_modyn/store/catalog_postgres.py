@@ -128,7 +128,8 @@ def translate_error(err: Exception, where: str) -> Exception | None:
                                 "retry when they are done")
     if isinstance(err, psycopg.OperationalError):
         return CatalogError(f"catalog {where}: cannot reach PostgreSQL ({str(err).strip()}); is the server running "
-                            "and the URL right? Nothing of the call that failed was committed")
+                            "and the URL right? Nothing of the call that failed was committed; the next call "
+                            "connects again")
     return CatalogError(f"catalog {where}: {type(err).__name__}: {str(err).strip()}")
 
 
@@ -155,11 +156,9 @@ class PostgresCatalog(Catalog):
         self.where = f"{redacted(url)} (schema {self.schema})"
         self._version = 0
         self._side = None
+        self._closed = False
         self.writer_id: int | None = None
-        try:
-            self.conn = self._connect()
-        except psycopg.Error as err:
-            raise translate_error(err, self.where) from None
+        self.conn = self._connect_or_refuse()
         try:
             exists = self.conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone()
             if create:
@@ -177,6 +176,30 @@ class PostgresCatalog(Catalog):
         except BaseException:
             self.conn.close()
             raise
+
+    def _connect_or_refuse(self):
+        psycopg = _psycopg()
+        try:
+            return self._connect()
+        except psycopg.Error as err:
+            raise translate_error(err, self.where) from None
+
+    def connection_lost(self) -> bool:
+        return not self._closed and bool(self.conn.closed or self.conn.broken)
+
+    def reconnect_if_lost(self) -> bool:
+        """A new session when the old one is gone: its writer registration (a session lock) went with it, so the
+        store registers again (a new writer number and journal; a writer that survives the old number's
+        collection never writes into a journal that is being collected)."""
+        if not self.connection_lost():
+            return False
+        self._disconnect()
+        self.conn = self._connect_or_refuse()
+        self.conn.execute(f"SET search_path TO {self.schema}")
+        self._check_store()
+        self.writer_id = None
+        self._depth = 0
+        return True
 
     def _connect(self):
         psycopg = _psycopg()
@@ -212,6 +235,10 @@ class PostgresCatalog(Catalog):
         self.conn.execute("COMMIT")
 
     def close(self) -> None:
+        self._closed = True
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         for conn in (self._side, getattr(self, "conn", None)):
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -260,6 +287,16 @@ class PostgresCatalog(Catalog):
         row = self.conn.execute("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) "
                                 "WHERE name = 'version' RETURNING value").fetchone()
         self._version = int(row[0])
+
+    def _commit(self) -> None:
+        psycopg = _psycopg()
+        try:
+            self.conn.execute("COMMIT")
+        except psycopg.OperationalError as err:
+            raise CatalogError(
+                f"catalog {self.where}: the connection to PostgreSQL was lost while committing ({str(err).strip()}), "
+                "so whether this call was committed is unknown: look for its keys (store.contains, "
+                "store.new_since) before repeating it; the store reconnects on the next call") from None
 
     def _rollback(self) -> None:
         with contextlib.suppress(Exception):  # a dropped connection has nothing to roll back

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -63,6 +64,8 @@ from lightning_modyn.store.values import (
 from lightning_modyn.store.writing import SHARDS, NewShards, write_record_shards, write_sample_shards
 
 
+log = logging.getLogger(__name__)
+
 MARKER = "store.json"
 CATALOG = "catalog.sqlite"
 LOCK = "writer.lock"
@@ -76,21 +79,43 @@ def _now() -> int:
     return int(time.time())
 
 
-def _one_call_at_a_time(method):
+def _serialised(method, read: bool):
     """Run a public method of a store under the store's lock.
 
     Threads may share one store object: their calls then run one after the other, so that each sees a consistent
-    snapshot and none interleaves its catalog reads with another's transaction (one SQLite connection per store
+    snapshot and none interleaves its catalog reads with another's transaction (one catalog connection per store
     object). A forked child reopens the store, with a fresh lock, before taking it: a lock held by one of the
-    parent's threads at fork time is never waited for.
+    parent's threads at fork time is never waited for. A catalog connection that was lost between calls is made
+    again first; a read that loses it midway is run once more on a new one (a write is not: it fails as a whole,
+    and the next call reconnects).
     """
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         if self._pid != os.getpid():
             self._reopen_in_child()
-        with self._calls, catalog_errors(self._catalog_where):
-            return method(self, *args, **kwargs)
+        with self._calls:
+            for attempt in range(2 if read else 1):
+                try:
+                    with catalog_errors(self._catalog_where):
+                        if self._catalog.reconnect_if_lost() and not self.readonly:
+                            self._become_writer()
+                        return method(self, *args, **kwargs)
+                except CatalogError:
+                    if attempt or not read or not self._catalog.connection_lost():
+                        raise
+                    log.warning("%s: the catalog connection was lost during %s; reading again on a new one",
+                                self.url, method.__name__)
     return call
+
+
+def _one_call_at_a_time(method):
+    """A call that writes (or closes): serialised, and never repeated (see :func:`_serialised`)."""
+    return _serialised(method, read=False)
+
+
+def _one_read_at_a_time(method):
+    """A call that only reads: serialised, and repeated once on a new connection if the old one was lost."""
+    return _serialised(method, read=True)
 
 
 class SampleStore:
@@ -407,7 +432,7 @@ class SampleStore:
         else:  # the parent's downloaded copy is a file: open our own connection to it
             self._catalog = SQLiteCatalog(self._catalog.path, readonly=False, wal=False)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def refresh(self) -> None:
         """See commits made since this store was opened (remote readers of an SQLite catalog re-download it)."""
         if not self.files.local and self.readonly and isinstance(self.catalog, SQLiteCatalog):
@@ -453,13 +478,13 @@ class SampleStore:
     def __repr__(self) -> str:
         return f"SampleStore({self.url!r}{', readonly=True' if self.readonly else ''})"
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def __len__(self) -> int:
         return self.catalog.live_count()
 
     # ================================================================== settings
     @property
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def record_dtype(self) -> np.dtype | None:
         """The structured dtype of the store's records, or None before the first ``append_records``."""
         if self._record_dtype is None:  # fixed once set, so cache it
@@ -468,7 +493,7 @@ class SampleStore:
         return self._record_dtype
 
     @property
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def attributes(self) -> dict[str, Any]:
         """User attributes kept with the store (JSON values), e.g. how a generated stream was made."""
         prefix = "attr."
@@ -705,11 +730,11 @@ class SampleStore:
         with self._reader.pinned(self._pin):
             yield
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def _pin(self) -> tuple[Snapshot, int]:
         return self._reader.pin()
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def get(self, keys: Any, meta: bool = True) -> list[dict[str, Any]]:
         """Samples in the order of ``keys``, each a dict of member extension -> exactly the bytes written.
 
@@ -719,7 +744,7 @@ class SampleStore:
         """
         return self._reader.get(keys, meta)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def get_member(self, keys: Any, ext: str) -> MemberBatch:
         """One member (by extension) of many samples as one buffer: the batch form of :meth:`get`.
 
@@ -728,7 +753,7 @@ class SampleStore:
         """
         return self._reader.get_member(keys, ext)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def read_order(self, keys: Any) -> np.ndarray:
         """A permutation of ``keys`` that groups them by where their bytes lie (shard and row alignment).
 
@@ -739,40 +764,40 @@ class SampleStore:
         """
         return self._reader.read_order(keys)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def get_records(self, keys: Any) -> np.ndarray:
         """Record rows of ``keys`` as a structured array in the order of ``keys`` (no per-row Python objects)."""
         return self._reader.get_records(keys)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def lookup(self, keys: Any) -> Slice:
         """Timestamps and labels of ``keys`` (in their order) without reading any sample bytes."""
         return self._reader.lookup(keys)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def contains(self, keys: Any) -> np.ndarray:
         """Whether each key is live (assigned and not deleted)."""
         return self._reader.contains(keys)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def holds_only_records(self) -> bool:
         """True when every live key is a record row (so ``get_records`` serves any key)."""
         return self._reader.holds_only_records()
 
     # ================================================================== queries
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def time_range(self, start: int | None = None, end: int | None = None) -> Slice:
         """Live keys with ``start <= timestamp < end`` (either bound may be None), sorted by key."""
         return self.catalog.time_range(None if start is None else check_whole("start", start),
                                        None if end is None else check_whole("end", end))
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def keys_after(self, key: int) -> Slice:
         """Live keys greater than ``key``: the data appended after it where one process writes (with several
         writers, keys reserved earlier may commit later: follow the store with :meth:`new_since`)."""
         return self.catalog.after_key(check_whole("key", key))
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def new_since(self, cursor: tuple[int, int] | None = None) -> tuple[Slice, tuple[int, int]]:
         """Live keys committed since ``cursor`` (None: all of them), sorted by key, and the cursor to pass next time.
 
@@ -787,22 +812,22 @@ class SampleStore:
             cursor = (int(cursor[0]), int(cursor[1]))
         return self.catalog.committed_since(cursor)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def appended_since(self, when: int) -> Slice:
         """Live keys appended or ingested at or after wall-clock second ``when``."""
         return self.catalog.appended_since(check_whole("when", when))
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def all(self) -> Slice:
         """Every live key with its timestamp and label."""
         return self.catalog.time_range(None, None)
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def label_counts(self) -> dict[int, int]:
         """Live samples per label (unlabeled samples are not counted)."""
         return self.catalog.label_counts()
 
-    @_one_call_at_a_time
+    @_one_read_at_a_time
     def info(self) -> dict[str, Any]:
         """Summary numbers: samples, shards, bytes, time range, label counts, deleted, record dtype."""
         totals = self.catalog.totals()
