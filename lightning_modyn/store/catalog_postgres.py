@@ -148,7 +148,7 @@ class PostgresCatalog(Catalog):
 
     def __init__(self, url: str, store_id: str, readonly: bool = False, create: bool = False) -> None:
         super().__init__()
-        psycopg = _psycopg()
+        _psycopg()  # a clear error when the [postgres] extra is not installed
         self.url = url
         self.store_id = store_id
         self.schema = schema_for(store_id)
