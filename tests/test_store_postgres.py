@@ -250,7 +250,7 @@ def test_a_read_that_loses_its_connection_is_read_again_on_a_new_one(tmp_path, p
     reader = SampleStore.open(url, readonly=True)
     assert len(reader) == 5
     _cut(postgres_url, reader.catalog.conn)
-    with caplog.at_level("WARNING", logger="lightning_modyn.store.store"):
+    with caplog.at_level("WARNING", logger="lightning_modyn.store.lifecycle"):
         got = reader.get(keys[::-1])
     assert [g["bin"] for g in got] == [_sample(0, i)["bin"] for i in reversed(range(5))]
     assert any("connection was lost during get" in r.getMessage() for r in caplog.records)
