@@ -6,13 +6,15 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import nnls
 
 from lightning_modyn.selection.downsampling.craig import craig
-from lightning_modyn.selection.downsampling.gradmatch import gradmatch
+from lightning_modyn.selection.downsampling.gradmatch import _omp, gradmatch
 from lightning_modyn.selection.downsampling.kcenter import kcenter_greedy
 from lightning_modyn.selection.downsampling.submodular import (
     FacilityLocation,
@@ -75,6 +77,108 @@ def test_kcenter_duplicates_and_k_at_least_n():
     assert kcenter_greedy(x, 3, initial=[2]).tolist() == [2, 0, 1]  # all distances 0: lowest unchosen indices
     assert kcenter_greedy(x, 5).tolist() == [0, 1, 2, 3, 4]
     assert kcenter_greedy(x, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------------------------------------- GradMatch vs OMP
+def _ridge_nnls(g: np.ndarray, chosen: list[int], lam: float) -> np.ndarray:
+    """argmin_{w >= 0} |w @ g[chosen] - sum(g)|^2 + lam |w|^2, as NNLS on the augmented system."""
+    a = np.vstack([g[chosen].T, math.sqrt(lam) * np.eye(len(chosen))])
+    b = np.concatenate([g.sum(axis=0), np.zeros(len(chosen))])
+    return nnls(a, b, maxiter=50 * len(chosen))[0]
+
+
+def plain_omp(g: np.ndarray, k: int, lam: float) -> tuple[list[int], np.ndarray]:
+    """Textbook orthogonal matching pursuit: add the atom most correlated with the residual on a normalised
+    dictionary (positive correlations only), then refit every weight, here with the same ridge as GradMatch."""
+    target, chosen, w = g.sum(axis=0), [], np.zeros(0)
+    norms = np.maximum(np.linalg.norm(g, axis=1), 1e-300)
+    residual = target
+    for _ in range(k):
+        score = (g @ residual) / norms
+        score[chosen] = -np.inf
+        j = int(np.argmax(score))
+        if not score[j] > 0:
+            break
+        chosen.append(j)
+        w = _ridge_nnls(g, chosen, lam)
+        residual = target - w @ g[chosen]
+    return chosen, w
+
+
+def objective(g: np.ndarray, chosen: list[int], w: np.ndarray, lam: float) -> float:
+    """GradMatch's objective in the sum scale, and its relative matching error."""
+    miss = (np.asarray(w) @ g[chosen] if chosen else 0.0) - g.sum(axis=0)
+    return float(miss @ miss + lam * np.sum(np.asarray(w) ** 2))
+
+
+def matching_error(g: np.ndarray, chosen: list[int], w: np.ndarray) -> float:
+    target = g.sum(axis=0)
+    return float(np.linalg.norm(np.asarray(w) @ g[chosen] - target) / np.linalg.norm(target))
+
+
+def gradmatch_sum_scale(g: np.ndarray, k: int, lam: float) -> tuple[list[int], np.ndarray]:
+    """GradMatch's matched samples and their weights in the sum scale (before the fill and rescaling)."""
+    picks, w = _omp(torch.tensor(g, dtype=torch.float32), k, lam, True, 0.0)
+    return picks, w.double().numpy()
+
+
+def trained_mlp_gradients(seed: int, n: int = 512) -> np.ndarray:
+    """Last-layer gradient embeddings of a 20-64-10 MLP trained (300 full-batch SGD steps) on these ``n`` samples:
+    most are fitted (small gradients), a few are not."""
+    g = gen(seed)
+    truth = torch.randn(20, 10, generator=g)
+    x = torch.randn(n, 20, generator=g)
+    y = (x @ truth + 0.5 * torch.randn(n, 10, generator=g)).argmax(dim=1)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        h = net[1](net[0](x))
+        e = torch.softmax(net[2](h), dim=1) - torch.nn.functional.one_hot(y, 10).float()
+        return torch.cat([(e[:, :, None] * h[:, None, :]).reshape(n, -1), e], dim=1).double().numpy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradmatch_matches_a_trained_models_gradients_at_least_as_well_as_omp(seed):
+    g = trained_mlp_gradients(seed)
+    norms = np.linalg.norm(g, axis=1)
+    for lam in (0.0, 0.5):
+        picks, w = gradmatch_sum_scale(g, 128, lam)
+        omp, w_omp = plain_omp(g, 128, lam)
+        assert objective(g, picks, w, lam) <= objective(g, omp, w_omp, lam) * 1.001
+        assert matching_error(g, picks, w) <= matching_error(g, omp, w_omp) + 1e-3
+        if lam == 0.0:  # without a ridge the rule is OMP's: the same samples
+            assert picks == omp
+        else:  # with it, OMP's rank takes tiny gradients the ridge then cannot use; GradMatch's does not
+            assert np.median(norms[picks]) >= 0.8 * np.median(norms) > 2 * np.median(norms[omp])
+            assert matching_error(g, picks, w) <= 0.8 * matching_error(g, omp, w_omp)
+
+
+@pytest.mark.parametrize("shape", [(9, 5, 3), (10, 8, 3)])
+def test_gradmatch_against_omp_and_the_optimum_on_small_problems(shape):
+    n, d, k = shape
+    excess = {"gradmatch": [], "omp": []}
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        g = rng.standard_normal((n, d)) * rng.lognormal(0.0, 1.0, (n, 1))  # norms spread over ~2 decades
+        for lam in (0.0, 0.5):
+            best = min(objective(g, list(c), _ridge_nnls(g, list(c), lam), lam)
+                       for m in range(1, k + 1) for c in itertools.combinations(range(n), m))
+            picks, w = gradmatch_sum_scale(g, k, lam)
+            omp, w_omp = plain_omp(g, k, lam)
+            mine, theirs = objective(g, picks, w, lam), objective(g, omp, w_omp, lam)
+            assert mine >= best * (1 - 1e-6) and theirs >= best * (1 - 1e-6)  # brute force is the optimum
+            if lam == 0.0:
+                assert mine == pytest.approx(theirs, rel=1e-4)
+            else:
+                excess["gradmatch"].append(mine / best - 1)
+                excess["omp"].append(theirs / best - 1)
+    assert np.mean(excess["gradmatch"]) <= np.mean(excess["omp"]) + 0.02
+    assert np.median(excess["gradmatch"]) <= np.median(excess["omp"]) + 1e-6
 
 
 @pytest.mark.parametrize("kwargs, match", [

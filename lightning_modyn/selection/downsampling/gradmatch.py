@@ -38,10 +38,13 @@ def gradmatch(gradients: torch.Tensor, k: int, lam: float = 0.5, nonnegative: bo
     The matching problem is the paper's, in its scale: find ``w`` (``>= 0`` when ``nonnegative``) on at most
     ``k`` samples minimising ``|sum_{j in S} w_j g_j - sum_i g_i|^2 + lam * |w|^2``, so ``lam`` means what it
     means in GRAD-MATCH (its effect shrinks as ``N`` or the gradient norms grow; ``lam = 0`` is plain least
-    squares). Samples are ranked by their correlation with the residual divided by their gradient norm -
-    standard OMP on a normalised dictionary, i.e. the sample that alone would reduce the residual most (the
-    reference implementation uses the raw inner product, which favours large gradients); with
-    ``nonnegative`` only positive correlations count. The returned weights are rescaled to the common
+    squares). Each step adds the sample that alone would reduce this regularised objective most: given the
+    residual ``r``, adding ``g`` with the best weight ``<g, r> / (|g|^2 + lam)`` reduces it by
+    ``<g, r>^2 / (|g|^2 + lam)``, so samples are ranked by that (with ``nonnegative``, only positive
+    correlations count). With ``lam = 0`` this is OMP on a normalised dictionary (rank by ``<g, r> / |g|``);
+    with a ridge, that rank would favour tiny gradients, which the ridge then stops from carrying any weight
+    (a trained model's matching error was 1.5x worse with it; docs/selection.md). The reference
+    implementation ranks by the raw ``<g, r>``, which favours large gradients. The returned weights are rescaled to the common
     convention, ``(1/k) * sum_j weights_j g_j ≈ (1/N) * sum_i g_i``.
 
     Early stop and fill: matching stops after ``t < k`` samples when the residual norm is at most
@@ -116,8 +119,8 @@ def _omp(g: torch.Tensor, k: int, lam: float, nonnegative: bool, tol: float) -> 
     work = torch.float64 if device.type != "mps" else torch.float32
     target = g.to(work).sum(dim=0)
     stop = tol * float(target.norm())
-    norms = g.norm(dim=1)
-    inv_norms = torch.where(norms > 0, 1.0 / norms.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
+    # a sample's own reduction of the regularised residual is <g, r>^2 / (|g|^2 + lam): rank by it
+    inv_cost = 1.0 / (g.pow(2).sum(dim=1) + max(lam, torch.finfo(torch.float32).tiny))
     gram = torch.zeros(k, k, dtype=work, device=device)  # G_S G_S^T
     rhs = torch.zeros(k, dtype=work, device=device)  # G_S target
     atoms = torch.zeros(0, g.shape[1], dtype=work, device=device)  # G_S
@@ -128,10 +131,10 @@ def _omp(g: torch.Tensor, k: int, lam: float, nonnegative: bool, tol: float) -> 
     for t in range(k):
         if float(residual.norm()) <= stop:
             break
-        score = (g @ residual.to(torch.float32)) * inv_norms
-        if not nonnegative:
-            score = score.abs()
-        score = score.masked_fill(chosen, -math.inf)
+        corr = g @ residual.to(torch.float32)
+        if nonnegative:
+            corr = corr.clamp(min=0.0)  # only a positive weight is allowed: a negative correlation cannot help
+        score = (corr.square() * inv_cost).masked_fill(chosen, -math.inf)
         j = int(torch.argmax(score))
         if not float(score[j]) > 0:  # nothing left can reduce the residual (with a nonnegative weight)
             break
