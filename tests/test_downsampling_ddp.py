@@ -46,3 +46,21 @@ def test_ranks_select_the_same_subset_from_gathered_scores(tmp_path):
         kept = [k for k, w in zip(a["kept"], a["weights"]) if w > 0] + [k for k, w in zip(b["kept"], b["weights"])
                                                                      if w > 0]
         assert sorted(kept) == sorted(top.tolist())
+
+    # 3 keys on 2 ranks, batch size 1, keep 50 %: at every step one rank holds nothing that was chosen (and at the
+    # second step of each epoch rank 1 holds only DDP padding). That rank still takes the step, on one row of
+    # weight 0, with a finite loss and a backward pass seeded with 0: it adds nothing to the update.
+    pad0, pad1 = ranks[0]["padding_steps"], ranks[1]["padding_steps"]
+    assert len(pad0) == len(pad1) == 6  # 2 steps per epoch, 3 epochs, on both ranks
+    empty = 0
+    for a, b in zip(pad0, pad1):
+        for step in (a, b):
+            assert step["rows"] == 1 and np.isfinite(step["loss"])
+        chosen = [s for s in (a, b) if s["weights"][0] > 0]
+        assert len(chosen) == 1  # one of the two valid samples of the step is kept, by exactly one rank
+        assert chosen[0]["seed_grad"] == 1.0
+        other = b if chosen[0] is a else a
+        assert other["weights"] == [0.0] and other["seed_grad"] == 0.0
+        empty += 1
+    assert ranks[0]["padding_stats"]["steps_without_samples"] + ranks[1]["padding_stats"]["steps_without_samples"] \
+        == empty

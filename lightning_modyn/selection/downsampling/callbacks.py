@@ -54,7 +54,9 @@ class _Downsampling(L.Callback):
         self.seed = seed
         self.record_scores = record_scores
         self.scores_dir = scores_dir
-        self.stats = {"scored_samples": 0, "kept_samples": 0, "scoring_seconds": 0.0}
+        # steps_without_samples: batch-then-sample steps where another rank held every chosen sample (DDP)
+        self.stats = {"scored_samples": 0, "kept_samples": 0, "steps_without_samples": 0, "scoring_seconds": 0.0}
+        self._step_without_samples = False
         self._fits = 0
         self._trigger_id = 0
         self._records: list[tuple[np.ndarray, np.ndarray, int]] = []
@@ -182,9 +184,14 @@ class BatchThenSample(_Downsampling):
         offset = trainer.global_rank * (len(gathered) // max(trainer.world_size, 1))
         mine = (positions >= offset) & (positions < offset + n)
         local_pos, local_w = positions[mine] - offset, weights[mine]
-        if len(local_pos) == 0:  # another rank holds every chosen sample: train on one sample that counts 0
-            local_pos = torch.nonzero(valid).flatten()[:1].to(positions.device)
-            local_w = torch.zeros(len(local_pos), device=weights.device)
+        self._step_without_samples = len(local_pos) == 0
+        if self._step_without_samples:
+            # Other ranks hold every chosen sample (or this rank's batch is all DDP padding). The rank must still
+            # take the step (DDP reduces gradients across ranks), so it runs its training step on one row, with
+            # weight 0, and on_before_backward zeroes the gradient that flows back from its loss: whatever the
+            # step does with the weights, this rank adds nothing to the update.
+            local_pos = torch.zeros(1, dtype=torch.long, device=positions.device)
+            local_w = torch.zeros(1, device=weights.device)
         local_pos = local_pos.to(pl_module.device)
         take_rows_in_place(batch, local_pos, n)
         if isinstance(batch, KeyedBatch):
@@ -192,8 +199,17 @@ class BatchThenSample(_Downsampling):
             batch.weights = batch.weights[local_pos.to(batch.weights.device)] * local_w.to(batch.weights.device)
         set_batch_weights(batch, local_w.to(pl_module.device))
         self.stats["scored_samples"] += int(valid.sum())
-        self.stats["kept_samples"] += len(local_pos)
+        self.stats["kept_samples"] += 0 if self._step_without_samples else len(local_pos)
+        self.stats["steps_without_samples"] += int(self._step_without_samples)
         self.stats["scoring_seconds"] += time.perf_counter() - t0
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if self._step_without_samples:  # seed this rank's backward pass with 0: every gradient it adds is 0
+            loss.register_hook(torch.zeros_like)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._step_without_samples = False
 
 
 class SampleThenBatch(_Downsampling):
