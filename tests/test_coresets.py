@@ -13,13 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import nnls
 
+from lightning_modyn.selection.downsampling.coresets import Craig, GradMatch, KCenter, Submodular
 from lightning_modyn.selection.downsampling.craig import craig
 from lightning_modyn.selection.downsampling.gradmatch import _omp, gradmatch
 from lightning_modyn.selection.downsampling.kcenter import kcenter_greedy
+from lightning_modyn.selection.downsampling.scoring import ScoringBatch
 from lightning_modyn.selection.downsampling.submodular import (
     FacilityLocation,
     GraphCut,
     LogDeterminant,
+    SubmodularObjective,
     greedy_maximize,
     similarity_from_features,
 )
@@ -106,7 +109,7 @@ def plain_omp(g: np.ndarray, k: int, lam: float) -> tuple[list[int], np.ndarray]
 
 
 def objective(g: np.ndarray, chosen: list[int], w: np.ndarray, lam: float) -> float:
-    """GradMatch's objective in the sum scale, and its relative matching error."""
+    """GradMatch's objective in the sum scale: the squared matching error plus the ridge on the weights."""
     miss = (np.asarray(w) @ g[chosen] if chosen else 0.0) - g.sum(axis=0)
     return float(miss @ miss + lam * np.sum(np.asarray(w) ** 2))
 
@@ -261,6 +264,66 @@ def test_log_determinant_greedy_gains_match_slogdet():
         assert gains[:t].sum().item() == pytest.approx(brute.item(), abs=1e-4)
 
 
+class CountingObjective(SubmodularObjective):
+    """Wraps an objective and counts the candidates whose gain it computed."""
+
+    def __init__(self, objective) -> None:
+        self.objective, self.evaluations = objective, 0
+        self.n, self.device = objective.n, objective.device
+
+    def init_state(self):
+        return self.objective.init_state()
+
+    def gain(self, state, candidates):
+        self.evaluations += len(candidates)
+        return self.objective.gain(state, candidates)
+
+    def update(self, state, index):
+        return self.objective.update(state, index)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.8, 0.95])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_approximate_lazy_greedy_takes_a_pick_within_beta_of_the_best_every_step(beta, seed):
+    x = torch.randn(120, 4, generator=gen(seed))
+    for objective in (FacilityLocation(similarity_from_features(x)),
+                      LogDeterminant(similarity_from_features(x, "cosine"), ridge=1.0)):
+        idx, gains = greedy_maximize(objective, 20, optimizer="approximate_lazy", beta=beta)
+        assert len(set(idx.tolist())) == 20
+        state, chosen = objective.init_state(), []
+        for j, gain in zip(idx.tolist(), gains.tolist()):  # replay: the pick's gain against every candidate's
+            everyone = objective.gain(state, torch.arange(len(x)))
+            everyone[chosen] = -math.inf
+            assert everyone[j].item() == pytest.approx(gain, abs=1e-5)
+            assert gain >= beta * everyone.max().item() - 1e-5
+            chosen.append(j)
+            state = objective.update(state, j)
+        best = objective(greedy_maximize(objective, 20)[0])
+        assert objective(idx) >= (1 - math.exp(-beta)) * best  # its guarantee, against naive greedy's value
+        assert objective(idx) >= 0.9 * best  # and in practice close to it
+
+
+def test_approximate_lazy_greedy_evaluates_fewer_gains_than_lazy_and_beta_1_is_lazy():
+    x = torch.randn(400, 6, generator=gen(4))
+    f = FacilityLocation(similarity_from_features(x))
+    lazy, approx = CountingObjective(f), CountingObjective(f)
+    exact = greedy_maximize(lazy, 40, optimizer="lazy")
+    rough = greedy_maximize(approx, 40, optimizer="approximate_lazy", beta=0.8)
+    assert approx.evaluations < lazy.evaluations
+    assert f(rough[0]) >= (1 - math.exp(-0.8)) * f(exact[0])
+    same = greedy_maximize(f, 40, optimizer="approximate_lazy", beta=1.0)
+    assert same[0].tolist() == exact[0].tolist()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_approximate_lazy_greedy_against_the_optimum(seed):
+    x = torch.randn(11, 3, generator=gen(seed))
+    f = FacilityLocation(similarity_from_features(x))
+    optimum = max(f(list(c)) for c in itertools.combinations(range(11), 3))
+    idx, _ = greedy_maximize(f, 3, optimizer="approximate_lazy", beta=0.6)
+    assert f(idx) >= (1 - math.exp(-0.6)) * optimum
+
+
 def test_stochastic_greedy_is_nearly_as_good_as_greedy():
     x = torch.randn(80, 3, generator=gen(2))
     f = FacilityLocation(similarity_from_features(x))
@@ -290,7 +353,7 @@ def test_similarity_from_features():
 @pytest.mark.parametrize("call, match", [
     (lambda: greedy_maximize(FacilityLocation(torch.eye(3)), 0), "k must be an integer >= 1"),
     (lambda: greedy_maximize(FacilityLocation(torch.eye(3)), 2, optimizer="fast"),
-     r"optimizer must be one of \('naive', 'lazy', 'stochastic'\)"),
+     r"optimizer must be one of \('naive', 'lazy', 'approximate_lazy', 'stochastic'\)"),
     (lambda: greedy_maximize(FacilityLocation(torch.eye(3)), 2, epsilon=1.0), r"epsilon must be a number in \(0, 1\)"),
     (lambda: greedy_maximize(torch.eye(3), 2), "objective must be a SubmodularObjective"),
     (lambda: FacilityLocation(torch.ones(3)), r"similarity must be a square 2-D tensor .*shape \(3,\)"),
@@ -348,7 +411,7 @@ def test_craig_k_at_least_n_and_duplicates():
 @pytest.mark.parametrize("kwargs, match", [
     ({"k": 0}, "k must be an integer >= 1"),
     ({"gradients": torch.ones(5), "k": 2}, r"gradients must be a 2-D tensor .*shape \(5,\)"),
-    ({"k": 2, "optimizer": "greedy"}, r"optimizer must be one of \('naive', 'lazy', 'stochastic'\)"),
+    ({"k": 2, "optimizer": "greedy"}, r"optimizer must be one of \('naive', 'lazy', 'approximate_lazy', 'stochastic'\)"),
 ])
 def test_craig_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -416,3 +479,52 @@ def test_gradmatch_k_at_least_n():
 def test_gradmatch_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gradmatch(**{"gradients": torch.ones(5, 2), **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------- strategy parameters
+def scored_batch(n: int = 60, seed: int = 0) -> ScoringBatch:
+    g = gen(seed)
+    return ScoringBatch.from_outputs(torch.randn(n, 3, generator=g), torch.randint(0, 3, (n,), generator=g),
+                                     embeddings=torch.randn(n, 5, generator=g))
+
+
+def test_every_algorithm_parameter_reaches_the_algorithm():
+    batch = scored_batch()
+    x, sim = batch.embeddings, similarity_from_features(batch.embeddings, "cosine")
+    for lam in (0.2, 2.0):  # graph cut's lambda
+        chosen, _ = Submodular("graph_cut", lam=lam, features="embeddings", per_class=False).select(batch, 8, gen(0))
+        assert chosen.tolist() == greedy_maximize(GraphCut(sim, lam=lam), 8)[0].tolist()
+    for ridge in (0.1, 5.0):  # the log-determinant's ridge
+        chosen, _ = Submodular("log_determinant", ridge=ridge, features="embeddings", per_class=False).select(
+            batch, 8, gen(0))
+        assert chosen.tolist() == greedy_maximize(LogDeterminant(sim, ridge=ridge), 8)[0].tolist()
+    chosen, _ = Submodular(optimizer="approximate_lazy", beta=0.5, features="embeddings", per_class=False).select(
+        batch, 8, gen(0))
+    assert chosen.tolist() == greedy_maximize(FacilityLocation(sim), 8, "approximate_lazy", beta=0.5)[0].tolist()
+    # k-center's first centre: the sample closest to the mean, whatever the generator
+    first = int(torch.argmin((x - x.mean(dim=0)).norm(dim=1)))
+    for seed in (0, 1):
+        chosen, _ = KCenter(first="mean").select(batch, 5, gen(seed))
+        assert chosen[0].item() == first
+    assert KCenter().select(batch, 5, gen(0))[0].tolist() != KCenter().select(batch, 5, gen(1))[0].tolist()
+    # GradMatch's ridge and sign constraint
+    grads = batch.last_layer_gradients()
+    for lam, nonnegative in ((0.0, True), (3.0, False)):
+        chosen, w = GradMatch(lam=lam, nonnegative=nonnegative, per_class=False).select(batch, 6, gen(0))
+        expected = gradmatch(grads, 6, lam=lam, nonnegative=nonnegative, generator=gen(0))
+        assert chosen.tolist() == expected[0].tolist() and torch.allclose(w, expected[1])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Submodular("graph_cut", lam=-1.0), "lam must be a finite number >= 0"),
+    (lambda: Submodular(ridge=0.0), "ridge must be a finite number > 0"),
+    (lambda: Submodular(optimizer="approximate_lazy", beta=1.5), r"beta must be a number in \(0, 1\]"),
+    (lambda: Craig(beta=0.0), r"beta must be a number in \(0, 1\]"),
+    (lambda: Craig(epsilon=1.0), r"epsilon must be a number in \(0, 1\)"),
+    (lambda: GradMatch(tol=-1.0), "tol must be a finite number >= 0"),
+    (lambda: GradMatch(nonnegative="yes"), "nonnegative must be True or False"),
+    (lambda: KCenter(first="median"), r"first must be one of \('random', 'mean'\)"),
+])
+def test_bad_algorithm_parameters_are_refused_when_the_strategy_is_made(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

@@ -27,7 +27,7 @@ from lightning_modyn.selection.downsampling.submodular import (
 )
 
 FEATURES = ("gradients", "embeddings")
-FUNCTIONS = {"facility_location": FacilityLocation, "graph_cut": GraphCut, "log_determinant": LogDeterminant}
+FUNCTIONS = ("facility_location", "graph_cut", "log_determinant")
 
 Pick = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -92,18 +92,33 @@ class CoresetStrategy(DownsamplingStrategy):
 class KCenter(CoresetStrategy):
     """k-center greedy on embeddings: a subset covering the embedding space (weight 1).
 
+    Args:
+        first: The first centre of each part: ``"random"`` (drawn with the selection's seeded generator, as in
+            the paper) or ``"mean"`` (the sample closest to the part's mean: no randomness at all).
+        features, per_class, block_size: See :class:`CoresetStrategy`.
+
     References: Sener & Savarese, "Active Learning for Convolutional Neural Networks: A Core-Set Approach",
     ICLR 2018.
     """
 
-    def __init__(self, features: str = "embeddings", per_class: bool = False, block_size: int = 100_000) -> None:
+    FIRST = ("random", "mean")
+
+    def __init__(self, first: str = "random", features: str = "embeddings", per_class: bool = False,
+                 block_size: int = 100_000) -> None:
         super().__init__(features, per_class, block_size)
+        if first not in self.FIRST:
+            raise ValueError(f"first must be one of {self.FIRST}, got {first!r}")
+        self.first = first
 
     def select(self, batch: ScoringBatch, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._features(batch)
 
         def pick(part: torch.Tensor, quota: int) -> tuple[torch.Tensor, torch.Tensor]:
-            idx = kcenter_greedy(x[part], quota, generator)
+            points = x[part]
+            initial = None
+            if self.first == "mean":
+                initial = [int(torch.argmin((points.float() - points.float().mean(dim=0)).norm(dim=1)))]
+            idx = kcenter_greedy(points, quota, generator, initial=initial)
             return idx, torch.ones(len(idx), device=x.device)
 
         idx, _ = self.partitioned(batch, k, generator, pick)
@@ -116,41 +131,52 @@ class Craig(CoresetStrategy):
     Args:
         optimizer: Greedy maximizer: ``"naive"`` (default: every step one vectorized pass over all gains, the
             fastest for the parts of a few hundred samples that batches give), ``"lazy"`` (same result, fewer
-            evaluations, one at a time), ``"stochastic"``.
+            evaluations, one at a time), ``"approximate_lazy"`` (each pick within ``beta`` of the best),
+            ``"stochastic"`` (``epsilon``).
+        epsilon: Stochastic greedy's accuracy, in (0, 1).
+        beta: Approximate lazy greedy's acceptance ratio, in (0, 1].
         features, per_class, block_size: See :class:`CoresetStrategy`.
     """
 
-    def __init__(self, optimizer: str = "naive", features: str = "gradients", per_class: bool = True,
-                 block_size: int = 2048) -> None:
+    def __init__(self, optimizer: str = "naive", epsilon: float = 0.01, beta: float = 0.9,
+                 features: str = "gradients", per_class: bool = True, block_size: int = 2048) -> None:
         super().__init__(features, per_class, block_size)
+        # an unknown optimizer, epsilon or beta fails here, when the strategy is made
+        greedy_maximize(FacilityLocation(torch.ones(1, 1)), 1, optimizer, epsilon=epsilon, beta=beta)
         self.optimizer = optimizer
-        greedy_maximize(FacilityLocation(torch.ones(1, 1)), 1, optimizer)  # an unknown optimizer fails here
+        self.epsilon = epsilon
+        self.beta = beta
 
     def select(self, batch: ScoringBatch, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._features(batch)
-        return self.partitioned(batch, k, generator,
-                                lambda part, quota: craig(x[part], quota, self.optimizer, generator=generator))
+        return self.partitioned(batch, k, generator, lambda part, quota: craig(
+            x[part], quota, self.optimizer, epsilon=self.epsilon, generator=generator, beta=self.beta))
 
 
 class GradMatch(CoresetStrategy):
-    """GradMatch: orthogonal matching pursuit for a weighted subset whose gradient matches the mean gradient.
+    """GradMatch: a weighted subset whose gradient matches the mean gradient (greedy, ridge-refit weights).
 
     Args:
-        lam: Ridge regularization of the weight fit.
+        lam: Ridge weight of the weight fit, >= 0 (in the paper's scale; see :func:`.gradmatch.gradmatch`).
+        nonnegative: Keep the weights >= 0.
+        tol: Relative residual at which matching stops (the rest of the budget is a uniform sample).
         features, per_class, block_size: See :class:`CoresetStrategy`.
     """
 
-    def __init__(self, lam: float = 0.5, features: str = "gradients", per_class: bool = True,
-                 block_size: int = 2048) -> None:
+    def __init__(self, lam: float = 0.5, nonnegative: bool = True, tol: float = 1e-4, features: str = "gradients",
+                 per_class: bool = True, block_size: int = 2048) -> None:
         super().__init__(features, per_class, block_size)
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
+        gradmatch(torch.ones(2, 1), 1, lam=lam, nonnegative=nonnegative, tol=tol)  # bad values fail here
         self.lam = lam
+        self.nonnegative = nonnegative
+        self.tol = tol
 
     def select(self, batch: ScoringBatch, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._features(batch)
+
         def pick(part: torch.Tensor, quota: int) -> tuple[torch.Tensor, torch.Tensor]:
-            return gradmatch(x[part], quota, lam=self.lam, generator=generator)
+            return gradmatch(x[part], quota, lam=self.lam, nonnegative=self.nonnegative, tol=self.tol,
+                             generator=generator)
 
         return self.partitioned(batch, k, generator, pick)
 
@@ -160,8 +186,12 @@ class Submodular(CoresetStrategy):
 
     Args:
         function: ``"facility_location"``, ``"graph_cut"`` or ``"log_determinant"``.
-        optimizer: ``"naive"`` (default, vectorized), ``"lazy"`` or ``"stochastic"``.
+        optimizer: ``"naive"`` (default, vectorized), ``"lazy"``, ``"approximate_lazy"`` or ``"stochastic"``.
         metric: Similarity of features: ``"cosine"`` or ``"euclidean"``.
+        lam: Graph cut's diversity weight, >= 0 (``graph_cut`` only).
+        ridge: The log-determinant's ridge, > 0 (``log_determinant`` only).
+        epsilon: Stochastic greedy's accuracy, in (0, 1).
+        beta: Approximate lazy greedy's acceptance ratio, in (0, 1].
         features, per_class, block_size: See :class:`CoresetStrategy`.
 
     References: Iyer et al., "Submodular Combinatorial Information Measures with Applications in Machine
@@ -169,25 +199,40 @@ class Submodular(CoresetStrategy):
     """
 
     def __init__(self, function: str = "facility_location", optimizer: str = "naive", metric: str = "cosine",
+                 lam: float = 1.0, ridge: float = 1.0, epsilon: float = 0.01, beta: float = 0.9,
                  features: str = "gradients", per_class: bool = True, block_size: int = 2048) -> None:
         super().__init__(features, per_class, block_size)
         if function not in FUNCTIONS:
-            raise ValueError(f"function must be one of {tuple(FUNCTIONS)}, got {function!r}")
+            raise ValueError(f"function must be one of {FUNCTIONS}, got {function!r}")
         similarity_from_features(torch.zeros(1, 1), metric)  # an unknown metric fails here
         if function == "log_determinant" and metric != "cosine":
             raise ValueError("log_determinant needs a positive semi-definite similarity: use metric='cosine' "
                              f"(got {metric!r})")
-        greedy_maximize(FacilityLocation(torch.ones(1, 1)), 1, optimizer)  # and an unknown optimizer here
         self.function = function
         self.optimizer = optimizer
         self.metric = metric
+        self.lam = lam
+        self.ridge = ridge
+        self.epsilon = epsilon
+        self.beta = beta
+        GraphCut(torch.ones(1, 1), lam=lam)  # a bad lam or ridge fails here,
+        LogDeterminant(torch.ones(1, 1), ridge=ridge)
+        greedy_maximize(FacilityLocation(torch.ones(1, 1)), 1, optimizer, epsilon=epsilon, beta=beta)  # and these
+
+    def _objective(self, similarity: torch.Tensor):
+        if self.function == "graph_cut":
+            return GraphCut(similarity, lam=self.lam)
+        if self.function == "log_determinant":
+            return LogDeterminant(similarity, ridge=self.ridge)
+        return FacilityLocation(similarity)
 
     def select(self, batch: ScoringBatch, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._features(batch)
 
         def pick(part: torch.Tensor, quota: int) -> tuple[torch.Tensor, torch.Tensor]:
-            objective = FUNCTIONS[self.function](similarity_from_features(x[part], self.metric))
-            idx, _ = greedy_maximize(objective, quota, self.optimizer, generator=generator)
+            objective = self._objective(similarity_from_features(x[part], self.metric))
+            idx, _ = greedy_maximize(objective, quota, self.optimizer, epsilon=self.epsilon, generator=generator,
+                                     beta=self.beta)
             return idx, torch.ones(len(idx), device=x.device)
 
         idx, _ = self.partitioned(batch, k, generator, pick)

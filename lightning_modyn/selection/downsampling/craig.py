@@ -23,7 +23,7 @@ from lightning_modyn.selection.downsampling.submodular import FacilityLocation, 
 
 
 def craig(gradients: torch.Tensor, k: int, optimizer: str = "lazy", epsilon: float = 0.01,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+          generator: torch.Generator | None = None, beta: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` medoids of the gradients (greedy facility location) and their cluster-size weights.
 
     Parameters
@@ -33,12 +33,15 @@ def craig(gradients: torch.Tensor, k: int, optimizer: str = "lazy", epsilon: flo
     k
         How many samples, ``>= 1``; ``k >= N`` returns ``arange(N)`` with weights 1.
     optimizer
-        The greedy maximiser: ``"lazy"`` (exact greedy, default), ``"naive"`` (same result, slower) or
-        ``"stochastic"`` (approximate, faster; uses ``epsilon`` and ``generator``).
+        The greedy maximiser: ``"lazy"`` (exact greedy, default), ``"naive"`` (same result, slower),
+        ``"approximate_lazy"`` (each pick within ``beta`` of the best) or ``"stochastic"`` (approximate, faster;
+        uses ``epsilon`` and ``generator``).
     epsilon
         Stochastic greedy's accuracy, in ``(0, 1)``.
     generator
         Random source of the stochastic optimizer; the other optimizers are deterministic.
+    beta
+        Approximate lazy greedy's acceptance ratio, in ``(0, 1]``.
 
     Returns
     -------
@@ -64,7 +67,7 @@ def craig(gradients: torch.Tensor, k: int, optimizer: str = "lazy", epsilon: flo
         return torch.arange(n, device=device), torch.ones(n, device=device)
     similarity = similarity_from_features(g, "euclidean")
     indices, _ = greedy_maximize(FacilityLocation(similarity), k, optimizer=optimizer, epsilon=epsilon,
-                                 generator=generator)
+                                 generator=generator, beta=beta)
     nearest = similarity[:, indices].argmax(dim=1)  # first maximum: ties go to the earlier-selected medoid
     sizes = torch.bincount(nearest, minlength=len(indices)).to(torch.float32)
     return indices, sizes * (len(indices) / n)

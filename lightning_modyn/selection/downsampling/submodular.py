@@ -40,7 +40,7 @@ import torch
 
 from lightning_modyn.selection.downsampling._checks import check_features, check_int
 
-OPTIMIZERS = ("naive", "lazy", "stochastic")
+OPTIMIZERS = ("naive", "lazy", "approximate_lazy", "stochastic")
 METRICS = ("euclidean", "cosine")
 _GAIN_CHUNK = 1024  # candidates per facility-location gain evaluation: bounds the temporary to N * 1024 floats
 
@@ -307,14 +307,17 @@ class LogDeterminant(SubmodularObjective):
 
 # ---------------------------------------------------------------------------------------------- maximizers
 def greedy_maximize(objective: SubmodularObjective, k: int, optimizer: str = "naive", epsilon: float = 0.01,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None, beta: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedily pick ``min(k, N)`` samples maximising ``objective``; ``(indices, marginal gains)`` in pick order.
 
     Ties go to the lowest index. ``"naive"`` evaluates all ``N`` gains per step (``k`` batched evaluations);
     ``"lazy"`` evaluates them once, then re-evaluates only the top of a priority queue of stale upper bounds
     (valid for submodular objectives) and returns exactly the selection of ``"naive"`` - barring floating-point
     near-ties, as gains of the same candidate are computed identically on CPU; it is usually far fewer
-    evaluations, one candidate at a time. ``"stochastic"`` takes the best of ``ceil(N / k * log(1 / epsilon))``
+    evaluations, one candidate at a time. ``"approximate_lazy"`` is lazy greedy that stops re-evaluating early: it
+    takes the first candidate off the queue whose fresh gain is at least ``beta`` times its stale bound, so each
+    pick's gain is at least ``beta`` times the best gain of its step, ``(1 - e^-beta)``-optimal for monotone
+    objectives, with fewer evaluations than ``"lazy"``. ``"stochastic"`` takes the best of ``ceil(N / k * log(1 / epsilon))``
     random unselected candidates per step: ``(1 - 1/e - epsilon)``-optimal in expectation for monotone
     objectives, at ``O(N log(1/epsilon))`` evaluations in total.
 
@@ -325,11 +328,13 @@ def greedy_maximize(objective: SubmodularObjective, k: int, optimizer: str = "na
     k
         How many samples to pick, ``>= 1``; ``k >= N`` orders all ``N`` greedily.
     optimizer
-        ``"naive"``, ``"lazy"`` or ``"stochastic"``.
+        ``"naive"``, ``"lazy"``, ``"approximate_lazy"`` or ``"stochastic"``.
     epsilon
         Stochastic greedy's accuracy, in ``(0, 1)``; unused by the other optimizers.
     generator
         The random source of ``"stochastic"`` (results are deterministic given a seeded generator).
+    beta
+        Approximate lazy greedy's acceptance ratio, in ``(0, 1]`` (1 is lazy greedy); unused by the others.
 
     Returns
     -------
@@ -349,18 +354,25 @@ def greedy_maximize(objective: SubmodularObjective, k: int, optimizer: str = "na
     if (not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not math.isfinite(epsilon)
             or not 0 < epsilon < 1):
         raise ValueError(f"epsilon must be a number in (0, 1), got {epsilon!r}")
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or not 0 < beta <= 1:
+        raise ValueError(f"beta must be a number in (0, 1], got {beta!r}")
     if not isinstance(objective, SubmodularObjective):
         raise ValueError(f"objective must be a SubmodularObjective, got {type(objective).__name__}")
     n, device = objective.n, objective.device
     k = min(k, n)
-    run = {"naive": _naive, "lazy": _lazy, "stochastic": _stochastic}[optimizer]
-    picks, gains = run(objective, k, epsilon, generator)
+    if optimizer == "approximate_lazy":
+        picks, gains = _lazy(objective, k, beta)
+    elif optimizer == "lazy":
+        picks, gains = _lazy(objective, k, 1.0)
+    elif optimizer == "stochastic":
+        picks, gains = _stochastic(objective, k, epsilon, generator)
+    else:
+        picks, gains = _naive(objective, k)
     return (torch.tensor(picks, dtype=torch.long, device=device),
             torch.tensor(gains, dtype=torch.float32, device=device))
 
 
-def _naive(objective: SubmodularObjective, k: int, epsilon: float, generator: torch.Generator | None
-           ) -> tuple[list[int], list[float]]:
+def _naive(objective: SubmodularObjective, k: int) -> tuple[list[int], list[float]]:
     state, everyone = objective.init_state(), torch.arange(objective.n, device=objective.device)
     chosen = torch.zeros(objective.n, dtype=torch.bool, device=objective.device)
     picks, gains = [], []
@@ -374,13 +386,15 @@ def _naive(objective: SubmodularObjective, k: int, epsilon: float, generator: to
     return picks, gains
 
 
-def _lazy(objective: SubmodularObjective, k: int, epsilon: float, generator: torch.Generator | None
-          ) -> tuple[list[int], list[float]]:
+def _lazy(objective: SubmodularObjective, k: int, beta: float) -> tuple[list[int], list[float]]:
+    """Lazy greedy (``beta = 1``) or approximate lazy greedy (``beta < 1``)."""
     state = objective.init_state()
     bounds = objective.gain(state, torch.arange(objective.n, device=objective.device)).tolist()
     # entries (-bound, index, step at which the bound was computed): the heap's top is the largest bound, ties
     # to the lowest index. A bound computed at the current step is the exact gain; at the top it beats every
     # other candidate's upper bound, hence every other gain - the same pick (and tie-break) as naive greedy.
+    # With beta < 1, a candidate whose fresh gain is at least beta times the bound it had at the top is taken
+    # at once: that bound was at least every other candidate's gain, so the pick is within beta of the best.
     heap = [(-b, i, 0) for i, b in enumerate(bounds)]
     heapq.heapify(heap)
     picks, gains = [], []
@@ -388,11 +402,14 @@ def _lazy(objective: SubmodularObjective, k: int, epsilon: float, generator: tor
         while True:
             neg, i, stamp = heapq.heappop(heap)
             if stamp == step:
+                gain = -neg
                 break
-            fresh = float(objective.gain(state, torch.tensor([i], device=objective.device))[0])
-            heapq.heappush(heap, (-fresh, i, step))
+            gain = float(objective.gain(state, torch.tensor([i], device=objective.device))[0])
+            if beta < 1 and gain >= beta * -neg:
+                break
+            heapq.heappush(heap, (-gain, i, step))
         picks.append(i)
-        gains.append(-neg)
+        gains.append(gain)
         state = objective.update(state, i)
     return picks, gains
 
