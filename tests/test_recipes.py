@@ -98,6 +98,54 @@ def test_missing_store_without_dataset_section(tmp_path):
         run_recipe(["--config", write(tmp_path, small_recipe(tmp_path, dataset=None))])
 
 
+def test_a_recipe_names_its_own_functions_by_import_path(tmp_path):
+    import custom_recipe_functions as custom
+
+    drift = {"class_path": "lightning_modyn.triggers.DataDriftTrigger",
+             "init_args": {"metrics": {"gap": ["custom_recipe_functions.mean_gap",
+                                               {"class_path": "lightning_modyn.triggers.StaticThreshold",
+                                                "init_args": {"threshold": 1e9}}]},
+                           "detection_interval": 100}}
+    amount = {"class_path": "lightning_modyn.triggers.DataAmountTrigger", "init_args": {"num_samples": 200}}
+    trigger = {"class_path": "lightning_modyn.triggers.EnsembleTrigger",
+               "init_args": {"triggers": [amount, drift], "detection_interval": 100,
+                             "aggregation": "custom_recipe_functions.any_fired"}}
+    config = write(tmp_path, small_recipe(tmp_path, **{"pipeline.trigger": trigger}))
+    printed = subprocess.run([sys.executable, "-m", "lightning_modyn.cli", "run", "--config", config,
+                              "--print_config"], capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert "aggregation: custom_recipe_functions.any_fired" in printed.stdout
+    def run(aggregation, name: str) -> int:
+        trigger["init_args"]["aggregation"] = aggregation
+        recipe = small_recipe(tmp_path, **{"pipeline.trigger": trigger})
+        recipe["pipeline"]["output_dir"] = str(tmp_path / name)
+        return run_recipe(["--config", write(tmp_path, recipe)]).num_triggers
+
+    before = dict(custom.CALLS)
+    fired_any = run("custom_recipe_functions.any_fired", "any")
+    assert custom.CALLS["any_fired"] > before["any_fired"] and custom.CALLS["mean_gap"] > before["mean_gap"]
+    fired_both = run("majority", "majority")  # of two members: both
+    assert fired_both < fired_any  # the drift member (threshold 1e9) fires only at its first detection point
+    # a callable class with arguments, by class_path: "all of them" decides as "majority" of two does
+    assert run({"class_path": "custom_recipe_functions.AtLeastFraction", "init_args": {"fraction": 1.0}},
+               "all") == fired_both
+    assert custom.CALLS["at_least_fraction"] > 0
+
+
+@pytest.mark.parametrize("aggregation, match", [
+    ("custom_recipe_functions.no_such_function", "aggregation: module 'custom_recipe_functions' has no "
+                                                 "'no_such_function'"),
+    ("no_such_module.any_fired", r"aggregation: cannot import 'no_such_module.any_fired' \(No module named"),
+    ("custom_recipe_functions.CALLS", "aggregation must be a callable or one of"),
+    ("custom_recipe_functions.AtLeastFraction", "is a class; name a function, or give the class as"),
+])
+def test_a_callable_that_cannot_be_imported_is_refused_naming_it(aggregation, match):
+    from lightning_modyn.triggers import DataAmountTrigger, EnsembleTrigger
+
+    with pytest.raises(ValueError, match=match):
+        EnsembleTrigger([DataAmountTrigger(2)], 5, aggregation)
+
+
 def test_trigger_that_never_fires_still_finishes(tmp_path, capsys):
     recipe = small_recipe(tmp_path)
     recipe["pipeline"]["trigger"]["init_args"]["num_samples"] = 10_000
@@ -106,6 +154,16 @@ def test_trigger_that_never_fires_still_finishes(tmp_path, capsys):
         result = run_recipe(["--config", write(tmp_path, recipe)])
     assert result.num_triggers == 0
     assert "never fired" in capsys.readouterr().out
+
+
+def test_a_run_without_triggers_is_still_evaluated_and_plotted(tmp_path):
+    recipe = small_recipe(tmp_path)
+    recipe["pipeline"]["trigger"]["init_args"]["num_samples"] = 10_000
+    with pytest.warns(RuntimeWarning, match="never fired"):
+        result = run_recipe(["--config", write(tmp_path, recipe)])
+    assert result.num_triggers == 0
+    assert (tmp_path / "out" / "accuracy_over_time.png").exists()  # no model: the line is empty, the plot is made
+    assert not (tmp_path / "out" / "matrix_accuracy.png").exists()  # and there is no model-by-window matrix
 
 
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "recipes")) if f.endswith(".yaml")))

@@ -195,6 +195,8 @@ def plot_results(out: str, result: dict[str, Any]) -> None:
         fig.savefig(os.path.join(out, f"{metric}_over_time.png"), dpi=100)
         plt.close(fig)
         matrix = np.array(result["matrix"][metric], dtype=float)
+        if matrix.size == 0:  # no trigger fired, so no model: the over-time plot says so, there is no matrix
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
         im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0, vmax=1)
         ax.set_xlabel("evaluation window")

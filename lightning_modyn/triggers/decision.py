@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modyn._checks import resolve_callable
+
 DIRECTIONS = ("higher", "lower")
 AGGREGATIONS = ("majority", "at_least")
 
@@ -170,11 +172,10 @@ class DynamicRollingAverageThreshold(DecisionPolicy):
 
 def aggregation(how: str | Callable[[list[bool]], bool], n: int | None = None) -> Callable[[list[bool]], bool]:
     """Combine several decisions into one: ``"majority"`` (more than half), ``"at_least"`` (``n`` or more) or a
-    callable ``(list[bool]) -> bool``."""
+    callable ``(list[bool]) -> bool``, given itself, by import path (``mymodels.any_fired``) or by class_path."""
+    how = resolve_callable("aggregation", how, AGGREGATIONS)
     if callable(how):
         return how
-    if how not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be a callable or one of {AGGREGATIONS}, got {how!r}")
     if how == "majority":
         return lambda decisions: sum(map(bool, decisions)) > len(decisions) / 2
     if n is None or int(n) < 1:

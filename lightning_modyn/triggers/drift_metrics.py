@@ -34,6 +34,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from lightning_modyn._checks import resolve_callable
+
 _REDUCTIONS = ("mean", "max")
 
 
@@ -184,9 +186,7 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 
 
 def get_metric(metric: str | Callable[[np.ndarray, np.ndarray], float]) -> Callable[[np.ndarray, np.ndarray], float]:
-    """The metric function named ``metric`` (a callable passes through)."""
-    if callable(metric):
-        return metric
-    if metric not in METRICS:
-        raise ValueError(f"metric must be a callable or one of {sorted(METRICS)}, got {metric!r}")
-    return METRICS[metric]
+    """The metric function named ``metric``: a built-in name, or a callable ``(reference, current) -> float``
+    given itself, by import path (``mymodels.energy_distance``) or by class_path."""
+    metric = resolve_callable("metric", metric, sorted(METRICS))
+    return metric if callable(metric) else METRICS[metric]

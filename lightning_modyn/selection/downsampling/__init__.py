@@ -7,6 +7,7 @@ Loss(rule='importance', balance=False)
 
 from __future__ import annotations
 
+from lightning_modyn._checks import import_object
 from lightning_modyn.selection.downsampling.base import DownsamplingStrategy, ScoreBasedStrategy
 from lightning_modyn.selection.downsampling.callbacks import BatchThenSample, SampleThenBatch, take_rows_in_place
 from lightning_modyn.selection.downsampling.context import SelectionContext
@@ -34,11 +35,17 @@ STRATEGIES: dict[str, type[DownsamplingStrategy]] = {
 
 
 def strategy_by_name(name: str) -> DownsamplingStrategy:
-    """A strategy with default arguments from its short name (see :data:`STRATEGIES`)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown downsampling strategy {name!r}; choose one of {sorted(STRATEGIES)} or pass an "
-                         "instance")
-    return STRATEGIES[name]()
+    """A strategy with default arguments from its short name (see :data:`STRATEGIES`) or from the import path of
+    a :class:`DownsamplingStrategy` subclass (``mymodels.MyScore``)."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]()
+    if "." in name:
+        cls = import_object("strategy", name)
+        if isinstance(cls, type) and issubclass(cls, DownsamplingStrategy):
+            return cls()
+        raise ValueError(f"strategy: {name!r} is not a DownsamplingStrategy subclass")
+    raise ValueError(f"unknown downsampling strategy {name!r}; choose one of {sorted(STRATEGIES)}, the import path "
+                     "of a DownsamplingStrategy subclass, or pass an instance")
 
 
 __all__ = [
