@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 import operator
 import re
 from typing import Any, Iterable, Mapping
@@ -103,3 +104,75 @@ def resolve_callable(option: str, value: Any, names: Iterable[str] = ()) -> Any:
         raise ValueError(f"{option} must be a callable{choices} (a callable by import path, "
                          f"'mypackage.module.function', or as a class_path of a callable class), got {value!r}")
     return value
+
+
+def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, hint: str = "") -> float:
+    """A finite real number (not a bool) within the bounds given, as a float; otherwise a ``ValueError`` that
+    names the option, the interval and (``hint``) what the option means.
+
+    >>> check_number("beta", 1.5, 0, 1, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: beta must be a number in (0, 1], got 1.5
+    >>> check_number("ridge", 0.0, 0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: ridge must be a finite number > 0, got 0.0
+    """
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's numbers too, not np.bool_
+    number = float(value) if real else math.nan
+    ok = math.isfinite(number)
+    if ok and low is not None:
+        ok = number > low if low_open else number >= low
+    if ok and high is not None:
+        ok = number < high if high_open else number <= high
+    if not ok:
+        if low is not None and high is not None:
+            bounds = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            bounds = f"a finite number {'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            bounds = f"a finite number {'<' if high_open else '<='} {high:g}"
+        else:
+            bounds = "a finite number"
+        raise ValueError(f"{name} must be {bounds}{' (' + hint + ')' if hint else ''}, got {value!r}")
+    return float(number)
+
+
+def check_fraction(name: str, value: Any, low_open: bool = True) -> float:
+    """A share in ``(0, 1]`` (``low_open``) or ``[0, 1]``."""
+    return check_number(name, value, 0, 1, low_open=low_open)
+
+
+def check_percentage(name: str, value: Any, meaning: str) -> float:
+    """A percentage in (0, 100] (e.g. the share of samples a downsampler keeps); ``meaning`` says what it is."""
+    return check_number(name, value, 0, 100, low_open=True, hint=meaning)
+
+
+def check_tail(tail_triggers: Any) -> int | None:
+    """How many earlier triggers' data a policy also trains on: None (all) or an integer >= 0."""
+    if tail_triggers is None:
+        return None
+    try:
+        return check_int("tail_triggers", tail_triggers, 0)
+    except ValueError:
+        raise ValueError(f"tail_triggers must be None (all data) or an integer >= 0, got {tail_triggers!r}") from None
+
+
+def check_seed(seed: Any, name: str = "seed", hint: str = "") -> int:
+    """A seed numpy and ``lightning.seed_everything`` take: an integer in ``[0, 2**32 - 1]``."""
+    return check_int(name, seed, 0, 2**32 - 1, hint=hint)
+
+
+def check_features(x: Any, name: str):
+    """A finite 2-D (samples x features) float32 tensor on the input's device (coreset algorithms' inputs)."""
+    import torch  # here, not at the top: the store's layer uses these checks without needing torch
+
+    x = torch.as_tensor(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D tensor (samples x features), got shape {tuple(x.shape)}")
+    x = x.to(torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} must be finite, got NaN or infinite entries")
+    return x

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lightning_modyn.selection._pool import water_fill
+from lightning_modyn.selection.pool import water_fill
 from lightning_modyn.selection.balanced import LabelBalanced, TriggerBalanced
 from lightning_modyn.selection.base import TriggerHistory
 from lightning_modyn.selection.freshness import Freshness
@@ -244,3 +244,59 @@ def test_trigger_balanced_counts():
 def test_bad_arguments(make, name):
     with pytest.raises(ValueError, match=name):
         make()
+
+
+# ---------------------------------------------------------------------------------------------- one base for all
+def every_policy(tmp_path, warmup_triggers: int):
+    import lightning_modyn.selection as selection
+
+    args = {"LabelBalanced": {"num_samples": 4}, "TriggerBalanced": {"num_samples": 4},
+            "Freshness": {"num_samples": 4}, "Random": {"num_samples": 4}, "RandomNoReplacement": {"num_samples": 4},
+            "RecordedScores": {"scores_dir": str(tmp_path)}, "NewData": {"tail_triggers": 1, "limit": 3},
+            "AllData": {"limit": 3}}
+    policies = {name: getattr(selection, name) for name in selection.__all__
+                if isinstance(getattr(selection, name), type) and issubclass(getattr(selection, name),
+                                                                               selection.SelectionPolicy)
+                and getattr(selection, name) is not selection.SelectionPolicy}
+    assert set(policies) == set(args)  # a new policy must be added here
+    return {name: cls(**args[name], warmup_triggers=warmup_triggers) for name, cls in policies.items()}
+
+
+def test_every_presampling_policy_takes_warmup_triggers(tmp_path):
+    store = FakeStore(deleted={12})
+    for name, policy in every_policy(tmp_path, warmup_triggers=2).items():
+        h = TriggerHistory()
+        for trigger, (lo, hi) in enumerate([(0, 10), (10, 20), (20, 30)]):
+            h.intervals.append(np.arange(lo, hi, dtype=np.int64))
+            keys, weights = policy.select(h, store)
+            if trigger < 2:  # warm-up: the trigger's new live data, weight 1, nothing else
+                assert keys.tolist() == [k for k in range(lo, hi) if k != 12], (name, trigger)
+                assert weights.tolist() == [1.0] * len(keys)
+            else:  # then the policy selects (each of these caps or mixes what it takes)
+                assert keys.tolist() != list(range(lo, hi)), name
+        assert json.loads(json.dumps(policy.state_dict())) == policy.state_dict()  # every policy has a state
+
+
+def test_a_policy_of_ones_own_needs_only_select_and_the_loop_refuses_what_is_not_a_policy(tmp_path):
+    from lightning_modyn.pipeline import ContinualLoop
+    from lightning_modyn.selection import SelectionPolicy
+
+    class Newest(SelectionPolicy):
+        def select(self, history, store):
+            keys = history.intervals[-1][-2:]
+            return keys, np.ones(len(keys), np.float32)
+
+    policy = Newest()
+    assert policy.state_dict() == {} and policy.load_state_dict({}) is None and policy.warmup_triggers == 0
+    assert policy.select(history(5, 3), None)[0].tolist() == [6, 7]
+    with pytest.raises(ValueError, match="warmup_triggers must be an integer >= 0, got -1"):
+        Newest(warmup_triggers=-1)
+    import lightning as L
+
+    from lightning_modyn import ModynDataModule, SampleStore
+    from lightning_modyn.triggers import DataAmountTrigger
+
+    SampleStore.create(tmp_path / "s").close()
+    with pytest.raises(TypeError, match="selection must be a SelectionPolicy .* got function"):
+        ContinualLoop(L.LightningModule(), ModynDataModule(str(tmp_path / "s")), DataAmountTrigger(5),
+                      selection=lambda h, s: h)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lightning_modyn.evaluation import Evaluation
-from lightning_modyn.pipeline.loop import check_seed
+from lightning_modyn.pipeline.loop import check_loop_seed
 from lightning_modyn.selection import SelectionPolicy
 from lightning_modyn.store import SampleStore
 from lightning_modyn.triggers.base import Trigger
@@ -37,7 +37,7 @@ class Pipeline:
                  start: int | None = None, end: int | None = None, chunk_size: int = 1000, seed: int = 0,
                  live: bool = False, poll_seconds: float = 1.0, idle_timeout: float | None = 60.0) -> None:
         # checked here, before a dataset section may spend minutes writing the store, not when the loop starts
-        check_seed(seed, "pipeline.seed")
+        check_loop_seed(seed, "pipeline.seed")
         if chunk_size <= 0:
             raise ValueError(f"pipeline.chunk_size must be positive, got {chunk_size}")
         if start is not None and end is not None and end <= start:

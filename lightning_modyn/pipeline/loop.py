@@ -27,7 +27,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from lightning_modyn._checks import check_int
+from lightning_modyn._checks import check_seed
 from lightning_modyn.data import ModynDataModule
 from lightning_modyn._io import write_json_atomic
 from lightning_modyn.pipeline.registry import ModelRegistry
@@ -167,13 +167,9 @@ def _adopt_plan(datamodule: ModynDataModule, plan: _Plan) -> None:
     datamodule.trigger_id = plan.trigger_id
 
 
-MAX_SEED = 2**32 - 1
-"""The largest seed ``lightning.seed_everything`` (numpy's legacy generator) takes."""
-
-
-def check_seed(seed: Any, name: str = "seed") -> int:
+def check_loop_seed(seed: Any, name: str = "seed") -> int:
     """A loop's seed: fits are seeded with ``seed + trigger_id``, which must be an integer in ``[0, 2**32 - 1]``."""
-    return check_int(name, seed, 0, MAX_SEED, hint=f"(fits are seeded with {name} + trigger_id)")
+    return check_seed(name=name, seed=seed, hint=f"(fits are seeded with {name} + trigger_id)")
 
 
 def _keeps_process_group(trainer: L.Trainer) -> bool:
@@ -231,7 +227,10 @@ class ContinualLoop:
             raise TypeError(f"datamodule must be a ModynDataModule, got {type(datamodule).__name__}")
         if not isinstance(trigger, Trigger):
             raise TypeError(f"trigger must be a lightning_modyn Trigger, got {type(trigger).__name__}")
-        check_seed(seed)
+        if selection is not None and not isinstance(selection, SelectionPolicy):
+            raise TypeError(f"selection must be a SelectionPolicy (e.g. lightning_modyn.selection.NewData()), got "
+                            f"{type(selection).__name__}")
+        check_loop_seed(seed)
         if live and end is not None:
             raise ValueError("end has no meaning in live mode (the stream has no end yet); stop a live run with "
                              "idle_timeout")
@@ -305,7 +304,7 @@ class ContinualLoop:
     def _save_state(self, position: int, intervals: list[tuple[int, int]]) -> None:
         write_json_atomic(os.path.join(self.output_dir, STATE_FILE), {
             "position": position, "intervals": intervals, "trigger": _jsonable(self.trigger.state_dict()),
-            "selection": _jsonable(self.selection.state_dict()) if hasattr(self.selection, "state_dict") else None,
+            "selection": _jsonable(self.selection.state_dict()),
             "fit_history": self.context.fit_history, "models_trained": self.models_trained})
 
     # ------------------------------------------------------------------ run
@@ -360,7 +359,7 @@ class ContinualLoop:
                 state = json.load(handle)
             position, intervals = state["position"], [tuple(i) for i in state["intervals"]]
             self.trigger.load_state_dict(state["trigger"])
-            if state.get("selection") is not None and hasattr(self.selection, "load_state_dict"):
+            if state.get("selection") is not None:  # None: a state written before policies all had one
                 self.selection.load_state_dict(state["selection"])
             self.context.fit_history = [tuple(h) for h in state["fit_history"]]
             self.models_trained = state["models_trained"]

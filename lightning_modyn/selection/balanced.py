@@ -6,10 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modyn.selection._pool import (
-    WarmupMixin,
-    check_count,
-    check_tail,
+from lightning_modyn._checks import check_int, check_tail
+from lightning_modyn.selection.pool import (
     draw,
     live,
     ones,
@@ -21,12 +19,12 @@ from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory
 from lightning_modyn.store.catalog import NO_LABEL
 
 
-class _Balanced(WarmupMixin, SelectionPolicy):
+class _Balanced(SelectionPolicy):
     """Shared machinery: split the candidate pool into groups, water-fill the budget, draw within each group."""
 
     def __init__(self, num_samples: int, tail_triggers: int | None = None, force_balance: bool = False,
                  force_size: bool = True, seed: int = 0, warmup_triggers: int = 0) -> None:
-        self.num_samples = check_count("num_samples", num_samples)
+        self.num_samples = check_int("num_samples", num_samples, 1)
         self.tail_triggers = check_tail(tail_triggers)
         for name, value in (("force_balance", force_balance), ("force_size", force_size)):
             if not isinstance(value, (bool, np.bool_)):
@@ -34,14 +32,14 @@ class _Balanced(WarmupMixin, SelectionPolicy):
         self.force_balance = bool(force_balance)
         self.force_size = bool(force_size)
         self.seed = seed
-        self._set_warmup(warmup_triggers)
+        SelectionPolicy.__init__(self, warmup_triggers)
 
     def _groups(self, history: TriggerHistory, store: Any) -> list[np.ndarray]:
         raise NotImplementedError
 
     def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
-        if self._in_warmup(history):
-            return ones(self._warmup_keys(history, store))
+        if self.in_warmup(history):
+            return ones(self.warmup_keys(history, store))
         groups = [g for g in self._groups(history, store) if len(g)]
         counts = water_fill([len(g) for g in groups], self.num_samples, self.force_balance, self.force_size)
         gen = rng(self.seed, history.trigger_id)

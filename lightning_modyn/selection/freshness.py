@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_modyn.selection._pool import (
+from lightning_modyn._checks import check_int, check_fraction
+from lightning_modyn.selection.pool import (
     UsageTrackingPolicy,
     UsedKeys,
-    check_count,
-    check_fraction,
     draw,
 )
-from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory  # noqa: F401 (doctest)
+from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory  # noqa: F401 (TriggerHistory: doctest)
 
 
-class Freshness(UsageTrackingPolicy, SelectionPolicy):
+class Freshness(UsageTrackingPolicy):
     """Train on ``num_samples`` keys of which a share ``unused_fraction`` was never trained on before.
 
     The pool is every live key seen so far, split into *unused* keys (no earlier trigger trained on them) and
@@ -58,10 +57,10 @@ class Freshness(UsageTrackingPolicy, SelectionPolicy):
 
     def __init__(self, num_samples: int, unused_fraction: float = 0.5, seed: int = 0,
                  warmup_triggers: int = 0) -> None:
-        self.num_samples = check_count("num_samples", num_samples)
+        self.num_samples = check_int("num_samples", num_samples, 1)
         self.unused_fraction = check_fraction("unused_fraction", unused_fraction, low_open=False)
         self.seed = seed
-        self._set_warmup(warmup_triggers)
+        SelectionPolicy.__init__(self, warmup_triggers)
         self._used = UsedKeys()
 
     def _choose(self, keys: np.ndarray, gen: np.random.Generator) -> np.ndarray:

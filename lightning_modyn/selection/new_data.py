@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory
+from lightning_modyn._checks import check_int, check_seed, check_tail
+from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory, live
 
 _LIMIT_MODES = ("newest", "uniform")
 
@@ -26,6 +27,8 @@ class NewData(SelectionPolicy):
         without replacement (deterministic by ``seed`` and trigger id).
     seed
         Seed of the uniform draw.
+    warmup_triggers
+        The first this many triggers train on their new data only, without ``tail_triggers`` or ``limit``.
 
     Examples
     --------
@@ -43,23 +46,23 @@ class NewData(SelectionPolicy):
     """
 
     def __init__(self, tail_triggers: int | None = 0, limit: int | None = None, limit_mode: str = "newest",
-                 seed: int = 0) -> None:
-        if tail_triggers is not None and tail_triggers < 0:
-            raise ValueError(f"tail_triggers must be None (all data) or >= 0, got {tail_triggers}")
-        if limit is not None and limit <= 0:
-            raise ValueError(f"limit must be None or a positive number of samples, got {limit}")
+                 seed: int = 0, warmup_triggers: int = 0) -> None:
+        super().__init__(warmup_triggers)
+        if limit is not None:
+            check_int("limit", limit, 1, hint="(a number of samples) or None")
         if limit_mode not in _LIMIT_MODES:
             raise ValueError(f"limit_mode must be one of {_LIMIT_MODES}, got {limit_mode!r}")
-        self.tail_triggers = tail_triggers
+        self.tail_triggers = check_tail(tail_triggers)
         self.limit = limit
         self.limit_mode = limit_mode
-        self.seed = seed
+        self.seed = check_seed(seed)
 
     def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self.in_warmup(history):
+            keys = self.warmup_keys(history, store)
+            return keys, np.ones(len(keys), np.float32)
         k = None if self.tail_triggers is None else self.tail_triggers + 1
-        keys = history.last(k)
-        if store is not None and len(keys):
-            keys = keys[store.contains(keys)]  # deleted since they arrived
+        keys = live(history.last(k), store)  # without those deleted since they arrived
         if self.limit is not None and len(keys) > self.limit:
             if self.limit_mode == "newest":
                 keys = keys[-self.limit :]
@@ -77,5 +80,7 @@ class AllData(NewData):
     [0, 1, 2, 3]
     """
 
-    def __init__(self, limit: int | None = None, limit_mode: str = "newest", seed: int = 0) -> None:
-        super().__init__(tail_triggers=None, limit=limit, limit_mode=limit_mode, seed=seed)
+    def __init__(self, limit: int | None = None, limit_mode: str = "newest", seed: int = 0,
+                 warmup_triggers: int = 0) -> None:
+        super().__init__(tail_triggers=None, limit=limit, limit_mode=limit_mode, seed=seed,
+                         warmup_triggers=warmup_triggers)

@@ -6,12 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modyn.selection._pool import (
+from lightning_modyn._checks import check_int, check_fraction
+from lightning_modyn.selection.pool import (
     UsageTrackingPolicy,
     UsedKeys,
-    WarmupMixin,
-    check_count,
-    check_fraction,
     draw,
     ones,
     pool,
@@ -20,7 +18,7 @@ from lightning_modyn.selection._pool import (
 from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory
 
 
-class Random(WarmupMixin, SelectionPolicy):
+class Random(SelectionPolicy):
     """Train on a uniform random sample of all live data seen so far, drawn afresh at every trigger.
 
     Each trigger's draw is independent of the others (a key may be chosen by many triggers) and deterministic:
@@ -63,10 +61,10 @@ class Random(WarmupMixin, SelectionPolicy):
         if (num_samples is None) == (fraction is None):
             raise ValueError(f"give exactly one of num_samples and fraction, got num_samples={num_samples!r}, "
                              f"fraction={fraction!r}")
-        self.num_samples = None if num_samples is None else check_count("num_samples", num_samples)
+        self.num_samples = None if num_samples is None else check_int("num_samples", num_samples, 1)
         self.fraction = None if fraction is None else check_fraction("fraction", fraction)
         self.seed = seed
-        self._set_warmup(warmup_triggers)
+        SelectionPolicy.__init__(self, warmup_triggers)
 
     def _size(self, n: int) -> int:
         if self.num_samples is not None:
@@ -74,13 +72,13 @@ class Random(WarmupMixin, SelectionPolicy):
         return min(n, max(1, round(self.fraction * n))) if n else 0
 
     def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
-        if self._in_warmup(history):
-            return ones(self._warmup_keys(history, store))
+        if self.in_warmup(history):
+            return ones(self.warmup_keys(history, store))
         keys = pool(history, store, None)
         return ones(draw(keys, self._size(len(keys)), rng(self.seed, history.trigger_id)))
 
 
-class RandomNoReplacement(UsageTrackingPolicy, SelectionPolicy):
+class RandomNoReplacement(UsageTrackingPolicy):
     """Train on random data that earlier triggers have not used yet; once everything was used, start over.
 
     The policy keeps the set of keys trained on in the current *cycle*. Each trigger draws uniformly from the
@@ -120,9 +118,9 @@ class RandomNoReplacement(UsageTrackingPolicy, SelectionPolicy):
     """
 
     def __init__(self, num_samples: int, seed: int = 0, warmup_triggers: int = 0) -> None:
-        self.num_samples = check_count("num_samples", num_samples)
+        self.num_samples = check_int("num_samples", num_samples, 1)
         self.seed = seed
-        self._set_warmup(warmup_triggers)
+        SelectionPolicy.__init__(self, warmup_triggers)
         self._used = UsedKeys()
 
     def _choose(self, keys: np.ndarray, gen: np.random.Generator) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modyn.selection._pool import check_percentage, check_tail, live
-from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory
+from lightning_modyn._checks import check_percentage, check_tail
+from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory, live
 
 
 def load_scores(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -64,12 +64,17 @@ class RecordedScores(SelectionPolicy):
         [1, 2, 4, 5]
     """
 
-    def __init__(self, scores_dir: str, ratio: float = 50, tail_triggers: int | None = None) -> None:
+    def __init__(self, scores_dir: str, ratio: float = 50, tail_triggers: int | None = None,
+                 warmup_triggers: int = 0) -> None:
+        super().__init__(warmup_triggers)
         self.scores_dir = scores_dir
         self.ratio = check_percentage("ratio", ratio, "the percentage of old samples to replay")
         self.tail_triggers = check_tail(tail_triggers)
 
     def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self.in_warmup(history):
+            keys = self.warmup_keys(history, store)
+            return keys, np.ones(len(keys), np.float32)
         current = history.intervals[-1] if history.intervals else np.zeros(0, np.int64)
         older = history.intervals[:-1]
         if self.tail_triggers is not None:

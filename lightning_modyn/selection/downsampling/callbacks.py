@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lightning_modyn.data.batch import KeyedBatch, batch_keys
-from lightning_modyn.selection._pool import check_percentage
+from lightning_modyn._checks import check_percentage
 from lightning_modyn.selection.downsampling.base import DownsamplingStrategy
 from lightning_modyn.selection.downsampling.context import SelectionContext
 from lightning_modyn.selection.downsampling.forward import ScoringForward

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modyn.selection.downsampling._checks import check_features, check_int
+from lightning_modyn._checks import check_features, check_int
 from lightning_modyn.selection.downsampling.submodular import FacilityLocation, greedy_maximize, similarity_from_features
 
 

@@ -18,17 +18,10 @@ matching pursuit", 1993; Lawson & Hanson, "Solving Least Squares Problems", 1974
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
-from lightning_modyn.selection.downsampling._checks import check_features, check_int
-
-
-def _check_nonnegative_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+from lightning_modyn._checks import check_features, check_int, check_number
 
 
 def gradmatch(gradients: torch.Tensor, k: int, lam: float = 0.5, nonnegative: bool = True, tol: float = 1e-4,
@@ -90,8 +83,8 @@ def gradmatch(gradients: torch.Tensor, k: int, lam: float = 0.5, nonnegative: bo
     """
     g = check_features(gradients, "gradients")
     k = check_int("k", k, 1)
-    lam = _check_nonnegative_number("lam", lam)
-    tol = _check_nonnegative_number("tol", tol)
+    lam = check_number("lam", lam, 0)
+    tol = check_number("tol", tol, 0)
     if not isinstance(nonnegative, bool):
         raise ValueError(f"nonnegative must be True or False, got {nonnegative!r}")
     n, device = g.shape[0], g.device

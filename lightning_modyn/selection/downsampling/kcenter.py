@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lightning_modyn.selection.downsampling._checks import check_features, check_int
+from lightning_modyn._checks import check_features, check_int
 
 
 def kcenter_greedy(embeddings: torch.Tensor, k: int, generator: torch.Generator | None = None,

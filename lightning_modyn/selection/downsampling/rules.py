@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modyn.selection._pool import water_fill
+from lightning_modyn.selection.pool import water_fill
 
 
 def _check(scores: torch.Tensor, k: int, what: str) -> torch.Tensor:

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from lightning_modyn.selection.downsampling._checks import check_features, check_int
+from lightning_modyn._checks import check_features, check_int, check_number
 
 OPTIMIZERS = ("naive", "lazy", "approximate_lazy", "stochastic")
 METRICS = ("euclidean", "cosine")
@@ -206,8 +206,7 @@ class GraphCut(SubmodularObjective):
     """
 
     def __init__(self, similarity: torch.Tensor, lam: float = 1.0) -> None:
-        if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+        lam = check_number("lam", lam, 0)
         self.similarity = _check_similarity(similarity, nonnegative=True)
         self.lam = float(lam)
         self.n = self.similarity.shape[0]
@@ -272,8 +271,7 @@ class LogDeterminant(SubmodularObjective):
     """
 
     def __init__(self, similarity: torch.Tensor, ridge: float = 1.0) -> None:
-        if not isinstance(ridge, (int, float)) or isinstance(ridge, bool) or not math.isfinite(ridge) or ridge <= 0:
-            raise ValueError(f"ridge must be a finite number > 0, got {ridge!r}")
+        ridge = check_number("ridge", ridge, 0, low_open=True)
         self.similarity = _check_similarity(similarity, nonnegative=False)
         if not torch.allclose(self.similarity, self.similarity.T, rtol=1e-5, atol=1e-6):
             raise ValueError("similarity must be symmetric for LogDeterminant")
@@ -351,11 +349,8 @@ def greedy_maximize(objective: SubmodularObjective, k: int, optimizer: str = "na
     k = check_int("k", k, 1)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if (not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not math.isfinite(epsilon)
-            or not 0 < epsilon < 1):
-        raise ValueError(f"epsilon must be a number in (0, 1), got {epsilon!r}")
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or not 0 < beta <= 1:
-        raise ValueError(f"beta must be a number in (0, 1], got {beta!r}")
+    check_number("epsilon", epsilon, 0, 1, low_open=True, high_open=True)
+    check_number("beta", beta, 0, 1, low_open=True)
     if not isinstance(objective, SubmodularObjective):
         raise ValueError(f"objective must be a SubmodularObjective, got {type(objective).__name__}")
     n, device = objective.n, objective.device

@@ -1,5 +1,5 @@
-"""Shared pieces of the presampling policies: candidate pools, warm-up, argument checks, water filling, and the
-record of which keys earlier triggers trained on."""
+"""Shared pieces of the selection policies: candidate pools, seeded draws, water filling (presampling and
+downsampling's class balance), and the record of which keys earlier triggers trained on."""
 
 from __future__ import annotations
 
@@ -7,15 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lightning_modyn._checks import check_int
-from lightning_modyn.selection.base import TriggerHistory
-
-
-def live(keys: np.ndarray, store: Any) -> np.ndarray:
-    """``keys`` without those deleted from ``store`` since they arrived (all of them when ``store`` is None)."""
-    if store is not None and len(keys):
-        keys = keys[np.asarray(store.contains(keys), bool)]
-    return keys
+from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory, live
 
 
 def pool(history: TriggerHistory, store: Any, tail_triggers: int | None) -> np.ndarray:
@@ -39,57 +31,6 @@ def draw(keys: np.ndarray, n: int, gen: np.random.Generator) -> np.ndarray:
     if n >= len(keys):
         return np.sort(keys)
     return np.sort(gen.choice(keys, n, replace=False)) if n > 0 else np.zeros(0, np.int64)
-
-
-# ---------------------------------------------------------------------------------------------- argument checks
-def check_count(name: str, value: Any, minimum: int = 1) -> int:
-    return check_int(name, value, minimum)
-
-
-def check_percentage(name: str, value: Any, meaning: str) -> float:
-    """A percentage in (0, 100] (e.g. the share of samples a downsampler keeps)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 < value <= 100:
-        raise ValueError(f"{name} is {meaning} and must be in (0, 100], got {value!r}")
-    return float(value)
-
-
-def check_tail(tail_triggers: Any) -> int | None:
-    if tail_triggers is None:
-        return None
-    try:
-        return check_int("tail_triggers", tail_triggers, 0)
-    except ValueError:
-        raise ValueError(f"tail_triggers must be None (all data) or an integer >= 0, got {tail_triggers!r}") from None
-
-
-def check_fraction(name: str, value: Any, low_open: bool = True) -> float:
-    """A number in ``(0, 1]`` (``low_open``) or ``[0, 1]``."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if ok:
-        value = float(value)
-        ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
-    if not ok:
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return value
-
-
-# ------------------------------------------------------------------------------------------------------ warm-up
-class WarmupMixin:
-    """``warmup_triggers``: the first N triggers train on all of their new data, with no selection."""
-
-    warmup_triggers: int = 0
-
-    def _set_warmup(self, warmup_triggers: Any) -> None:
-        self.warmup_triggers = check_count("warmup_triggers", warmup_triggers, minimum=0)
-
-    def _in_warmup(self, history: TriggerHistory) -> bool:
-        return history.trigger_id < self.warmup_triggers
-
-    @staticmethod
-    def _warmup_keys(history: TriggerHistory, store: Any) -> np.ndarray:
-        """What ``NewData(tail_triggers=0)`` trains on: the live keys of the current trigger."""
-        return pool(history, store, 0)
 
 
 # ------------------------------------------------------------------------------------------------ water filling
@@ -190,7 +131,7 @@ class UsedKeys:
         self._before = (np.asarray(state["before_used"], np.int64).reshape(-1), int(state["before_cycle"]))
 
 
-class UsageTrackingPolicy(WarmupMixin):
+class UsageTrackingPolicy(SelectionPolicy):
     """Policies that remember which keys earlier triggers trained on (``RandomNoReplacement``, ``Freshness``).
 
     Subclasses implement :meth:`_choose` on the live keys seen so far; warm-up, dropping deleted keys, recording
@@ -201,8 +142,8 @@ class UsageTrackingPolicy(WarmupMixin):
 
     def select(self, history: TriggerHistory, store: Any) -> tuple[np.ndarray, np.ndarray]:
         self._used.begin(history.trigger_id)
-        if self._in_warmup(history):
-            keys = self._warmup_keys(history, store)
+        if self.in_warmup(history):
+            keys = self.warmup_keys(history, store)
             self._used.add(keys)
             return ones(keys)
         keys = pool(history, store, None)
