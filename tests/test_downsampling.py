@@ -416,7 +416,7 @@ def test_bad_strategy_arguments_are_named():
         Uncertainty("confusion")
     with pytest.raises(ValueError, match="function must be one of"):
         Submodular("coverage")
-    with pytest.raises(ValueError, match="period must be an int >= 0"):
+    with pytest.raises(ValueError, match=r"period must be an integer >= 0 \(0: select once per fit\)"):
         SampleThenBatch("loss", ratio=10, period=-1)
     with pytest.raises(ValueError, match="holdout as a fraction must be in"):
         RhoLoss(holdout=1.5)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.triggers.base import Trigger
 
 
@@ -31,9 +32,7 @@ class DataAmountTrigger(Trigger):
     """
 
     def __init__(self, num_samples: int) -> None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        self.num_samples = int(num_samples)
+        self.num_samples = check_int("num_samples", num_samples, 1)
         self._filled = 0  # samples since the last fire
 
     def inform(self, keys: np.ndarray, timestamps: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modyn._checks import check_number
 from lightning_modyn.triggers.base import Trigger
 from lightning_modyn.triggers.performance import AvoidableMisclassifications, evaluate_window
 from lightning_modyn.triggers.warmup import BatchedTrigger
@@ -23,10 +24,8 @@ class _CostTrigger(BatchedTrigger):
                  detection_interval_seconds: int | None, warmup_intervals: int,
                  warmup_trigger: Trigger | None) -> None:
         super().__init__(detection_interval, detection_interval_seconds, warmup_intervals, warmup_trigger)
-        if not conversion_factor > 0:
-            raise ValueError(f"conversion_factor must be > 0 (training seconds per unit of regret), "
-                             f"got {conversion_factor!r}")
-        self.conversion_factor = float(conversion_factor)
+        self.conversion_factor = check_number("conversion_factor", conversion_factor, 0, low_open=True,
+                                              hint="training seconds per unit of regret")
         self._pending = 0  # samples since the last fire
 
     def _absorb(self, keys: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modyn._checks import resolve_callable
+from lightning_modyn._checks import check_int, check_number, resolve_callable
 
 DIRECTIONS = ("higher", "lower")
 AGGREGATIONS = ("majority", "at_least")
@@ -47,10 +47,8 @@ class DecisionPolicy(ABC):
     def __init__(self, direction: str = "higher", window_size: int = 10) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if int(window_size) < 1:
-            raise ValueError(f"window_size must be a positive number of observations, got {window_size}")
         self.direction = direction
-        self.window_size = int(window_size)
+        self.window_size = check_int("window_size", window_size, 1, hint="(observations)")
         self.observations: list[float] = []
 
     def calibrate(self, value: float) -> None:
@@ -157,8 +155,7 @@ class DynamicRollingAverageThreshold(DecisionPolicy):
     def __init__(self, deviation: float = 0.05, absolute: bool = False, window_size: int = 10,
                  direction: str = "higher") -> None:
         super().__init__(direction, window_size)
-        if deviation < 0:
-            raise ValueError(f"deviation must be >= 0, got {deviation}")
+        check_number("deviation", deviation, 0)
         self.deviation = float(deviation)
         self.absolute = bool(absolute)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.triggers.base import Trigger, TriggerContext
 from lightning_modyn.triggers.decision import aggregation as _aggregation
 
@@ -55,9 +56,7 @@ class EnsembleTrigger(Trigger):
         if not triggers or not all(isinstance(t, Trigger) for t in triggers.values()):
             raise ValueError(f"triggers must be a non-empty dict name → Trigger or a list of Triggers, "
                              f"got {triggers!r}")
-        if isinstance(detection_interval, bool) or not isinstance(detection_interval, (int, np.integer)) \
-                or detection_interval < 1:
-            raise ValueError(f"detection_interval must be a positive integer, got {detection_interval!r}")
+        check_int("detection_interval", detection_interval, 1)
         self.triggers: dict[str, Trigger] = dict(triggers)
         self.detection_interval = int(detection_interval)
         self.aggregate = _aggregation(aggregation, n)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modyn._checks import check_int, check_number
 from lightning_modyn.triggers.base import Trigger
 from lightning_modyn.triggers.decision import DecisionPolicy, _check_policies
 from lightning_modyn.triggers.warmup import BatchedTrigger
@@ -26,10 +27,9 @@ class AvoidableMisclassifications:
 
     def __init__(self, expected_accuracy: float | None = None, allow_reduction: bool = False,
                  expected_window: int = 10) -> None:
-        if expected_accuracy is not None and not 0.0 <= expected_accuracy <= 1.0:
-            raise ValueError(f"expected_accuracy must be None (estimated) or in [0, 1], got {expected_accuracy!r}")
-        if expected_window < 1:
-            raise ValueError(f"expected_window must be a positive number of fires, got {expected_window!r}")
+        if expected_accuracy is not None:
+            check_number("expected_accuracy", expected_accuracy, 0, 1, hint="or None: estimated")
+        check_int("expected_window", expected_window, 1, hint="(fires)")
         self.expected_accuracy = expected_accuracy
         self.allow_reduction = bool(allow_reduction)
         self.expected_window = int(expected_window)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.triggers.base import Trigger
 
 
@@ -50,8 +51,7 @@ class TimeTrigger(Trigger):
     """
 
     def __init__(self, every: int, start: int | None = None) -> None:
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"every must be a positive integer number of seconds, got {every!r}")
+        check_int("every", every, 1, hint="(seconds)")
         if start is not None and not isinstance(start, (int, np.integer)):
             raise ValueError(f"start must be None (first sample's timestamp) or an integer timestamp, got {start!r}")
         self.every = int(every)

@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.triggers.base import Trigger, TriggerContext
 from lightning_modyn.triggers.time import check_sorted
 
@@ -92,9 +93,8 @@ class BatchedTrigger(Trigger):
                              f"detection_interval_seconds={detection_interval_seconds!r}")
         for name, value in (("detection_interval", detection_interval),
                             ("detection_interval_seconds", detection_interval_seconds)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if value is not None:
+                check_int(name, value, 1)
         if isinstance(warmup_intervals, bool) or not isinstance(warmup_intervals, (int, np.integer)) \
                 or warmup_intervals < 0:
             raise ValueError(f"warmup_intervals must be an integer >= 0, got {warmup_intervals!r}")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lightning_modyn.data.batch import KeyedBatch, batch_keys
-from lightning_modyn._checks import check_percentage
+from lightning_modyn._checks import check_int, check_percentage
 from lightning_modyn.selection.downsampling.base import DownsamplingStrategy
 from lightning_modyn.selection.downsampling.context import SelectionContext
 from lightning_modyn.selection.downsampling.forward import ScoringForward
@@ -232,10 +232,9 @@ class SampleThenBatch(_Downsampling):
                  last_layer: str | None = None, seed: int = 0, batch_size: int | None = None,
                  record_scores: bool = True, scores_dir: str | None = None) -> None:
         super().__init__(strategy, ratio, loss, last_layer, seed, record_scores, scores_dir)
-        if not isinstance(period, int) or period < 0:
-            raise ValueError(f"period must be an int >= 0 (0: select once per fit), got {period!r}")
-        if batch_size is not None and batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_int("period", period, 0, hint="(0: select once per fit)")
+        if batch_size is not None:
+            check_int("batch_size", batch_size, 1)
         self.period = period
         self.batch_size = batch_size
         self._subset: tuple[np.ndarray, np.ndarray] | None = None

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.selection.downsampling.base import ScoreBasedStrategy
 from lightning_modyn.selection.downsampling.context import SelectionContext
 from lightning_modyn.selection.downsampling.scoring import ScoringBatch, per_sample_loss, resolve_loss
@@ -55,8 +56,7 @@ class RhoLoss(ScoreBasedStrategy):
             raise ValueError(f"holdout as a fraction must be in (0, 1), got {holdout}")
         if isinstance(holdout, int) and holdout < 1:
             raise ValueError(f"holdout as a number of samples must be >= 1, got {holdout}")
-        if il_epochs < 1:
-            raise ValueError(f"il_epochs must be >= 1, got {il_epochs}")
+        check_int("il_epochs", il_epochs, 1)
         self.holdout = holdout
         self.twin = twin
         self.il_model = il_model

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lightning_modyn._checks import check_int, check_number
 from lightning_modyn.selection.downsampling import rules
 from lightning_modyn.selection.downsampling.base import DownsamplingStrategy
 from lightning_modyn.selection.downsampling.scoring import ScoringBatch
@@ -31,10 +32,8 @@ class SelectiveBackprop(DownsamplingStrategy):
     """
 
     def __init__(self, beta: float = 2.0, history: int = 1024) -> None:
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
-        if history < 1:
-            raise ValueError(f"history must be >= 1, got {history}")
+        check_number("beta", beta, 0, low_open=True)
+        check_int("history", history, 1)
         self.beta = beta
         self.history = history
         self._recent = torch.zeros(0)
