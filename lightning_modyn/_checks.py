@@ -176,3 +176,17 @@ def check_features(x: Any, name: str):
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} must be finite, got NaN or infinite entries")
     return x
+
+
+def check_submodule(model: Any, name: Any, option: str) -> Any:
+    """The submodule of ``model`` at the dotted ``name`` (``"backbone.fc1"``), or a ``ValueError`` naming the
+    option and listing the model's modules."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{option} must be the dotted name of a module of the model, got {name!r}")
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+        raise ValueError(f"{option} {name!r} is not a module of {type(model).__name__}; its modules: "
+                         f"{shown or 'none'}") from None

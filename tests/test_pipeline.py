@@ -238,3 +238,47 @@ def test_windows_around_triggers_when_no_trigger_fired_warn_and_evaluate_nothing
     assert result.num_triggers == 0 and result.evaluation == {}
     assert any("no windows around triggers" in str(w.message) for w in record)
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+class Deep(Classifier):
+    """A hidden layer ``body`` and a ``head``; ``embed`` only when asked for."""
+
+    def __init__(self, with_embed: bool = False) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.ReLU())
+        self.head = torch.nn.Linear(6, 2)
+        self.unused = torch.nn.Linear(2, 2)
+        if with_embed:
+            self.embed = lambda x: self.body(x) * 10
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_drift_embeddings_come_from_the_named_layer_else_embed_else_the_outputs_with_a_warning(drifting_store, caplog):
+    keys = np.arange(0, 200, 7)
+    x = torch.from_numpy(drifting_store.get_records(keys)["x"].copy())
+
+    def context(model, **kwargs):
+        loop = ContinualLoop(model, ModynDataModule(drifting_store, batch_size=50), EveryN(100), **kwargs)
+        loop.models_trained = 1  # as after the first fit: embeddings come from the model, not the inputs
+        return loop.context
+
+    model = Deep()
+    with torch.no_grad():
+        hidden, logits = model.body[0](x).numpy(), model(x).numpy()
+    assert np.allclose(context(model, embedding_layer="body.0").embed(keys), hidden, atol=1e-6)
+    own = Deep(with_embed=True)
+    with torch.no_grad():
+        assert np.allclose(context(own).embed(keys), (own.body(x) * 10).numpy(), atol=1e-5)
+    with caplog.at_level("WARNING", logger="lightning_modyn.pipeline.loop"):
+        ctx = context(model)
+        assert np.allclose(ctx.embed(keys), logits, atol=1e-6)
+        ctx.embed(keys)
+    said = [r.getMessage() for r in caplog.records if "defines no embed()" in r.getMessage()]
+    assert len(said) == 1 and "embedding_layer='backbone.fc1'" in said[0]  # once, with the fix
+    with pytest.raises(ValueError, match=r"embedding_layer 'body.9' is not a module of Deep; its modules: net, body, "
+                                         r"body.0, body.1, head, unused"):
+        context(model, embedding_layer="body.9")
+    with pytest.raises(RuntimeError, match="embedding_layer 'unused' did not run in Deep.forward"):
+        context(model, embedding_layer="unused").embed(keys)

@@ -156,6 +156,14 @@ def test_trigger_that_never_fires_still_finishes(tmp_path, capsys):
     assert "never fired" in capsys.readouterr().out
 
 
+def test_the_embedding_layer_of_a_recipe_reaches_the_loop(tmp_path):
+    recipe = small_recipe(tmp_path)
+    recipe["pipeline"]["embedding_layer"] = "no_such_layer"
+    with pytest.raises(ValueError, match="embedding_layer 'no_such_layer' is not a module of DigitsConvNet; its "
+                                         "modules: "):
+        run_recipe(["--config", write(tmp_path, recipe)])
+
+
 def test_a_run_without_triggers_is_still_evaluated_and_plotted(tmp_path):
     recipe = small_recipe(tmp_path)
     recipe["pipeline"]["trigger"]["init_args"]["num_samples"] = 10_000

@@ -30,12 +30,15 @@ class Pipeline:
         seed: Fits are seeded with ``seed + trigger_id``.
         live: Watch the store for new samples instead of replaying it; ``poll_seconds`` between looks,
             ``idle_timeout`` seconds without new data end the run (None: never).
+        embedding_layer: The model's module whose output drift triggers compare (``backbone.fc1``); default: the
+            model's ``embed()``, else its outputs.
     """
 
     def __init__(self, trigger: Trigger, selection: SelectionPolicy | None = None,
                  evaluation: Evaluation | None = None, output_dir: str = "runs/continual", warm_start: bool = True,
                  start: int | None = None, end: int | None = None, chunk_size: int = 1000, seed: int = 0,
-                 live: bool = False, poll_seconds: float = 1.0, idle_timeout: float | None = 60.0) -> None:
+                 live: bool = False, poll_seconds: float = 1.0, idle_timeout: float | None = 60.0,
+                 embedding_layer: str | None = None) -> None:
         # checked here, before a dataset section may spend minutes writing the store, not when the loop starts
         check_loop_seed(seed, "pipeline.seed")
         if chunk_size <= 0:
@@ -53,6 +56,7 @@ class Pipeline:
         self.warm_start = warm_start
         self.start, self.end, self.chunk_size, self.seed = start, end, chunk_size, seed
         self.live, self.poll_seconds, self.idle_timeout = live, poll_seconds, idle_timeout
+        self.embedding_layer = embedding_layer
 
 
 class StreamGenerator(ABC):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import time
 import warnings
@@ -27,7 +28,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from lightning_modyn._checks import check_seed
+from lightning_modyn._checks import check_seed, check_submodule
 from lightning_modyn.data import ModynDataModule
 from lightning_modyn._io import write_json_atomic
 from lightning_modyn.pipeline.registry import ModelRegistry
@@ -36,6 +37,8 @@ from lightning_modyn.selection import NewData, SelectionPolicy, TriggerHistory
 from lightning_modyn.triggers.base import Trigger
 
 STATE_FILE = "loop_state.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class LoopContext:
     def __init__(self, loop: "ContinualLoop") -> None:
         self.loop = loop
         self.fit_history: list[tuple[int, float]] = []
+        self._said_outputs = False
 
     @property
     def has_model(self) -> bool:
@@ -77,8 +81,8 @@ class LoopContext:
                 x, y = batch[0], batch[1] if len(batch) > 1 else None
                 if embed and not self.has_model and module is self.loop.model:
                     out = _flatten_inputs(x)
-                elif embed and hasattr(module, "embed"):
-                    out = module.embed(x)
+                elif embed:
+                    out = self._embedding(module, x)
                 else:
                     out = module(x)
                 outs.append(out.detach().float().reshape(len(batch.keys), -1).cpu())
@@ -91,6 +95,31 @@ class LoopContext:
 
     def embed(self, keys: np.ndarray) -> np.ndarray:
         return self.outputs(keys, embed=True)[0]
+
+    def _embedding(self, module: torch.nn.Module, x: Any) -> torch.Tensor:
+        """The model's embedding of a batch: the output of the loop's ``embedding_layer`` if one is named (a
+        forward hook), else ``module.embed(x)`` if the model defines it, else its outputs (logged once)."""
+        layer = self.loop.embedding_layer
+        if layer is not None:
+            captured: list[Any] = []
+            handle = module.get_submodule(layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
+            try:
+                module(x)
+            finally:
+                handle.remove()
+            if not captured:
+                raise RuntimeError(f"embedding_layer {layer!r} did not run in {type(module).__name__}.forward; name "
+                                   "a module that the forward pass calls")
+            out = captured[-1]
+            return out[0] if isinstance(out, (tuple, list)) else out
+        if hasattr(module, "embed"):
+            return module.embed(x)
+        if not self._said_outputs:
+            self._said_outputs = True
+            log.warning("embeddings of %s are its outputs: it defines no embed() and the loop names no "
+                        "embedding_layer (e.g. embedding_layer='backbone.fc1' in the pipeline section)",
+                        type(module).__name__)
+        return module(x)
 
     def predict(self, keys: np.ndarray, module: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
         logits, y = self.outputs(keys, module)
@@ -200,6 +229,9 @@ class ContinualLoop:
             (:class:`~lightning_modyn.pipeline.stream.WatchStream`); samples must arrive in time order.
         poll_seconds, idle_timeout: Live mode: how often to look for new data, and how long without any before
             the run ends (None: never).
+        embedding_layer: What drift triggers compare: the output of this module of the model (its dotted name,
+            e.g. ``"backbone.fc1"``). If None, the model's ``embed(x)`` if it defines one, else its outputs (a
+            warning says so).
     """
 
     def __init__(
@@ -220,6 +252,7 @@ class ContinualLoop:
         live: bool = False,
         poll_seconds: float = 1.0,
         idle_timeout: float | None = 60.0,
+        embedding_layer: str | None = None,
     ) -> None:
         if not isinstance(model, L.LightningModule):
             raise TypeError(f"model must be a LightningModule, got {type(model).__name__}")
@@ -231,6 +264,8 @@ class ContinualLoop:
             raise TypeError(f"selection must be a SelectionPolicy (e.g. lightning_modyn.selection.NewData()), got "
                             f"{type(selection).__name__}")
         check_loop_seed(seed)
+        if embedding_layer is not None:
+            check_submodule(model, embedding_layer, "embedding_layer")
         if live and end is not None:
             raise ValueError("end has no meaning in live mode (the stream has no end yet); stop a live run with "
                              "idle_timeout")
@@ -246,6 +281,7 @@ class ContinualLoop:
         self.evaluation = evaluation
         self.progress = progress
         self.live, self.poll_seconds, self.idle_timeout = live, poll_seconds, idle_timeout
+        self.embedding_layer = embedding_layer
         self.context = LoopContext(self)
         self.models_trained = 0
         self.global_rank = 0
