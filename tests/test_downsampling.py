@@ -191,7 +191,7 @@ def test_gradnorm_importance_estimates_the_mean_gradient():
     g = torch.Generator().manual_seed(3)
     estimates = []
     for _ in range(3000):
-        idx, w = GradNorm().select(batch, 8, g)
+        idx, w = GradNorm(rule="importance").select(batch, 8, g)
         estimates.append((w[:, None] * grads[idx]).mean(0))
     assert torch.allclose(torch.stack(estimates).mean(0), grads.mean(0), atol=0.01)
 
@@ -322,7 +322,7 @@ def test_batch_then_sample_weights_reach_a_weighted_loss(store):
             seen_weights.append(batch.weights.clone())
 
     model = TinyClassifier(weighted=True)
-    trainer(callbacks=[BatchThenSample(GradNorm(), ratio=50), Spy()]).fit(model, datamodule=dm)
+    trainer(callbacks=[BatchThenSample(GradNorm(rule="importance"), ratio=50), Spy()]).fit(model, datamodule=dm)
     assert [n for n, _ in model.seen] == [50, 50, 50]
     trained = [k for _, ks in model.seen for k in ks]
     assert set(trained) <= set(keys[:300].tolist())
@@ -504,3 +504,49 @@ def test_recorded_scores_drop_deleted_keys_old_and_new(tmp_path):
     assert RecordedScores(str(tmp_path), ratio=50).select(h, Store())[0].tolist() == [1, 3, 4, 6]
     with pytest.raises(ValueError, match="tail_triggers must be None"):
         RecordedScores(str(tmp_path), tail_triggers=1.5)
+
+
+# ---------------------------------------------------------------------- weights a training step must not miss
+def fits_warned(callback, model, data, fits: int = 1, **kwargs) -> list[str]:
+    """Run ``fits`` fits; the texts of the warnings about ignored selection weights."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(fits):
+            if isinstance(data, ModynDataModule):
+                trainer(callbacks=[callback], **kwargs).fit(model, datamodule=data)
+            else:
+                trainer(callbacks=[callback], **kwargs).fit(model, data)
+    return [str(w.message) for w in caught if "ignored the selection weights" in str(w.message)]
+
+
+@pytest.mark.parametrize("weighted, rule, ignored", [(False, "importance", True), (True, "importance", False),
+                                                     (False, "top_k", False)])
+def test_a_step_that_ignores_weights_that_matter_is_warned_once_per_fit(store, weighted, rule, ignored):
+    s, keys = store
+    dm = ModynDataModule(s, batch_size=100, seed=0)
+    dm.set_training_set(keys[:300])
+    callback = BatchThenSample(Loss(rule=rule), ratio=50)
+    said = fits_warned(callback, TinyClassifier(weighted=weighted), dm, fits=2, max_epochs=2)
+    assert len(said) == (2 if ignored else 0)  # once in each of the two fits
+    assert callback.stats["steps_ignoring_weights"] == (12 if ignored else 0)  # 3 batches x 2 epochs x 2 fits
+    if ignored:
+        assert said[0].startswith("BatchThenSample: the training step ignored the selection weights of "
+                                  "Loss(rule='importance') (they differ between samples: importance weights")
+        assert "loss = weighted_mean(F.cross_entropy(logits, y, reduction='none'), batch)" in said[0]
+        assert said[0].endswith("use a strategy whose weights are all 1 (Uniform(), or rule='top_k')")
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ignored_weights_are_seen_on_plain_dataloader_batches_and_sample_then_batch(store, weighted):
+    said = fits_warned(BatchThenSample(GradNorm(rule="importance"), ratio=50), TinyClassifier(weighted=weighted),
+                       tensor_loader(256, 64))
+    assert len(said) == (0 if weighted else 1)
+    s, keys = store
+    dm = ModynDataModule(s, batch_size=50, seed=0)
+    dm.set_training_set(keys[:200])
+    callback = SampleThenBatch(Loss(rule="importance"), ratio=50, period=0)
+    said = fits_warned(callback, TinyClassifier(weighted=weighted), dm)
+    assert len(said) == (0 if weighted else 1)
+    assert all(text.startswith("SampleThenBatch: the training step ignored") for text in said)

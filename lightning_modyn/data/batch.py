@@ -25,16 +25,27 @@ class KeyedBatch(tuple):
     """
 
     keys: torch.Tensor
-    weights: torch.Tensor
 
     def __new__(cls, items, keys: torch.Tensor, weights: torch.Tensor) -> "KeyedBatch":
         obj = super().__new__(cls, items)
         obj.keys = keys
-        obj.weights = weights
+        obj._weights = weights
+        obj.weights_read = False
         return obj
 
+    @property
+    def weights(self) -> torch.Tensor:
+        """The samples' weights. Reading them is noted (``weights_read``), so that a selection callback can tell
+        a training step that applied them from one that ignored them."""
+        self.weights_read = True
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: torch.Tensor) -> None:
+        self._weights = value
+
     def __getnewargs__(self):  # pickling across DataLoader worker processes
-        return (tuple(self), self.keys, self.weights)
+        return (tuple(self), self.keys, self._weights)
 
     def to(self, *args: Any, **kwargs: Any) -> "KeyedBatch":
         """Move every tensor (including keys and weights) like ``Tensor.to``."""
@@ -44,14 +55,14 @@ class KeyedBatch(tuple):
         return KeyedBatch(
             items,
             keys=self.keys.to(device, non_blocking=non_blocking) if device is not None else self.keys,
-            weights=self.weights.to(device, non_blocking=non_blocking) if device is not None else self.weights,
+            weights=self._weights.to(device, non_blocking=non_blocking) if device is not None else self._weights,
         )
 
     def pin_memory(self) -> "KeyedBatch":
         """Pinned copies for fast host-to-GPU transfer (used by ``DataLoader(pin_memory=True)``)."""
         from torch.utils.data._utils.pin_memory import pin_memory
 
-        return KeyedBatch(tuple(pin_memory(item) for item in self), self.keys.pin_memory(), self.weights.pin_memory())
+        return KeyedBatch(tuple(pin_memory(item) for item in self), self.keys.pin_memory(), self._weights.pin_memory())
 
     def __repr__(self) -> str:
         return f"KeyedBatch({tuple.__repr__(self)}, keys=<{len(self.keys)} keys>)"

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.evaluation.windows import (
     BetweenTriggersWindows,
     PeriodicWindows,
@@ -38,11 +39,25 @@ def _metric(name: str, pred: np.ndarray, scores: np.ndarray, y: np.ndarray, num_
         return float(tmf.accuracy(p, t, task=task, num_classes=num_classes))
     if name == "f1":
         return float(tmf.f1_score(p, t, task=task, num_classes=num_classes, average="macro"))
-    s = torch.from_numpy(scores)
-    if task == "binary":
-        s = s[:, -1] if s.ndim == 2 and s.shape[1] > 1 else s.reshape(-1)
-        return float(tmf.auroc(s.sigmoid() if s.ndim == 1 and scores.shape[1] == 1 else s, t, task="binary"))
+    s = torch.from_numpy(scores).float()
+    if task == "binary":  # the probability of class 1: softmax over two outputs, sigmoid of one logit
+        prob = s.softmax(-1)[:, 1] if s.ndim == 2 and s.shape[1] == 2 else s.reshape(-1).sigmoid()
+        return float(tmf.auroc(prob, t, task="binary"))
     return float(tmf.auroc(s.softmax(-1), t, task="multiclass", num_classes=num_classes))
+
+
+def _classes(configured: int | None, scores: np.ndarray, y: np.ndarray) -> int:
+    """How many classes a window's metrics count: ``num_classes`` if configured, else the model's outputs (2 for
+    one logit); targets outside that range are an error naming both."""
+    outputs = scores.shape[1] if scores.ndim == 2 else 1
+    classes = configured if configured is not None else (outputs if outputs > 1 else 2)
+    if configured is not None and outputs > 1 and outputs != configured:
+        raise ValueError(f"evaluation num_classes={configured}, but the model has {outputs} outputs")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        source = f"num_classes={configured}" if configured is not None else f"the model's {outputs} output(s)"
+        raise ValueError(f"evaluation: targets range over [{int(y.min())}, {int(y.max())}], outside the {classes} "
+                         f"classes of {source}; set Evaluation(num_classes=...) or check the decoded labels")
+    return classes
 
 
 class Evaluation:
@@ -57,6 +72,8 @@ class Evaluation:
         logger: A Lightning logger (e.g. ``CSVLogger``, ``TensorBoardLogger``) that also receives the metrics:
             per window (step = window index) the currently active and currently trained models' values, then
             the summary.
+        num_classes: Classes the metrics count; default: the model's outputs (2 for one logit). Targets outside
+            them, or a model with another number of outputs, are an error naming both.
 
     Two composite models are reported per window: the *currently active* model (the last one trained before the
     window starts: what a deployment would serve) and the *currently trained* model (the first one whose
@@ -68,12 +85,16 @@ class Evaluation:
 
     def __init__(self, windows: SlicingWindows | PeriodicWindows | StaticWindows | BetweenTriggersWindows
                  | TriggerOffsetWindows | None = None, every: int | None = None,
-                 metrics: tuple[str, ...] = ("accuracy",), plots: bool = True, logger: Logger | None = None) -> None:
+                 metrics: tuple[str, ...] = ("accuracy",), plots: bool = True, logger: Logger | None = None,
+                 num_classes: int | None = None) -> None:
         if windows is None and every is None:
             raise ValueError("give windows=... or every=<window length>")
         unknown = [m for m in metrics if m not in _METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; choose from {_METRICS}")
+        if num_classes is not None:
+            check_int("num_classes", num_classes, 2)
+        self.num_classes = num_classes
         self.windows = windows or SlicingWindows(every)
         self.metrics = tuple(metrics)
         self.plots = plots
@@ -93,13 +114,15 @@ class Evaluation:
             raise ValueError("every evaluation window is empty; choose windows inside the stream's time range")
         spans = [spans[i] for i in kept]
         masks = [masks[i] for i in kept]
-        num_classes = int(max(2, stream.labels.max() + 1))
         matrix = {m: np.full((len(entries), len(spans)), np.nan) for m in self.metrics}
         scratch = copy.deepcopy(loop.model)
         for i, entry in enumerate(entries):
             registry.load_into(entry["trigger_id"], scratch)
             for j, mask in enumerate(masks):
                 scores, y = loop.context.outputs(stream.keys[mask], scratch)
+                if y is None:
+                    raise ValueError("evaluation needs targets: the DataModule's decode returns no labels")
+                num_classes = _classes(self.num_classes, scores, y)
                 pred = scores.argmax(-1) if scores.shape[1] > 1 else (scores[:, 0] > 0).astype(np.int64)
                 for m in self.metrics:
                     matrix[m][i, j] = _metric(m, pred, scores, y, num_classes)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modyn.selection.downsampling.weights import weighted_mean
+
 
 class DigitsConvNet(L.LightningModule):
     """Two conv blocks and a linear head; ``embed`` exposes the penultimate features for drift triggers.
@@ -15,13 +17,16 @@ class DigitsConvNet(L.LightningModule):
         num_classes: Output classes.
         channels: Channels of the conv blocks.
         lr: Adam learning rate.
+        use_weights: Apply the selection weights a batch carries (``weighted_mean``); False trains as a module
+            that ignores them would (a selection callback then warns).
 
     >>> net = DigitsConvNet(num_classes=10)
     >>> net(torch.zeros(2, 1, 16, 16)).shape, net.embed(torch.zeros(2, 1, 16, 16)).shape
     (torch.Size([2, 10]), torch.Size([2, 128]))
     """
 
-    def __init__(self, num_classes: int = 10, channels: int = 16, lr: float = 1e-3) -> None:
+    def __init__(self, num_classes: int = 10, channels: int = 16, lr: float = 1e-3,
+                 use_weights: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.features = nn.Sequential(
@@ -39,7 +44,8 @@ class DigitsConvNet(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        losses = F.cross_entropy(self(x), y, reduction="none")
+        loss = weighted_mean(losses, batch) if self.hparams.use_weights else losses.mean()
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modyn.selection.downsampling.weights import weighted_mean
+
 
 class TinyDLRM(L.LightningModule):
     """Bottom MLP on dense features, one embedding table per categorical feature (ids taken modulo
@@ -18,6 +20,8 @@ class TinyDLRM(L.LightningModule):
         num_embeddings: Rows per embedding table (ids are hashed into it).
         embedding_dim: Embedding width.
         lr: Adam learning rate.
+        use_weights: Apply the selection weights a batch carries (``weighted_mean``); False trains as a module
+            that ignores them would (a selection callback then warns).
 
     >>> model = TinyDLRM(num_embeddings=100)
     >>> x = {"dense": torch.zeros(4, 13), "cat": torch.zeros(4, 26, dtype=torch.int32)}
@@ -26,7 +30,8 @@ class TinyDLRM(L.LightningModule):
     """
 
     def __init__(self, num_dense: int = 13, num_sparse: int = 26, num_embeddings: int = 10_000,
-                 embedding_dim: int = 16, lr: float = 1e-3) -> None:
+                 embedding_dim: int = 16, lr: float = 1e-3,
+                 use_weights: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.bottom = nn.Sequential(nn.Linear(num_dense, 64), nn.ReLU(), nn.Linear(64, embedding_dim), nn.ReLU())
@@ -49,7 +54,8 @@ class TinyDLRM(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.binary_cross_entropy_with_logits(self(x).squeeze(1), y.float())
+        losses = F.binary_cross_entropy_with_logits(self(x).squeeze(1), y.float(), reduction="none")
+        loss = weighted_mean(losses, batch) if self.hparams.use_weights else losses.mean()
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 

@@ -24,6 +24,7 @@ import zlib
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 import numpy as np
 import torch
 
@@ -33,7 +34,7 @@ from lightning_modyn.selection.downsampling.base import DownsamplingStrategy
 from lightning_modyn.selection.downsampling.context import SelectionContext
 from lightning_modyn.selection.downsampling.forward import ScoringForward
 from lightning_modyn.selection.downsampling.scoring import ScoringBatch
-from lightning_modyn.selection.downsampling.weights import set_batch_weights
+from lightning_modyn.selection.downsampling.weights import IGNORED_WEIGHTS_HELP, set_batch_weights, weights_ignored
 
 SCORES_FILE = "selection_scores.npz"
 
@@ -54,9 +55,13 @@ class _Downsampling(L.Callback):
         self.seed = seed
         self.record_scores = record_scores
         self.scores_dir = scores_dir
-        # steps_without_samples: batch-then-sample steps where another rank held every chosen sample (DDP)
-        self.stats = {"scored_samples": 0, "kept_samples": 0, "steps_without_samples": 0, "scoring_seconds": 0.0}
+        # steps_without_samples: batch-then-sample steps where another rank held every chosen sample (DDP);
+        # steps_ignoring_weights: training steps that never read selection weights that differed between samples
+        self.stats = {"scored_samples": 0, "kept_samples": 0, "steps_without_samples": 0,
+                      "steps_ignoring_weights": 0, "scoring_seconds": 0.0}
         self._step_without_samples = False
+        self._said_weights_ignored = False
+        self._step_weights: torch.Tensor | None = None
         self._fits = 0
         self._trigger_id = 0
         self._records: list[tuple[np.ndarray, np.ndarray, int]] = []
@@ -77,6 +82,20 @@ class _Downsampling(L.Callback):
         self._trigger_id = int(trigger) if trigger is not None else self._fits
         self._fits += 1
         self._records = []
+        self._said_weights_ignored = False
+
+    def _check_weights_applied(self, batch: Any, weights: torch.Tensor | None) -> None:
+        """After a training step: if it ignored weights that mattered, count it, and warn once per fit."""
+        if weights is None or not weights_ignored(batch, weights):
+            return
+        self.stats["steps_ignoring_weights"] += 1
+        if not self._said_weights_ignored:
+            self._said_weights_ignored = True
+            rule = getattr(self.strategy, "rule", None)
+            why = ("importance weights 1/(N·p) that undo the loss-biased draw" if rule == "importance" else
+                   f"the weights of rule {rule!r}" if rule else f"the weights {type(self.strategy).__name__} gives")
+            rank_zero_warn(f"{type(self).__name__}: " + IGNORED_WEIGHTS_HELP.format(
+                what=f"{type(self.strategy).__name__}" + (f"(rule={rule!r})" if rule else ""), why=why))
 
     def _context(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_size: int) -> SelectionContext:
         return SelectionContext(trainer, pl_module, trainer.datamodule, self._trigger_id, self.seed, self.forward,
@@ -198,6 +217,7 @@ class BatchThenSample(_Downsampling):
             batch.keys = batch.keys[local_pos.to(batch.keys.device)]
             batch.weights = batch.weights[local_pos.to(batch.weights.device)] * local_w.to(batch.weights.device)
         set_batch_weights(batch, local_w.to(pl_module.device))
+        self._step_weights = None if self._step_without_samples else local_w
         self.stats["scored_samples"] += int(valid.sum())
         self.stats["kept_samples"] += 0 if self._step_without_samples else len(local_pos)
         self.stats["steps_without_samples"] += int(self._step_without_samples)
@@ -209,7 +229,9 @@ class BatchThenSample(_Downsampling):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        self._check_weights_applied(batch, self._step_weights)
         self._step_without_samples = False
+        self._step_weights = None
 
 
 class SampleThenBatch(_Downsampling):
@@ -265,6 +287,19 @@ class SampleThenBatch(_Downsampling):
         else:
             self._subset = self._select(trainer, pl_module, context)
         dm.set_training_subset(*self._subset)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        # the subset's weights ride on the DataModule's batches; note whether the training step reads them
+        self._step_weights = None
+        if isinstance(batch, KeyedBatch):
+            self._step_weights = batch.weights
+            batch.weights_read = False  # our own read does not count
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._check_weights_applied(batch, self._step_weights)
+        self._step_weights = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

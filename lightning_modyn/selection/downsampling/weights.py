@@ -15,22 +15,48 @@ import torch
 from lightning_modyn.data.batch import KeyedBatch
 
 _latest: tuple[int, torch.Tensor] | None = None  # (id of the batch, its weights) for batches without attributes
+_latest_read = False  # whether selection_weights() gave those weights out
 
 
 def set_batch_weights(batch: Any, weights: torch.Tensor) -> None:
-    """Remember the selection weights of a batch that cannot carry them (a plain tuple from a DataLoader)."""
-    global _latest
+    """Remember the selection weights of a batch that cannot carry them (a plain tuple from a DataLoader), and
+    start noting whether the training step reads the weights of ``batch``."""
+    global _latest, _latest_read
     _latest = None if isinstance(batch, KeyedBatch) else (id(batch), weights)
+    _latest_read = False
+    if isinstance(batch, KeyedBatch):
+        batch.weights_read = False
 
 
 def selection_weights(batch: Any) -> torch.Tensor | None:
     """The weights of the samples in ``batch``: ``batch.weights`` for a ``ModynDataModule`` batch, the weights a
     selection callback set for this batch, or None (no weights: every sample counts 1)."""
+    global _latest_read
     if isinstance(batch, KeyedBatch):
         return batch.weights
     if _latest is not None and _latest[0] == id(batch):
+        _latest_read = True
         return _latest[1]
     return None
+
+
+def weights_ignored(batch: Any, weights: torch.Tensor) -> bool:
+    """Whether the training step that just ran on ``batch`` ignored ``weights`` that mattered: they differ between
+    the samples it trained on (equal weights change nothing a plain mean does), and it never read them."""
+    w = weights.detach().float()
+    if len(w) < 2 or float(w.max() - w.min()) <= 1e-6 * max(float(w.abs().max()), 1e-12):
+        return False
+    read = batch.weights_read if isinstance(batch, KeyedBatch) else (_latest is not None and _latest[0] == id(batch)
+                                                                    and _latest_read)
+    return not read
+
+
+IGNORED_WEIGHTS_HELP = (
+    "the training step ignored the selection weights of {what} (they differ between samples: {why}), so it trained "
+    "on a subset that those weights were to correct; apply them with one line, "
+    "`loss = weighted_mean(F.cross_entropy(logits, y, reduction='none'), batch)` "
+    "(from lightning_modyn.selection.downsampling import weighted_mean), or, where the step cannot apply them, use a "
+    "strategy whose weights are all 1 (Uniform(), or rule='top_k')")
 
 
 def weighted_mean(losses: torch.Tensor, batch: Any) -> torch.Tensor:
