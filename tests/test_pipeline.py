@@ -15,6 +15,7 @@ from lightning_modyn import ModynDataModule, SampleStore
 from lightning_modyn.evaluation import Evaluation
 from lightning_modyn.pipeline import ContinualLoop, ModelRegistry
 from lightning_modyn.selection import AllData, NewData
+from lightning_modyn.triggers import DataDriftTrigger, PerformanceTrigger, StaticThreshold
 from lightning_modyn.triggers.base import Trigger
 
 DTYPE = np.dtype([("label", "<i4"), ("x", "<f4", (2,))])
@@ -282,3 +283,39 @@ def test_drift_embeddings_come_from_the_named_layer_else_embed_else_the_outputs_
         context(model, embedding_layer="body.9")
     with pytest.raises(RuntimeError, match="embedding_layer 'unused' did not run in Deep.forward"):
         context(model, embedding_layer="unused").embed(keys)
+
+
+@pytest.mark.parametrize("make_trigger", [
+    lambda: PerformanceTrigger(detection_interval=100, policies=StaticThreshold(1.0, direction="lower")),
+    lambda: PerformanceTrigger(detection_interval=100, policies=StaticThreshold(0.8, direction="lower")),
+    lambda: DataDriftTrigger({"mmd": StaticThreshold(0.002)}, detection_interval=100, sample_size=100),
+], ids=["accuracy-below-1", "accuracy-below-0.8", "drift"])
+def test_model_aware_decisions_do_not_depend_on_the_chunk_size(drifting_store, tmp_path, make_trigger):
+    fires = {}
+    for chunk_size in (100, 1000):
+        dm = ModynDataModule(drifting_store, batch_size=50, seed=0)
+        torch.manual_seed(0)
+        trigger = make_trigger()
+        loop = ContinualLoop(Classifier(), dm, trigger, trainer={"max_epochs": 2},
+                             output_dir=str(tmp_path / f"chunks-{chunk_size}"), chunk_size=chunk_size, progress=False)
+        result = loop.run()
+        fires[chunk_size] = [t["stream_position"] for t in result.triggers]
+        # every detection point was decided once, and the ones after a fire with the model trained at that fire
+        assert [e["position"] for e in trigger.evaluations] == list(range(99, 1200, 100))
+    assert fires[100] == fires[1000]
+    assert len(fires[100]) >= 2  # models really were trained in between
+
+
+def test_a_model_aware_trigger_whose_state_is_incomplete_is_refused_clearly(drifting_store, tmp_path):
+    class Forgetful(EveryN):
+        uses_model = True
+
+        def state_dict(self):  # leaves out how many samples it has seen: it cannot be rewound
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    with pytest.raises(RuntimeError, match=r"Forgetful fired at \[71\] when told the same samples again after "
+                                           r"load_state_dict \(first 99\); its state_dict must hold everything"):
+        make_loop(drifting_store, tmp_path / "out", Forgetful(100)).run()

@@ -404,15 +404,7 @@ class ContinualLoop:
             self._say(f"resuming at stream position {position} after {len(intervals)} trigger(s)")
         last_end = intervals[-1][1] if intervals else 0
         for chunk in stream.chunks(position):
-            fired = np.asarray(self.trigger.inform(chunk.keys, chunk.timestamps, chunk.labels), dtype=np.int64)
-            if len(fired) and (fired.min() < -1 or fired.max() >= len(chunk) or np.any(np.diff(fired) <= 0)):
-                raise ValueError(f"{type(self.trigger).__name__}.inform returned positions {fired.tolist()}; they "
-                                 f"must increase within the chunk of {len(chunk)} samples (-1: the previous "
-                                 "chunk's last sample)")
-            for p in fired.tolist():
-                end = chunk.start + p + 1
-                if end <= last_end:  # nothing new since the last trigger (e.g. -1 right after a fire)
-                    continue
+            for end in self._fires(chunk, last_end):
                 intervals.append((last_end, end))
                 last_end = end
                 self._run_trigger(registry, stream, intervals)
@@ -426,6 +418,42 @@ class ContinualLoop:
         if self.evaluation is not None and len(stream):
             result.evaluation = self.evaluation.run(self, registry, stream)
         return result
+
+    def _inform(self, chunk: Any, lo: int, hi: int) -> list[int]:
+        """The trigger told about samples ``lo:hi`` of ``chunk``: its fire positions, checked, within the chunk."""
+        fired = np.asarray(self.trigger.inform(chunk.keys[lo:hi], chunk.timestamps[lo:hi], chunk.labels[lo:hi]),
+                           dtype=np.int64)
+        if len(fired) and (fired.min() < -1 or fired.max() >= hi - lo or np.any(np.diff(fired) <= 0)):
+            raise ValueError(f"{type(self.trigger).__name__}.inform returned positions {fired.tolist()}; they must "
+                             f"increase within the chunk of {hi - lo} samples (-1: the previous chunk's last sample)")
+        return (fired + lo).tolist()
+
+    def _fires(self, chunk: Any, last_end: int):
+        """Stream positions (ends of trigger intervals) where the trigger fires in ``chunk``, one at a time: the
+        caller trains each model before the next is asked for. A trigger whose decisions use the model
+        (``uses_model``) sees nothing past a fire until then: the loop rewinds it to the chunk's unseen part and
+        tells it only up to the fire, so its decisions do not depend on the chunk size."""
+        lo = 0
+        while lo < len(chunk):
+            before = self.trigger.state_dict() if self.trigger.uses_model else None
+            fired = [p for p in self._inform(chunk, lo, len(chunk)) if chunk.start + p + 1 > last_end]
+            if not fired:  # (-1 right after a fire: nothing new since the last trigger)
+                return
+            first = fired[0]
+            if before is not None and first < len(chunk) - 1:  # it decided past the fire with the old model
+                self.trigger.load_state_dict(copy.deepcopy(before))
+                again = [p for p in self._inform(chunk, lo, first + 1) if chunk.start + p + 1 > last_end]
+                if again != [first]:
+                    raise RuntimeError(f"{type(self.trigger).__name__} fired at {again} when told the same samples "
+                                       f"again after load_state_dict (first {first}); its state_dict must hold "
+                                       "everything its decisions depend on")
+            elif before is None:  # decisions from the data alone: every fire of this pass stands
+                for p in fired:
+                    yield chunk.start + p + 1
+                return
+            last_end = chunk.start + first + 1
+            yield last_end
+            lo = first + 1
 
     def _run_trigger(self, registry: ModelRegistry, stream: ReplayStream | WatchStream,
                      intervals: list[tuple[int, int]]) -> None:

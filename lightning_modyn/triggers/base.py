@@ -37,6 +37,11 @@ class Trigger(ABC):
     :meth:`inform_new_model`."""
 
     context: TriggerContext | None = None
+    uses_model: bool = False
+    """Whether decisions depend on the models the loop trains (through the context: predictions, embeddings,
+    training-time forecasts). The loop then lets such a trigger see no sample past a fire before the model trained
+    for it is in place, rewinding the trigger with ``state_dict`` / ``load_state_dict`` (which must be complete);
+    so its decisions do not depend on how the stream is chunked."""
 
     def setup(self, context: TriggerContext) -> None:
         """Called once by the loop before the first chunk."""

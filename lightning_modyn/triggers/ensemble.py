@@ -63,6 +63,10 @@ class EnsembleTrigger(Trigger):
         self._filled = 0
         self._fired = {name: False for name in self.triggers}
 
+    @property
+    def uses_model(self) -> bool:  # type: ignore[override]
+        return any(t.uses_model for t in self.triggers.values())
+
     def setup(self, context: TriggerContext) -> None:
         super().setup(context)
         for trigger in self.triggers.values():

@@ -85,6 +85,8 @@ class BatchedTrigger(Trigger):
     :attr:`evaluations` (global positions; not part of the state — read and clear it as you like).
     """
 
+    uses_model = True  # drift, performance and cost decide with the current model or the fits' history
+
     def __init__(self, detection_interval: int | None = None, detection_interval_seconds: int | None = None,
                  warmup_intervals: int = 0, warmup_trigger: Trigger | None = None) -> None:
         if (detection_interval is None) == (detection_interval_seconds is None):
@@ -212,7 +214,8 @@ class BatchedTrigger(Trigger):
         return {"seen": self._seen, "next_at": self._next_at, "last_ts": self._last_ts,
                 "interval_keys": keys.copy(), "interval_ts": ts.copy(), "warmed": self._warmed,
                 "fired": self._fired, "warmup_active": self._warmup_active, "warmup_fired": self._warmup_fired,
-                "warmup_trigger": None if self.warmup_trigger is None else self.warmup_trigger.state_dict()}
+                "warmup_trigger": None if self.warmup_trigger is None else self.warmup_trigger.state_dict(),
+                "evaluations_before": len(self.evaluations)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._seen, self._next_at, self._last_ts = int(state["seen"]), state["next_at"], state["last_ts"]
@@ -222,3 +225,5 @@ class BatchedTrigger(Trigger):
         self._warmup_active, self._warmup_fired = bool(state["warmup_active"]), bool(state["warmup_fired"])
         if self.warmup_trigger is not None:
             self.warmup_trigger.load_state_dict(state["warmup_trigger"])
+        # rewound (the loop retells samples after a fire): forget the detection points that will come again
+        del self.evaluations[int(state.get("evaluations_before", len(self.evaluations))):]
