@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -128,17 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (StoreError, ValueError, TypeError, KeyError, OSError)  # OSError: names its file
+DEBUG_ENV = "LIGHTNING_MODYN_DEBUG"
+"""Set to 1 to see the traceback of an error that a subcommand reports as one ``error:`` line."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "run":  # LightningCLI parses the recipe (model, data, trainer, pipeline)
-        return cmd_run(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    run = bool(argv) and argv[0] == "run"  # LightningCLI parses the recipe (model, data, trainer, pipeline)
+    if not run:
+        args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (StoreError, ValueError, TypeError, KeyError, OSError) as err:  # OSError: names its file
+        return cmd_run(argv[1:]) if run else args.func(args)
+    except USER_ERRORS as err:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"lightning-modyn {args.command}: error: {message}", file=sys.stderr)
+        print(f"lightning-modyn {'run' if run else args.command}: error: {message} (set {DEBUG_ENV}=1 for the "
+              "traceback)", file=sys.stderr)
         return 2
 
 

@@ -81,6 +81,7 @@ def test_print_config_works(tmp_path):
         ({"data.decode": "lambda batch: batch"}, "decode"),
         ({"data.decode": "os.system"}, "refused"),
         ({"data.decode": "builtins.eval"}, "refused"),
+        ({"data.decode": "pickle.loads"}, "names pickle.loads: refused"),  # its function lives in _pickle
     ],
 )
 def test_bad_recipes_are_refused_clearly(tmp_path, overrides, match, capsys):
@@ -216,3 +217,19 @@ def test_store_that_does_not_say_which_stream_it_holds_is_used_with_a_warning(tm
         assert store.attributes == {}
         with pytest.warns(RuntimeWarning, match="does not record which stream it holds"):
             RotatingDigitsStream(num_periods=2, samples_per_period=50).check_store(store)
+
+
+def test_run_reports_a_users_error_as_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch):
+    from lightning_modyn.cli import main
+
+    recipe = small_recipe(tmp_path)
+    recipe["pipeline"]["embedding_layer"] = "no_such_layer"
+    config = write(tmp_path, recipe)
+    assert main(["run", "--config", config]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lightning-modyn run: error: embedding_layer 'no_such_layer' is not a module of "
+                              "DigitsConvNet")
+    assert err[-1].endswith("(set LIGHTNING_MODYN_DEBUG=1 for the traceback)") and "Traceback" not in "\n".join(err)
+    monkeypatch.setenv("LIGHTNING_MODYN_DEBUG", "1")
+    with pytest.raises(ValueError, match="no_such_layer"):
+        main(["run", "--config", config])

@@ -42,10 +42,11 @@ _REFUSED_MODULES = {"builtins", "os", "posix", "nt", "sys", "subprocess", "shuti
 
 
 def refuse_code_execution(config: Any, path: str = "") -> None:
-    """Refuse config values that are functions of modules that run programs, evaluate code or unpickle.
+    """Refuse config values that are functions of standard modules that run programs, evaluate code or unpickle
+    (``os.system``, ``builtins.eval``, ``pickle.loads``...), given where a callable is expected.
 
-    jsonargparse already refuses source strings (``lambda ...``); this closes the other door, an import path
-    such as ``os.system`` given where a callable is expected.
+    A guard against the obvious, not a sandbox: a recipe is trusted code (docs/pipeline.md), since any
+    ``class_path`` imports and runs code of an installed package. jsonargparse refuses source strings.
     """
     for key, value in _children(config):
         where = f"{path}.{key}" if path else str(key)
@@ -72,7 +73,8 @@ def _refused_name(value: Any) -> str | None:
     if isinstance(value, str):
         return value if _names_refused_routine(value) else None
     if callable(value) and (inspect.isroutine(value) or isinstance(value, functools.partial)):
-        module = (getattr(value, "__module__", None) or "").split(".")[0]
+        # a C implementation names its own module (pickle.loads is _pickle.loads): compare without the underscore
+        module = (getattr(value, "__module__", None) or "").split(".")[0].lstrip("_")
         if module in _REFUSED_MODULES:
             return f"{module}.{getattr(value, '__name__', value)}"
     return None
