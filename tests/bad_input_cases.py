@@ -309,10 +309,11 @@ class Ctx:
         return str(path)
 
     def run_recipe(self, overrides: dict[str, Any] | None = None, dataset: dict | None = None) -> Any:
-        """``lightning-modyn run --config <recipe>``, through the CLI's Python entry point, in this process."""
-        from lightning_modyn.cli import main
+        """``lightning-modyn run --config <recipe>`` through its Python function, in this process: the error it
+        raises (the command prints that error as one ``error:`` line with exit code 2, tests/test_recipes.py)."""
+        from lightning_modyn.pipeline.cli import run_recipe
 
-        return main(["run", "--config", self.recipe(overrides, dataset)])
+        return run_recipe(["--config", self.recipe(overrides, dataset)])
 
     def cli(self, *argv: str) -> int:
         """``lightning-modyn <argv>`` in this process; a non-zero exit raises :class:`CliError` with its stderr."""

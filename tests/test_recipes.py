@@ -10,6 +10,7 @@ import sys
 import pytest
 import yaml
 
+from lightning_modyn import SampleStore
 from lightning_modyn.pipeline.cli import run_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,3 +234,24 @@ def test_run_reports_a_users_error_as_one_line_with_exit_code_2(tmp_path, capsys
     monkeypatch.setenv("LIGHTNING_MODYN_DEBUG", "1")
     with pytest.raises(ValueError, match="no_such_layer"):
         main(["run", "--config", config])
+
+
+def test_a_recipe_writes_a_held_out_stream_and_evaluates_every_model_on_it(tmp_path, capsys):
+    recipe = small_recipe(tmp_path)
+    recipe["dataset"]["init_args"].update(heldout_samples_per_period=40, heldout_store=str(tmp_path / "heldout"))
+    recipe["pipeline"]["evaluation"]["datasets"] = [{"name": "heldout", "store": str(tmp_path / "heldout")}]
+    result = run_recipe(["--config", write(tmp_path, recipe)])
+    part = result.evaluation["datasets"]["heldout"]
+    assert [w["samples"] for w in part["windows"]] == [40] * 4
+    out = capsys.readouterr().out
+    assert "accuracy of the currently active model on heldout, mean over the windows that had a model:" in out
+    with SampleStore.open(str(tmp_path / "heldout"), readonly=True) as held:
+        assert held.attributes["stream"]["heldout"]["sources"] == "heldout"
+    with SampleStore.open(str(tmp_path / "store"), readonly=True) as train:
+        assert train.attributes["stream"]["init_args"]["sources"] == "train"
+    # the same held-out store asked to hold another stream is refused, not silently reused
+    recipe["dataset"]["init_args"]["heldout_samples_per_period"] = 50
+    recipe["data"]["store"] = str(tmp_path / "store2")
+    recipe["pipeline"]["output_dir"] = str(tmp_path / "out2")
+    with pytest.raises(ValueError, match="dataset.heldout_store: .*heldout holds another stream"):
+        run_recipe(["--config", write(tmp_path, recipe)])

@@ -276,17 +276,19 @@ class ModynDataModule(L.LightningDataModule):
         """The subset set by a selection callback, or None (the whole training set is used)."""
         return self._train_subset
 
-    def batches(self, keys: Any, batch_size: int | None = None) -> Iterator[KeyedBatch]:
+    def batches(self, keys: Any, batch_size: int | None = None, store: SampleStore | None = None
+                ) -> Iterator[KeyedBatch]:
         """Decoded batches of ``keys`` in the given order, in this process (no DataLoader, no Trainer).
 
         For work beside a fit that needs the model's view of arbitrary samples: scoring a training set,
         evaluating windows of a stream. ``batch_size`` defaults to ``val_batch_size``; every weight is 1.
+        ``store``: read the keys from this store (held-out data) with this DataModule's decode.
         """
         keys = as_keys(keys)
         if batch_size is not None and _check_int("batch_size", batch_size) <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         size = batch_size or self.val_batch_size
-        dataset = KeyedBatchDataset(self.store, self._decoder())
+        dataset = KeyedBatchDataset(self.store if store is None else store, self._decoder())
         for a in range(0, len(keys), size):
             chunk = keys[a : a + size]
             yield dataset.read(KeyBatch(chunk, np.ones(len(chunk), np.float32)))

@@ -54,6 +54,7 @@ def rotating_digits_arrays(
     new_classes: Mapping[int, Sequence[int]] | None = None,
     period_seconds: int = 86400,
     start: int = 0,
+    sources: str = "all",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rotating-digits stream as arrays: ``(images, labels, timestamps)``, in time order.
 
@@ -96,6 +97,10 @@ def rotating_digits_arrays(
         ``[start + p * period_seconds, start + (p + 1) * period_seconds)``.
     start
         Timestamp (e.g. unix seconds) at which period 0 begins.
+    sources
+        Which of the 1,797 source digits images are drawn from: ``"all"``; ``"train"`` (four in five) or
+        ``"heldout"`` (the fifth: every fifth source, by position), so that a held-out stream shares no source
+        image with a training stream.
 
     Returns
     -------
@@ -126,7 +131,7 @@ def rotating_digits_arrays(
                           seed=seed, rotation_per_period=rotation_per_period, rotation_noise=rotation_noise,
                           stroke_per_period=stroke_per_period, prior_drift=prior_drift, class_priors=class_priors,
                           abrupt_shifts=abrupt_shifts, shift_kind=shift_kind, shift_rotation=shift_rotation,
-                          new_classes=new_classes, period_seconds=period_seconds, start=start)
+                          new_classes=new_classes, period_seconds=period_seconds, start=start, sources=sources)
     parts = list(config.periods())
     return tuple(np.concatenate(arrays) for arrays in zip(*parts))  # type: ignore[return-value]
 
@@ -202,6 +207,7 @@ class _Config:
     shift_rotation: float
     period_seconds: int
     start: int
+    sources: str = "all"
 
     @classmethod
     def make(cls, num_periods: int = 10, samples_per_period: int = 1000, image_size: int = 28, seed: int = 0,
@@ -209,7 +215,7 @@ class _Config:
              prior_drift: float = 0.0, class_priors: Any = None, abrupt_shifts: Sequence[int] = (),
              shift_kind: str = "invert", shift_rotation: float = 90.0,
              new_classes: Mapping[int, Sequence[int]] | None = None, period_seconds: int = 86400,
-             start: int = 0) -> "_Config":
+             start: int = 0, sources: str = "all") -> "_Config":
         num_periods = check_int("num_periods", num_periods, 1)
         samples_per_period = check_int("samples_per_period", samples_per_period, 1)
         image_size = check_int("image_size", image_size, 8, hint="(16 or 28 are typical)")
@@ -223,16 +229,19 @@ class _Config:
         shift_rotation = _float("shift_rotation", shift_rotation)
         if shift_kind not in SHIFT_KINDS:
             raise ValueError(f"shift_kind must be one of {SHIFT_KINDS}, got {shift_kind!r}")
+        if sources not in SOURCES:
+            raise ValueError(f"sources must be one of {SOURCES}, got {sources!r}")
         shifts = _abrupt_shifts(abrupt_shifts, num_periods)
         present = _presence(new_classes, num_periods)
         priors = _priors(prior_drift, class_priors, present, num_periods)
         return cls(num_periods, samples_per_period, image_size, seed, rotation_per_period, rotation_noise,
-                   stroke_per_period, priors, shifts, shift_kind, shift_rotation, period_seconds, start)
+                   stroke_per_period, priors, shifts, shift_kind, shift_rotation, period_seconds, start, sources)
 
     def periods(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``(images, labels, timestamps)`` of each period in turn."""
         sources, targets = _digits()
-        by_class = [np.flatnonzero(targets == c) for c in range(NUM_CLASSES)]
+        kept = source_split(len(targets), self.sources)
+        by_class = [kept[targets[kept] == c] for c in range(NUM_CLASSES)]
         n = self.samples_per_period
         for p in range(self.num_periods):
             rng = np.random.default_rng([self.seed, p])  # per period: a prefix of periods never changes
@@ -254,6 +263,18 @@ class _Config:
             timestamps = self.start + p * self.period_seconds + offsets
             yield images, labels, timestamps.astype(np.int64)
 
+
+
+SOURCES = ("all", "train", "heldout")
+
+
+def source_split(n: int, which: str) -> np.ndarray:
+    """Positions of the source digits of a split: every fifth for ``"heldout"``, the rest for ``"train"``."""
+    positions = np.arange(n)
+    if which == "all":
+        return positions
+    heldout = positions % 5 == 0
+    return positions[heldout] if which == "heldout" else positions[~heldout]
 
 
 def _float(name: str, value: Any, minimum: float | None = None) -> float:

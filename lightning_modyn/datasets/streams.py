@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.pipeline.config import StreamGenerator
 
 
@@ -12,22 +13,46 @@ class RotatingDigitsStream(StreamGenerator):
 
     Samples are ``{"raw": uint8 image bytes, "cls": label}`` with one timestamp per period of ``period_seconds``;
     see :func:`lightning_modyn.datasets.rotating_digits.rotating_digits_arrays` for every parameter.
+
+    With ``heldout_samples_per_period`` and ``heldout_store``, a held-out stream is written beside it: the same
+    periods, drift and shifts, drawn (with another seed) from every fifth source digit, while the training stream
+    draws from the other four in five, so no model ever trains on a held-out image or its source. Evaluate on it
+    with ``EvaluationDataset("heldout", store=<heldout_store>)``.
     """
 
     def __init__(self, num_periods: int = 12, samples_per_period: int = 1000, image_size: int = 16, seed: int = 0,
                  rotation_per_period: float = 15.0, rotation_noise: float = 5.0, stroke_per_period: float = 0.0,
                  prior_drift: float = 0.0, abrupt_shifts: list[int] | None = None, shift_kind: str = "invert",
-                 new_classes: dict[int, list[int]] | None = None, period_seconds: int = 86400) -> None:
+                 new_classes: dict[int, list[int]] | None = None, period_seconds: int = 86400,
+                 heldout_samples_per_period: int = 0, heldout_store: str | None = None) -> None:
+        check_int("heldout_samples_per_period", heldout_samples_per_period, 0)
+        if (heldout_samples_per_period > 0) != (heldout_store is not None):
+            raise ValueError("give both heldout_samples_per_period (> 0) and heldout_store, or neither; got "
+                             f"{heldout_samples_per_period!r} and {heldout_store!r}")
         self.options = dict(num_periods=num_periods, samples_per_period=samples_per_period, image_size=image_size,
                             seed=seed, rotation_per_period=rotation_per_period, rotation_noise=rotation_noise,
                             stroke_per_period=stroke_per_period, prior_drift=prior_drift,
                             abrupt_shifts=tuple(abrupt_shifts or ()), shift_kind=shift_kind,
                             new_classes=new_classes, period_seconds=period_seconds)
+        if heldout_samples_per_period:  # the training stream then leaves the held-out sources out
+            self.options["sources"] = "train"
+        self.heldout_url = heldout_store
+        self._heldout_options = {**self.options, "samples_per_period": heldout_samples_per_period,
+                                 "seed": seed + 1_000_003, "sources": "heldout"}
 
     def write(self, url: str) -> np.ndarray:
         from lightning_modyn.datasets.rotating_digits import write_rotating_digits
 
         return write_rotating_digits(url, **self.options)
+
+    def write_heldout(self) -> np.ndarray:
+        from lightning_modyn.datasets.rotating_digits import write_rotating_digits
+
+        return write_rotating_digits(self.heldout_url, **self._heldout_options)
+
+    def describe_heldout(self) -> dict:
+        return {**self.describe(), "heldout": dict(self._heldout_options, abrupt_shifts=list(
+            self._heldout_options["abrupt_shifts"]))}
 
 
 class SyntheticClicksStream(StreamGenerator):

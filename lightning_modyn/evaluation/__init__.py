@@ -1,6 +1,7 @@
 """Evaluation over time: windows, the model × window matrix, composite models, reports and plots."""
 
 from lightning_modyn.evaluation.evaluate import Evaluation, plot_results
+from lightning_modyn.evaluation.heldout import EvaluationDataset
 from lightning_modyn.evaluation.windows import (
     BetweenTriggersWindows,
     PeriodicWindows,
@@ -9,5 +10,5 @@ from lightning_modyn.evaluation.windows import (
     TriggerOffsetWindows,
 )
 
-__all__ = ["BetweenTriggersWindows", "Evaluation", "PeriodicWindows", "SlicingWindows", "StaticWindows",
+__all__ = ["BetweenTriggersWindows", "Evaluation", "EvaluationDataset", "PeriodicWindows", "SlicingWindows", "StaticWindows",
            "TriggerOffsetWindows", "plot_results"]

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.loggers import Logger
 
 from lightning_modyn._checks import check_int
+from lightning_modyn.evaluation.heldout import EvaluationDataset
 from lightning_modyn.evaluation.windows import (
     BetweenTriggersWindows,
     PeriodicWindows,
@@ -74,6 +75,9 @@ class Evaluation:
             the summary.
         num_classes: Classes the metrics count; default: the model's outputs (2 for one logit). Targets outside
             them, or a model with another number of outputs, are an error naming both.
+        datasets: :class:`~lightning_modyn.evaluation.heldout.EvaluationDataset` objects (held-out samples: another
+            store, or a time range the loop does not replay), each sliced by the same windows; their results go to
+            ``results.json`` under ``datasets`` and to the plots and CSV with their names.
 
     Two composite models are reported per window: the *currently active* model (the last one trained before the
     window starts: what a deployment would serve) and the *currently trained* model (the first one whose
@@ -86,7 +90,7 @@ class Evaluation:
     def __init__(self, windows: SlicingWindows | PeriodicWindows | StaticWindows | BetweenTriggersWindows
                  | TriggerOffsetWindows | None = None, every: int | None = None,
                  metrics: tuple[str, ...] = ("accuracy",), plots: bool = True, logger: Logger | None = None,
-                 num_classes: int | None = None) -> None:
+                 num_classes: int | None = None, datasets: list[EvaluationDataset] | None = None) -> None:
         if windows is None and every is None:
             raise ValueError("give windows=... or every=<window length>")
         unknown = [m for m in metrics if m not in _METRICS]
@@ -95,6 +99,13 @@ class Evaluation:
         if num_classes is not None:
             check_int("num_classes", num_classes, 2)
         self.num_classes = num_classes
+        self.datasets = list(datasets or [])
+        for dataset in self.datasets:
+            if not isinstance(dataset, EvaluationDataset):
+                raise TypeError(f"datasets must hold EvaluationDataset objects, got {type(dataset).__name__}")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"evaluation datasets need distinct names, got {names}")
         self.windows = windows or SlicingWindows(every)
         self.metrics = tuple(metrics)
         self.plots = plots
@@ -102,16 +113,50 @@ class Evaluation:
 
     def run(self, loop, registry, stream) -> dict[str, Any]:
         entries = registry.entries()
-        spans = self.windows.windows(int(stream.timestamps[0]), int(stream.timestamps[-1]),
-                                     [int(e["timestamp"]) for e in entries])
-        masks = [(stream.timestamps >= a) & (stream.timestamps < b) for a, b in spans]
+        first, last = int(stream.timestamps[0]), int(stream.timestamps[-1])
+        result = self._evaluate(loop, registry, entries, stream.keys, stream.timestamps, None, "stream", (first, last))
+        if result is None:
+            return {}
+        result = {"triggers": entries, **result,
+                  "total_train_seconds": float(sum(e["train_seconds"] for e in entries))}
+        if self.datasets:
+            result["datasets"] = {}
+            training_store = loop.datamodule.store
+            for dataset in self.datasets:
+                store, opened = dataset.open(training_store)
+                try:
+                    keys, ts = dataset.samples(store)
+                    if store is training_store and np.isin(keys, stream.keys).any():
+                        warnings.warn(f"evaluation dataset {dataset.name!r} shares samples with the replayed "
+                                      "stream: models trained on them, so it is not held out", RuntimeWarning,
+                                      stacklevel=2)
+                    # windows laid over both time ranges, so that they coincide with the stream's where they meet
+                    span = (min(first, int(ts[0])), max(last, int(ts[-1])))
+                    found = self._evaluate(loop, registry, entries, keys, ts, store, dataset.name, span)
+                finally:
+                    if opened:
+                        store.close()
+                if found is not None:
+                    found.pop("trained_model"), found.pop("trained_composite")  # in-sample only on the stream
+                    result["datasets"][dataset.name] = found
+        self.write(loop.output_dir, result)
+        if self.logger is not None:
+            self.log(result)
+        return result
+
+    def _evaluate(self, loop, registry, entries: list[dict], keys: np.ndarray, timestamps: np.ndarray, store: Any,
+                  name: str, span: tuple[int, int]) -> dict[str, Any] | None:
+        """Every model on every window (laid over ``span``) of one set of samples (the stream, or a dataset)."""
+        spans = self.windows.windows(span[0], span[1], [int(e["timestamp"]) for e in entries])
+        masks = [(timestamps >= a) & (timestamps < b) for a, b in spans]
         kept = [i for i, m in enumerate(masks) if m.any()]
         if not kept:
             if not spans and not entries:  # windows placed around triggers, and none fired
                 warnings.warn("no trigger fired, so there are no windows around triggers to evaluate on",
-                              RuntimeWarning, stacklevel=2)
-                return {}
-            raise ValueError("every evaluation window is empty; choose windows inside the stream's time range")
+                              RuntimeWarning, stacklevel=3)
+                return None
+            raise ValueError(f"every evaluation window of {name!r} is empty; choose windows inside its time range "
+                             f"[{int(timestamps[0])}, {int(timestamps[-1])}]")
         spans = [spans[i] for i in kept]
         masks = [masks[i] for i in kept]
         matrix = {m: np.full((len(entries), len(spans)), np.nan) for m in self.metrics}
@@ -119,7 +164,7 @@ class Evaluation:
         for i, entry in enumerate(entries):
             registry.load_into(entry["trigger_id"], scratch)
             for j, mask in enumerate(masks):
-                scores, y = loop.context.outputs(stream.keys[mask], scratch)
+                scores, y = loop.context.outputs(keys[mask], scratch, store=store)
                 if y is None:
                     raise ValueError("evaluation needs targets: the DataModule's decode returns no labels")
                 num_classes = _classes(self.num_classes, scores, y)
@@ -134,8 +179,7 @@ class Evaluation:
         trained = [k if k < len(entries) else -1 for k in trained]
         trained_composite = {m: [None if k < 0 else float(matrix[m][k, j]) for j, k in enumerate(trained)]
                              for m in self.metrics}
-        result = {
-            "triggers": entries,
+        return {
             "windows": [{"start": a, "end": b, "samples": int(mask.sum())} for (a, b), mask in zip(spans, masks)],
             "matrix": {m: matrix[m].tolist() for m in self.metrics},
             "active_model": active,
@@ -143,12 +187,7 @@ class Evaluation:
             "trained_model": trained,
             "trained_composite": trained_composite,
             "summary": {m: _summary(matrix[m], composite[m], trained) for m in self.metrics},
-            "total_train_seconds": float(sum(e["train_seconds"] for e in entries)),
         }
-        self.write(loop.output_dir, result)
-        if self.logger is not None:
-            self.log(result)
-        return result
 
     def log(self, result: dict[str, Any]) -> None:
         """Send the per-window composites and the summary to the Lightning logger."""
@@ -158,7 +197,15 @@ class Evaluation:
             values = {k: v for k, v in values.items() if v is not None}
             if values:
                 self.logger.log_metrics(values, step=j)
+        for name, part in result.get("datasets", {}).items():
+            for j in range(len(part["windows"])):
+                values = {f"eval/{name}/{m}_active": part["composite"][m][j] for m in self.metrics}
+                values = {k: v for k, v in values.items() if v is not None}
+                if values:
+                    self.logger.log_metrics(values, step=j)
         summary = {f"eval/{m}_{k}": v for m in self.metrics for k, v in result["summary"][m].items() if v is not None}
+        summary.update({f"eval/{name}/{m}_{k}": v for name, part in result.get("datasets", {}).items()
+                        for m in self.metrics for k, v in part["summary"][m].items() if v is not None})
         summary["eval/triggers"] = len(result["triggers"])
         summary["eval/total_train_seconds"] = result["total_train_seconds"]
         self.logger.log_metrics(summary, step=len(result["windows"]))
@@ -168,13 +215,14 @@ class Evaluation:
         write_json_atomic(os.path.join(out, "results.json"), result)
         with open(os.path.join(out, "results.csv"), "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["model_trigger", "window_start", "window_end", "metric", "value", "active"])
-            for m, rows in result["matrix"].items():
-                for i, row in enumerate(rows):
-                    for j, value in enumerate(row):
-                        w = result["windows"][j]
-                        writer.writerow([result["triggers"][i]["trigger_id"], w["start"], w["end"], m, value,
-                                         int(result["active_model"][j] == i)])
+            writer.writerow(["dataset", "model_trigger", "window_start", "window_end", "metric", "value", "active"])
+            for name, part in [("stream", result), *result.get("datasets", {}).items()]:
+                for m, rows in part["matrix"].items():
+                    for i, row in enumerate(rows):
+                        for j, value in enumerate(row):
+                            w = part["windows"][j]
+                            writer.writerow([name, result["triggers"][i]["trigger_id"], w["start"], w["end"], m,
+                                             value, int(part["active_model"][j] == i)])
         if self.plots:
             plot_results(out, result)
 
@@ -203,11 +251,16 @@ def plot_results(out: str, result: dict[str, Any]) -> None:
     mids = [(w["start"] + w["end"]) / 2 for w in result["windows"]]
     for metric, values in result["composite"].items():
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.plot(mids, [np.nan if v is None else v for v in values], marker="o", label="currently active model")
+        ax.plot(mids, [np.nan if v is None else v for v in values], marker="o",
+                label="currently active model, on the stream")
         trained_values = result.get("trained_composite", {}).get(metric)
         if trained_values is not None:
             ax.plot(mids, [np.nan if v is None else v for v in trained_values], marker=".", linestyle="--",
-                    label="currently trained model")
+                    label="currently trained model, on its training data (in-sample)")
+        for name, part in result.get("datasets", {}).items():
+            held = [(w["start"] + w["end"]) / 2 for w in part["windows"]]
+            ax.plot(held, [np.nan if v is None else v for v in part["composite"][metric]], marker="s",
+                    label=f"currently active model, on {name}")
         for t in result["triggers"]:
             ax.axvline(t["timestamp"], color="grey", alpha=0.4, linewidth=1)
         ax.set_xlabel("time")

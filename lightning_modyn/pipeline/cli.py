@@ -5,6 +5,7 @@ plus ``pipeline`` (trigger, selection, evaluation) and an optional ``dataset`` g
 from __future__ import annotations
 
 import functools
+import json
 import importlib
 import inspect
 import re
@@ -120,8 +121,32 @@ def summary_table(result: RunResult) -> str:
             lines.append(f"{metric} of the currently active model, mean over {over}: "
                          f"{'-' if mean is None else f'{mean:.4f}'}; backward transfer: "
                          f"{'-' if bwt is None else f'{bwt:+.4f}'}")
+        for name, part in result.evaluation.get("datasets", {}).items():
+            for metric, s in part["summary"].items():
+                mean = s["composite_mean"]
+                lines.append(f"{metric} of the currently active model on {name}, mean over the windows that had a "
+                             f"model: {'-' if mean is None else f'{mean:.4f}'}")
     lines.append(f"output: {os.path.abspath(result.output_dir)}")
     return "\n".join(lines)
+
+
+def _ensure_heldout(generator: StreamGenerator) -> None:
+    """Write the generator's held-out stream if its store is missing; refuse one that holds another stream."""
+    url = generator.heldout_url
+    wanted = json.loads(json.dumps(generator.describe_heldout()))
+    if _store_missing(url) is None:
+        with SampleStore.open(url, readonly=True) as store:
+            held = store.attributes.get("stream")
+        if held != wanted:
+            raise ValueError(f"dataset.heldout_store: {url} holds another stream ({held!r}) than this recipe's "
+                             "held-out stream; give the recipe a new heldout_store, or remove the old one")
+        return
+    t0 = time.perf_counter()
+    print(f"[lightning-modyn] writing the held-out stream of {type(generator).__name__} into {url}", flush=True)
+    keys = generator.write_heldout()
+    with SampleStore.open(url) as store:
+        store.set_attribute("stream", wanted)
+    print(f"[lightning-modyn] wrote {len(keys):,} held-out samples in {time.perf_counter() - t0:.1f}s", flush=True)
 
 
 def _check_yaml(argv: list[str]) -> None:
@@ -167,6 +192,8 @@ def run_recipe(argv: list[str]) -> RunResult | None:
     elif generator is not None:
         with SampleStore.open(datamodule._store_url, readonly=True) as store:
             generator.check_store(store)
+    if generator is not None and generator.heldout_url is not None:
+        _ensure_heldout(generator)
     os.makedirs(pipeline.output_dir, exist_ok=True)
     if _launched_rank() == 0:  # ranks that Lightning's ddp launcher started run this again: rank 0 writes
         cli.parser.save(cli.config, os.path.join(pipeline.output_dir, "config.yaml"), overwrite=True,

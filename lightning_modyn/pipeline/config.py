@@ -68,10 +68,20 @@ class StreamGenerator(ABC):
     """
 
     options: dict[str, Any]
+    heldout_url: str | None = None
+    """Where the generator writes a held-out stream beside the training stream (None: it writes none)."""
 
     @abstractmethod
     def write(self, url: str) -> np.ndarray:
         """Create a store at ``url`` holding the stream; return its keys."""
+
+    def write_heldout(self) -> np.ndarray:
+        """Create the store at :attr:`heldout_url` holding the held-out stream; return its keys."""
+        raise NotImplementedError(f"{type(self).__name__} writes no held-out stream")
+
+    def describe_heldout(self) -> dict[str, Any]:
+        """What the held-out store holds, kept as its ``stream`` attribute."""
+        return {**self.describe(), "heldout": True}
 
     def describe(self) -> dict[str, Any]:
         """``class_path`` and ``init_args`` of this stream, as JSON values."""

@@ -67,17 +67,20 @@ class LoopContext:
     def has_model(self) -> bool:
         return self.loop.models_trained > 0
 
-    def batches(self, keys: np.ndarray):
-        return self.loop.datamodule.batches(keys)
+    def batches(self, keys: np.ndarray, store: Any = None):
+        return self.loop.datamodule.batches(keys, store=store)
 
     @torch.no_grad()
-    def outputs(self, keys: np.ndarray, module: torch.nn.Module | None = None, embed: bool = False):
+    def outputs(self, keys: np.ndarray, module: torch.nn.Module | None = None, embed: bool = False,
+                store: Any = None):
+        """The model's outputs (or embeddings) of samples by key, with their targets; from ``store`` if given
+        (held-out data), else from the training store."""
         module = module or self.loop.model
         was_training = module.training
         module.eval()
         outs, ys = [], []
         try:
-            for batch in self.batches(keys):
+            for batch in self.batches(keys, store):
                 x, y = batch[0], batch[1] if len(batch) > 1 else None
                 if embed and not self.has_model and module is self.loop.model:
                     out = _flatten_inputs(x)
