@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lightning_modyn._checks import check_int
-from lightning_modyn.pipeline.config import StreamGenerator
+from lightning_modyn.datasets.generator import StreamGenerator
 
 
 class RotatingDigitsStream(StreamGenerator):

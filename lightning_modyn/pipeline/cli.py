@@ -19,7 +19,8 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_modyn.data import ModynDataModule
-from lightning_modyn.pipeline.config import Pipeline, StreamGenerator
+from lightning_modyn.datasets.generator import StreamGenerator
+from lightning_modyn.pipeline.config import Pipeline
 from lightning_modyn.pipeline.loop import ContinualLoop, RunResult
 from lightning_modyn.store import SampleStore, StoreNotFoundError
 
