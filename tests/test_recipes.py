@@ -255,3 +255,21 @@ def test_a_recipe_writes_a_held_out_stream_and_evaluates_every_model_on_it(tmp_p
     recipe["pipeline"]["output_dir"] = str(tmp_path / "out2")
     with pytest.raises(ValueError, match="dataset.heldout_store: .*heldout holds another stream"):
         run_recipe(["--config", write(tmp_path, recipe)])
+
+
+def test_a_rerun_with_other_settings_is_refused_instead_of_resuming_the_old_models(tmp_path, capsys):
+    recipe = small_recipe(tmp_path)
+    run_recipe(["--config", write(tmp_path, recipe)])
+    saved = (tmp_path / "out" / "config.yaml").read_text()
+    recipe["model"]["init_args"]["channels"] = 4
+    recipe["pipeline"]["trigger"]["init_args"]["num_samples"] = 300
+    with pytest.raises(ValueError, match=r"pipeline.output_dir .*out holds a run made with other settings "
+                                         r"\(model.init_args.channels: 8 then, 4 now; pipeline.trigger.init_args."
+                                         r"num_samples: 200 then, 300 now\); .*delete .*out to start afresh"):
+        run_recipe(["--config", write(tmp_path, recipe)])
+    assert (tmp_path / "out" / "config.yaml").read_text() == saved  # still describes the models on disk
+    # what does not change the models may change: evaluation, the progress bar
+    recipe = small_recipe(tmp_path)
+    recipe["pipeline"]["evaluation"] = {"every": 43200}
+    recipe["trainer"]["enable_progress_bar"] = True
+    assert run_recipe(["--config", write(tmp_path, recipe)]).num_triggers == 3

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning_modyn.data import ModynDataModule
 from lightning_modyn.datasets.generator import StreamGenerator
 from lightning_modyn.pipeline.config import Pipeline
-from lightning_modyn.pipeline.loop import ContinualLoop, RunResult
+from lightning_modyn.pipeline.loop import STATE_FILE, ContinualLoop, RunResult
 from lightning_modyn.store import SampleStore, StoreNotFoundError
 
 
@@ -131,6 +131,46 @@ def summary_table(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+# settings that do not change which models a run trains: a rerun may change them and still resume
+_RESUMABLE_SETTINGS = ("config", "pipeline.evaluation", "pipeline.output_dir", "data.num_workers",
+                       "data.prefetch_factor", "data.pin_memory", "trainer.enable_progress_bar",
+                       "trainer.enable_model_summary", "trainer.logger", "trainer.default_root_dir",
+                       "trainer.log_every_n_steps")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
+
+
+def _result_settings(config: dict) -> dict[str, Any]:
+    """The settings of a parsed recipe that decide which models the run trains, as dotted keys."""
+    return {k: v for k, v in _flat(config).items()
+            if not any(k == p or k.startswith(p + ".") for p in _RESUMABLE_SETTINGS)}
+
+
+def _refuse_resuming_other_settings(cli: LightningCLI, output_dir: str) -> None:
+    """A rerun into an output folder resumes the run there: refuse it when the recipe now says something else
+    about the models (its ``config.yaml`` always describes the models on disk)."""
+    saved_path = os.path.join(output_dir, "config.yaml")
+    if not (os.path.exists(saved_path) and os.path.exists(os.path.join(output_dir, STATE_FILE))):
+        return
+    with open(saved_path) as handle:
+        saved = _result_settings(yaml.safe_load(handle) or {})
+    now = _result_settings(yaml.safe_load(cli.parser.dump(cli.config, skip_check=True)))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise ValueError(f"pipeline.output_dir {output_dir} holds a run made with other settings ({shown}{more}); "
+                         "resuming would mix its models with these settings. Point pipeline.output_dir at a new "
+                         f"folder, or delete {output_dir} to start afresh")
+
+
 def _ensure_heldout(generator: StreamGenerator) -> None:
     """Write the generator's held-out stream if its store is missing; refuse one that holds another stream."""
     url = generator.heldout_url
@@ -176,6 +216,7 @@ def run_recipe(argv: list[str]) -> RunResult | None:
     finally:
         sys.argv = saved_argv
     refuse_code_execution(cli.config)
+    _refuse_resuming_other_settings(cli, cli.config_init["pipeline"].output_dir)
     config: Any = cli.config_init
     datamodule: ModynDataModule = cli.datamodule
     pipeline: Pipeline = config["pipeline"]
