@@ -202,6 +202,7 @@ def test_store_written_by_another_dataset_is_refused(tmp_path, capsys):
     with pytest.warns(RuntimeWarning, match="never fired"):  # the same dataset again: the store is reused
         run_recipe(["--config", write(tmp_path, recipe)])
     recipe["dataset"]["init_args"].update(seed=3, samples_per_period=100)
+    recipe["pipeline"]["output_dir"] = str(tmp_path / "out-other")  # a new run: the store is what is refused
     with pytest.raises(ValueError, match=r"another dataset than the recipe's \(samples_per_period: store 150 vs "
                                          r"recipe 100, seed: store 0 vs recipe 3\)"):
         run_recipe(["--config", write(tmp_path, recipe)])

@@ -11,14 +11,15 @@ import copy
 import csv
 import os
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 from lightning.pytorch.loggers import Logger
+from torchmetrics import Metric
 
 from lightning_modyn._checks import check_int
 from lightning_modyn.evaluation.heldout import EvaluationDataset
+from lightning_modyn.evaluation.metrics import metric_specs
 from lightning_modyn.evaluation.windows import (
     BetweenTriggersWindows,
     PeriodicWindows,
@@ -27,25 +28,6 @@ from lightning_modyn.evaluation.windows import (
     TriggerOffsetWindows,
 )
 from lightning_modyn._io import write_json_atomic
-
-_METRICS = ("accuracy", "f1", "roc_auc")
-
-
-def _metric(name: str, pred: np.ndarray, scores: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-    import torchmetrics.functional as tmf
-
-    p, t = torch.from_numpy(pred), torch.from_numpy(y.astype(np.int64))
-    task = "binary" if num_classes <= 2 else "multiclass"
-    if name == "accuracy":
-        return float(tmf.accuracy(p, t, task=task, num_classes=num_classes))
-    if name == "f1":
-        return float(tmf.f1_score(p, t, task=task, num_classes=num_classes, average="macro"))
-    s = torch.from_numpy(scores).float()
-    if task == "binary":  # the probability of class 1: softmax over two outputs, sigmoid of one logit
-        prob = s.softmax(-1)[:, 1] if s.ndim == 2 and s.shape[1] == 2 else s.reshape(-1).sigmoid()
-        return float(tmf.auroc(prob, t, task="binary"))
-    return float(tmf.auroc(s.softmax(-1), t, task="multiclass", num_classes=num_classes))
-
 
 def _classes(configured: int | None, scores: np.ndarray, y: np.ndarray) -> int:
     """How many classes a window's metrics count: ``num_classes`` if configured, else the model's outputs (2 for
@@ -68,7 +50,9 @@ class Evaluation:
         windows: A windows object (default: ``SlicingWindows(every)``; see :mod:`lightning_modyn.evaluation.windows`
             for periodic, static, between-trigger and trigger-offset windows).
         every: Window length when ``windows`` is not given.
-        metrics: Any of ``"accuracy"``, ``"f1"``, ``"roc_auc"``.
+        metrics: Names (``"accuracy"``, ``"accuracy@5"``, ``"f1"``, ``"f1_micro"``, ``"f1_macro"``, ``"f1_weighted"``,
+            ``"f1_binary"``, ``"roc_auc"``) or ``torchmetrics.Metric`` objects (``class_path`` in a recipe), see
+            :mod:`lightning_modyn.evaluation.metrics`.
         plots: Write PNG plots (accuracy over time with trigger marks; the matrix heatmap).
         logger: A Lightning logger (e.g. ``CSVLogger``, ``TensorBoardLogger``) that also receives the metrics:
             per window (step = window index) the currently active and currently trained models' values, then
@@ -89,13 +73,11 @@ class Evaluation:
 
     def __init__(self, windows: SlicingWindows | PeriodicWindows | StaticWindows | BetweenTriggersWindows
                  | TriggerOffsetWindows | None = None, every: int | None = None,
-                 metrics: tuple[str, ...] = ("accuracy",), plots: bool = True, logger: Logger | None = None,
+                 metrics: Sequence[str | Metric] = ("accuracy",), plots: bool = True, logger: Logger | None = None,
                  num_classes: int | None = None, datasets: list[EvaluationDataset] | None = None) -> None:
         if windows is None and every is None:
             raise ValueError("give windows=... or every=<window length>")
-        unknown = [m for m in metrics if m not in _METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; choose from {_METRICS}")
+        self.specs = metric_specs(metrics)
         if num_classes is not None:
             check_int("num_classes", num_classes, 2)
         self.num_classes = num_classes
@@ -107,7 +89,7 @@ class Evaluation:
         if len(set(names)) != len(names):
             raise ValueError(f"evaluation datasets need distinct names, got {names}")
         self.windows = windows or SlicingWindows(every)
-        self.metrics = tuple(metrics)
+        self.metrics = tuple(spec.name for spec in self.specs)
         self.plots = plots
         self.logger = logger
 
@@ -160,17 +142,23 @@ class Evaluation:
         spans = [spans[i] for i in kept]
         masks = [masks[i] for i in kept]
         matrix = {m: np.full((len(entries), len(spans)), np.nan) for m in self.metrics}
+        baseline = {m: np.full(len(spans), np.nan) for m in self.metrics}
         scratch = copy.deepcopy(loop.model)
-        for i, entry in enumerate(entries):
-            registry.load_into(entry["trigger_id"], scratch)
+
+        def measure(into: dict[str, np.ndarray], at: tuple) -> None:
             for j, mask in enumerate(masks):
                 scores, y = loop.context.outputs(keys[mask], scratch, store=store)
                 if y is None:
                     raise ValueError("evaluation needs targets: the DataModule's decode returns no labels")
                 num_classes = _classes(self.num_classes, scores, y)
-                pred = scores.argmax(-1) if scores.shape[1] > 1 else (scores[:, 0] > 0).astype(np.int64)
-                for m in self.metrics:
-                    matrix[m][i, j] = _metric(m, pred, scores, y, num_classes)
+                for spec in self.specs:
+                    into[spec.name][(*at, j)] = spec.compute(scores, y, num_classes)
+
+        scratch.load_state_dict(loop.initial_weights)  # the untrained model: the baseline of forward transfer
+        measure(baseline, ())
+        for i, entry in enumerate(entries):
+            registry.load_into(entry["trigger_id"], scratch)
+            measure(matrix, (i,))
         trigger_ts = [e["timestamp"] for e in entries]
         active = [int(np.searchsorted(trigger_ts, a, side="left")) - 1 for a, _ in spans]
         composite = {m: [None if k < 0 else float(matrix[m][k, j]) for j, k in enumerate(active)]
@@ -186,7 +174,8 @@ class Evaluation:
             "composite": composite,
             "trained_model": trained,
             "trained_composite": trained_composite,
-            "summary": {m: _summary(matrix[m], composite[m], trained) for m in self.metrics},
+            "baseline": {m: baseline[m].tolist() for m in self.metrics},
+            "summary": {m: _summary(matrix[m], composite[m], trained, active, baseline[m]) for m in self.metrics},
         }
 
     def log(self, result: dict[str, Any]) -> None:
@@ -227,8 +216,11 @@ class Evaluation:
             plot_results(out, result)
 
 
-def _summary(matrix: np.ndarray, composite: list, trained: list[int]) -> dict[str, float | None]:
+def _summary(matrix: np.ndarray, composite: list, trained: list[int], active: list[int],
+             baseline: np.ndarray) -> dict[str, float | None]:
     values = [v for v in composite if v is not None]
+    # forward transfer: the active model (trained on data before the window) against the untrained model
+    forward = [matrix[k, j] - baseline[j] for j, k in enumerate(active) if k >= 0]
     n = matrix.shape[0]
     # forgetting: how much each model's best accuracy on a window drops by the final model
     diag_best = [np.nanmax(matrix[: n, j]) - matrix[n - 1, j] for j in range(matrix.shape[1])] if n else []
@@ -238,7 +230,8 @@ def _summary(matrix: np.ndarray, composite: list, trained: list[int]) -> dict[st
             # windows before the first model count nowhere in composite_mean: say how many were covered
             "composite_windows": len(values), "composite_coverage": len(values) / len(composite) if composite else None,
             "mean_forgetting": float(np.nanmean(diag_best)) if len(diag_best) else None,
-            "backward_transfer": float(np.mean(transfer)) if transfer else None}
+            "backward_transfer": float(np.mean(transfer)) if transfer else None,
+            "forward_transfer": float(np.mean(forward)) if forward else None}
 
 
 def plot_results(out: str, result: dict[str, Any]) -> None:

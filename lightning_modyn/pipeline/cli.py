@@ -114,14 +114,15 @@ def summary_table(result: RunResult) -> str:
                  f"{total:.1f}s of training")
     if result.evaluation:
         for metric, s in result.evaluation["summary"].items():
-            mean, bwt = s["composite_mean"], s.get("backward_transfer")
+            mean, bwt, fwt = s["composite_mean"], s.get("backward_transfer"), s.get("forward_transfer")
             covered = s.get("composite_windows")
             total_windows = len(result.evaluation["windows"])
             over = ("windows" if covered is None or covered == total_windows
                     else f"the {covered} of {total_windows} windows that had a model")
             lines.append(f"{metric} of the currently active model, mean over {over}: "
                          f"{'-' if mean is None else f'{mean:.4f}'}; backward transfer: "
-                         f"{'-' if bwt is None else f'{bwt:+.4f}'}")
+                         f"{'-' if bwt is None else f'{bwt:+.4f}'}; forward transfer: "
+                         f"{'-' if fwt is None else f'{fwt:+.4f}'}")
         for name, part in result.evaluation.get("datasets", {}).items():
             for metric, s in part["summary"].items():
                 mean = s["composite_mean"]

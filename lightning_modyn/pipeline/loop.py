@@ -292,6 +292,12 @@ class ContinualLoop:
         self._followers: Any = None  # the strategy that reaches ranks waiting between fits (after a ddp fit)
         self._fitting = False
 
+    @property
+    def initial_weights(self) -> dict[str, Any]:
+        """The model's weights before any fit (a copy): where fits from scratch start, and the evaluation's
+        baseline of forward transfer."""
+        return copy.deepcopy(self._initial_state)
+
     # ------------------------------------------------------------------ pieces
     def _trainer(self, trigger_id: int | None, plan: _Plan | None = None) -> L.Trainer:
         """A fresh Trainer from the user's arguments, with :class:`_SharePlan` as its first callback."""
