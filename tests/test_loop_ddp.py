@@ -15,10 +15,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from ddp_loop import EVERY, weights_of  # tests/ is on sys.path, as for every test module
 from test_pipeline import DTYPE
 
 from lightning_modyn import SampleStore
+from lightning_modyn.pipeline import ModelRegistry
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_loop.py")
 
@@ -84,7 +86,7 @@ def check_run(stream: dict, out: str, known: str, triggers: int) -> None:
     assert [e["stream_position"] for e in registry] == [EVERY * (i + 1) for i in range(triggers)]
     assert [e["samples_trained"] for e in registry] == [EVERY] * triggers
     for i in range(triggers):
-        saved = weights(os.path.join(out, "run", "models", f"trigger-{i:04d}.pt"))
+        saved = ModelRegistry(os.path.join(out, "run")).weights(i)
         for rank in (0, 1):
             assert_same_weights(saved, weights(os.path.join(out, "weights", f"rank{rank}-trigger{i}.pt")),
                                 f"trigger {i}: registry vs rank {rank}")

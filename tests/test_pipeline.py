@@ -134,8 +134,8 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(drifting_store, t
     resumed = make_loop(drifting_store, tmp_path / "killed", resumed_trigger).run()
     assert resumed.num_triggers == 4
     for a, b in zip(clean.triggers, resumed.triggers):
-        wa = torch.load(tmp_path / "clean" / a["path"], weights_only=True)
-        wb = torch.load(tmp_path / "killed" / b["path"], weights_only=True)
+        wa = ModelRegistry(str(tmp_path / "clean")).weights(a["trigger_id"])
+        wb = ModelRegistry(str(tmp_path / "killed")).weights(b["trigger_id"])
         assert all(torch.equal(wa[k], wb[k]) for k in wa), f"model of trigger {a['trigger_id']} differs"
         assert a["samples_trained"] == b["samples_trained"]
 
@@ -192,8 +192,8 @@ def test_stateful_selection_resumes_with_the_loop(drifting_store, tmp_path):
     resumed = make_loop(drifting_store, tmp_path / "killed", EveryN(300),
                         selection=RandomNoReplacement(num_samples=250, seed=1)).run()
     for a, b in zip(clean.triggers, resumed.triggers):
-        wa = torch.load(tmp_path / "clean" / a["path"], weights_only=True)
-        wb = torch.load(tmp_path / "killed" / b["path"], weights_only=True)
+        wa = ModelRegistry(str(tmp_path / "clean")).weights(a["trigger_id"])
+        wb = ModelRegistry(str(tmp_path / "killed")).weights(b["trigger_id"])
         assert all(torch.equal(wa[k], wb[k]) for k in wa), f"model of trigger {a['trigger_id']} differs"
 
 

@@ -274,3 +274,19 @@ def test_a_rerun_with_other_settings_is_refused_instead_of_resuming_the_old_mode
     recipe["pipeline"]["evaluation"] = {"every": 43200}
     recipe["trainer"]["enable_progress_bar"] = True
     assert run_recipe(["--config", write(tmp_path, recipe)]).num_triggers == 3
+
+
+def test_a_recipe_chooses_how_models_are_stored_and_the_results_do_not_change(tmp_path):
+    results = {}
+    for name, storage in [("full", None), ("xor", {"class_path": "lightning_modyn.pipeline.IncrementalStorage",
+                                                    "init_args": {"diff": "xor", "full_every": 2, "codec": "lzma"}})]:
+        recipe = small_recipe(tmp_path)
+        recipe["pipeline"]["output_dir"] = str(tmp_path / name)
+        if storage is not None:
+            recipe["pipeline"]["model_storage"] = storage
+        results[name] = run_recipe(["--config", write(tmp_path, recipe)])
+    stored = [t["storage"] for t in results["xor"].triggers]
+    assert [s["base"] for s in stored] == [None, 0, None] and {s["codec"] for s in stored} == {"lzma"}
+    assert results["xor"].evaluation["matrix"] == results["full"].evaluation["matrix"]  # every model exact
+    assert sum(t["bytes"] for t in results["xor"].triggers) < sum(t["bytes"] for t in results["full"].triggers)
+    assert all(t["lineage"].endswith(".keys.npz") for t in results["full"].triggers)

@@ -2,6 +2,8 @@
 
 from lightning_modyn.pipeline.loop import ContinualLoop, LoopContext, RunResult
 from lightning_modyn.pipeline.registry import ModelRegistry
+from lightning_modyn.pipeline.storage import FullStorage, IncrementalStorage, ModelStorage
 from lightning_modyn.pipeline.stream import Chunk, ReplayStream, WatchStream
 
-__all__ = ["Chunk", "ContinualLoop", "LoopContext", "ModelRegistry", "ReplayStream", "RunResult", "WatchStream"]
+__all__ = ["Chunk", "ContinualLoop", "FullStorage", "IncrementalStorage", "LoopContext", "ModelRegistry",
+           "ModelStorage", "ReplayStream", "RunResult", "WatchStream"]

@@ -250,7 +250,8 @@ def run_recipe(argv: list[str]) -> RunResult | None:
                          output_dir=pipeline.output_dir, warm_start=pipeline.warm_start, start=pipeline.start,
                          end=pipeline.end, chunk_size=pipeline.chunk_size, seed=pipeline.seed,
                          evaluation=pipeline.evaluation, live=pipeline.live, poll_seconds=pipeline.poll_seconds,
-                         idle_timeout=pipeline.idle_timeout, embedding_layer=pipeline.embedding_layer)
+                         idle_timeout=pipeline.idle_timeout, embedding_layer=pipeline.embedding_layer,
+                         model_storage=pipeline.model_storage)
     result = loop.run()
     if loop.global_rank == 0:  # under ddp the other ranks run the CLI too; they stay quiet
         print(summary_table(result), flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lightning_modyn.evaluation import Evaluation
 from lightning_modyn.pipeline.loop import check_loop_seed
+from lightning_modyn.pipeline.storage import ModelStorage
 from lightning_modyn.selection import SelectionPolicy
 from lightning_modyn.triggers.base import Trigger
 
@@ -24,13 +25,14 @@ class Pipeline:
             ``idle_timeout`` seconds without new data end the run (None: never).
         embedding_layer: The model's module whose output drift triggers compare (``backbone.fc1``); default: the
             model's ``embed()``, else its outputs.
+        model_storage: How each trigger's model is kept (``FullStorage``, ``IncrementalStorage``; class_path).
     """
 
     def __init__(self, trigger: Trigger, selection: SelectionPolicy | None = None,
                  evaluation: Evaluation | None = None, output_dir: str = "runs/continual", warm_start: bool = True,
                  start: int | None = None, end: int | None = None, chunk_size: int = 1000, seed: int = 0,
                  live: bool = False, poll_seconds: float = 1.0, idle_timeout: float | None = 60.0,
-                 embedding_layer: str | None = None) -> None:
+                 embedding_layer: str | None = None, model_storage: ModelStorage | None = None) -> None:
         # checked here, before a dataset section may spend minutes writing the store, not when the loop starts
         check_loop_seed(seed, "pipeline.seed")
         if chunk_size <= 0:
@@ -49,3 +51,4 @@ class Pipeline:
         self.start, self.end, self.chunk_size, self.seed = start, end, chunk_size, seed
         self.live, self.poll_seconds, self.idle_timeout = live, poll_seconds, idle_timeout
         self.embedding_layer = embedding_layer
+        self.model_storage = model_storage

@@ -32,6 +32,7 @@ from lightning_modyn._checks import check_seed, check_submodule
 from lightning_modyn.data import ModynDataModule
 from lightning_modyn._io import write_json_atomic
 from lightning_modyn.pipeline.registry import ModelRegistry
+from lightning_modyn.pipeline.storage import ModelStorage
 from lightning_modyn.pipeline.stream import ReplayStream, WatchStream
 from lightning_modyn.selection import NewData, SelectionPolicy, TriggerHistory
 from lightning_modyn.triggers.base import Trigger
@@ -235,6 +236,8 @@ class ContinualLoop:
         embedding_layer: What drift triggers compare: the output of this module of the model (its dotted name,
             e.g. ``"backbone.fc1"``). If None, the model's ``embed(x)`` if it defines one, else its outputs (a
             warning says so).
+        model_storage: How the registry keeps each trigger's model (:mod:`~lightning_modyn.pipeline.storage`:
+            whole, or as a difference to the model before, compressed or not); default whole, uncompressed.
     """
 
     def __init__(
@@ -256,6 +259,7 @@ class ContinualLoop:
         poll_seconds: float = 1.0,
         idle_timeout: float | None = 60.0,
         embedding_layer: str | None = None,
+        model_storage: ModelStorage | None = None,
     ) -> None:
         if not isinstance(model, L.LightningModule):
             raise TypeError(f"model must be a LightningModule, got {type(model).__name__}")
@@ -285,6 +289,10 @@ class ContinualLoop:
         self.progress = progress
         self.live, self.poll_seconds, self.idle_timeout = live, poll_seconds, idle_timeout
         self.embedding_layer = embedding_layer
+        if model_storage is not None and not isinstance(model_storage, ModelStorage):
+            raise TypeError(f"model_storage must be a ModelStorage (FullStorage, IncrementalStorage), got "
+                            f"{type(model_storage).__name__}")
+        self.model_storage = model_storage
         self.context = LoopContext(self)
         self.models_trained = 0
         self.global_rank = 0
@@ -394,7 +402,7 @@ class ContinualLoop:
     def _lead(self) -> RunResult:
         """Rank 0 (or the only process): replay, decide, fit, and write the registry, loop state and results."""
         os.makedirs(self.output_dir, exist_ok=True)
-        registry = ModelRegistry(self.output_dir)
+        registry = ModelRegistry(self.output_dir, self.model_storage)
         stream = self._stream()
         self.trigger.setup(self.context)
         position, intervals = 0, []
@@ -484,7 +492,8 @@ class ContinualLoop:
             registry.save(trigger_id, self.model, {
                 "timestamp": int(stream.timestamps[b - 1]), "first_timestamp": int(stream.timestamps[a]),
                 "stream_position": b, "new_samples": b - a, "samples_trained": int(len(keys)),
-                "train_seconds": round(seconds, 4), "selection": type(self.selection).__name__})
+                "train_seconds": round(seconds, 4), "selection": type(self.selection).__name__},
+                keys=keys, weights=weights)
         self.models_trained += 1
         if len(keys):
             self.context.fit_history.append((int(len(keys)), float(seconds)))
