@@ -18,3 +18,12 @@ def warm_files(path: str) -> int:
                     break
                 total += n
     return total
+
+
+def emit_table(lines: list[str], out: str | None) -> None:
+    """Print a markdown table (its lines) and, when ``out`` is given, write it there too."""
+    table = "\n".join(lines)
+    print(table)
+    if out:
+        with open(out, "w") as handle:
+            handle.write(table + "\n")

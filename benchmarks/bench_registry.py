@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, ".")
 
+from _common import emit_table  # noqa: E402 - the scripts run from benchmarks/
 from lightning_modyn.pipeline import FullStorage, IncrementalStorage, ModelRegistry  # noqa: E402
 
 POLICIES = [
@@ -95,11 +96,7 @@ def main() -> None:
              "order) |", "|---|---|---:|---:|---:|---:|"]
     for run in args.runs:
         lines += measure(run)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    emit_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, ".")
+from _common import emit_table  # noqa: E402 - the scripts run from benchmarks/
 from lightning_modyn.store import SampleStore  # noqa: E402
 from lightning_modyn.store import filesystem, journal  # noqa: E402
 
@@ -124,11 +125,7 @@ def main() -> None:
     lines = ["| call | check | with (median) | without | cost |", "|---|---|---|---|---|"]
     for what, check, on, off, _unit in rows_out:
         lines.append(f"| {what} | {check} | {on * 1e3:.3f} ms | {off * 1e3:.3f} ms | {on / off - 1:+.1%} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(table + "\n")
+    emit_table(lines, args.out)
 
 
 if __name__ == "__main__":

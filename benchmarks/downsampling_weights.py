@@ -26,6 +26,7 @@ import yaml
 
 sys.path.insert(0, ".")
 
+from _common import emit_table  # noqa: E402 - the scripts run from benchmarks/
 from lightning_modyn.pipeline.cli import run_recipe  # noqa: E402
 
 DOWNSAMPLING = os.path.join("recipes", "downsampling_digits.yaml")
@@ -77,11 +78,7 @@ def main() -> None:
         lines.append(f"| {name} | {r['composite']:.4f} | {r['heldout']:.4f} | {r['train_seconds']:.1f} | "
                      f"{r['warned']} |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    emit_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from lightning_modyn.datasets.rotating_digits import source_split
 from lightning_modyn.evaluation import Evaluation, EvaluationDataset
 from lightning_modyn.pipeline import ContinualLoop
 from lightning_modyn.triggers import DataAmountTrigger
-from test_evaluation_metrics import ThreeClasses
+from test_pipeline import Classifier
 
 ROWS = [("label", "<i4"), ("x", "<f4", (2,))]
 
@@ -44,7 +44,7 @@ def stores(tmp_path):
 
 def run(tmp_path, train, evaluation):
     torch.manual_seed(0)
-    loop = ContinualLoop(ThreeClasses(), ModynDataModule(train, batch_size=50), DataAmountTrigger(200),
+    loop = ContinualLoop(Classifier(3), ModynDataModule(train, batch_size=50), DataAmountTrigger(200),
                          trainer={"max_epochs": 3}, output_dir=str(tmp_path / "out"), progress=False,
                          evaluation=evaluation)
     return loop.run()

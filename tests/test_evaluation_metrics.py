@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lightning_modyn import ModynDataModule, SampleStore
 from lightning_modyn.evaluation import Evaluation
@@ -14,6 +12,7 @@ from lightning_modyn.evaluation.evaluate import _classes
 from lightning_modyn.evaluation.metrics import metric_specs
 from lightning_modyn.pipeline import ContinualLoop
 from lightning_modyn.triggers import DataAmountTrigger
+from test_pipeline import Classifier
 
 
 def metric(name, scores, y, classes):
@@ -45,22 +44,6 @@ def test_the_classes_come_from_the_model_or_the_config_and_targets_outside_them_
         Evaluation(every=10, num_classes=1)
 
 
-class ThreeClasses(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Linear(2, 3)
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.5)
-
-
 def test_records_appended_without_labels_are_evaluated_with_the_models_classes(tmp_path):
     rng = np.random.default_rng(0)
     rows = np.zeros(600, [("label", "<i4"), ("x", "<f4", (2,))])
@@ -68,7 +51,7 @@ def test_records_appended_without_labels_are_evaluated_with_the_models_classes(t
     rows["label"] = (rows["x"][:, 0] > 0).astype(np.int32) + (rows["x"][:, 1] > 0)  # classes 0, 1, 2
     with SampleStore.create(tmp_path / "s") as store:
         store.append_records(rows, timestamps=np.arange(600))  # no labels= : the catalog has none
-    loop = ContinualLoop(ThreeClasses(), ModynDataModule(str(tmp_path / "s"), batch_size=50), DataAmountTrigger(200),
+    loop = ContinualLoop(Classifier(3), ModynDataModule(str(tmp_path / "s"), batch_size=50), DataAmountTrigger(200),
                          trainer={"max_epochs": 2}, output_dir=str(tmp_path / "out"), progress=False,
                          evaluation=Evaluation(every=100, metrics=("accuracy", "f1", "roc_auc"), plots=False))
     result = loop.run()
@@ -118,7 +101,7 @@ def test_a_torchmetrics_metric_and_forward_transfer(tmp_path):
     torch.manual_seed(0)
     evaluation = Evaluation(every=100, plots=False, metrics=["accuracy", "accuracy@2", MulticlassAccuracy(3, average="micro"),
                                                              MulticlassCalibrationError(3)])
-    loop = ContinualLoop(ThreeClasses(), ModynDataModule(str(tmp_path / "s"), batch_size=50), DataAmountTrigger(200),
+    loop = ContinualLoop(Classifier(3), ModynDataModule(str(tmp_path / "s"), batch_size=50), DataAmountTrigger(200),
                          trainer={"max_epochs": 2}, output_dir=str(tmp_path / "out"), progress=False,
                          evaluation=evaluation)
     result = loop.run().evaluation

@@ -46,9 +46,11 @@ class EveryN(Trigger):
 
 
 class Classifier(L.LightningModule):
-    def __init__(self) -> None:
+    """A linear classifier of two features into ``classes`` classes."""
+
+    def __init__(self, classes: int = 2) -> None:
         super().__init__()
-        self.net = torch.nn.Linear(2, 2)
+        self.net = torch.nn.Linear(2, classes)
 
     def forward(self, x):
         return self.net(x)
