@@ -290,3 +290,26 @@ def test_a_recipe_chooses_how_models_are_stored_and_the_results_do_not_change(tm
     assert results["xor"].evaluation["matrix"] == results["full"].evaluation["matrix"]  # every model exact
     assert sum(t["bytes"] for t in results["xor"].triggers) < sum(t["bytes"] for t in results["full"].triggers)
     assert all(t["lineage"].endswith(".keys.npz") for t in results["full"].triggers)
+
+
+def test_a_store_whose_generation_was_killed_is_written_again_not_trained_on(tmp_path, capsys, monkeypatch):
+    from lightning_modyn.datasets.rotating_digits import write_rotating_digits
+    from lightning_modyn.datasets.streams import RotatingDigitsStream
+
+    real = RotatingDigitsStream.write
+
+    def killed_midway(self, store):
+        write_rotating_digits(store, **{**self.options, "num_periods": 1})  # day 0 of 4 is in
+        raise KeyboardInterrupt("killed while writing the stream")
+
+    monkeypatch.setattr(RotatingDigitsStream, "write", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(["--config", write(tmp_path, small_recipe(tmp_path))])
+    with SampleStore.open(str(tmp_path / "store"), readonly=True) as partial:
+        assert len(partial) == 150 and partial.attributes["stream"]["unfinished"] is True
+    monkeypatch.setattr(RotatingDigitsStream, "write", real)
+    result = run_recipe(["--config", write(tmp_path, small_recipe(tmp_path))])
+    assert "was left unfinished by a run stopped while writing it: writing it again" in capsys.readouterr().out
+    assert result.num_triggers == 3 and result.stream_samples == 600
+    with SampleStore.open(str(tmp_path / "store"), readonly=True) as store:
+        assert "unfinished" not in store.attributes["stream"]

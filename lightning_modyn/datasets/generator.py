@@ -28,11 +28,11 @@ class StreamGenerator(ABC):
     """Where the generator writes a held-out stream beside the training stream (None: it writes none)."""
 
     @abstractmethod
-    def write(self, url: str) -> np.ndarray:
-        """Create a store at ``url`` holding the stream; return its keys."""
+    def write(self, store_or_url: Any) -> np.ndarray:
+        """Write the stream into a new, writable store (or create one at a URL); return its keys."""
 
-    def write_heldout(self) -> np.ndarray:
-        """Create the store at :attr:`heldout_url` holding the held-out stream; return its keys."""
+    def write_heldout(self, store_or_url: Any = None) -> np.ndarray:
+        """Write the held-out stream into a new store (default: create it at :attr:`heldout_url`)."""
         raise NotImplementedError(f"{type(self).__name__} writes no held-out stream")
 
     def describe_heldout(self) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from lightning_modyn._checks import check_int
@@ -40,15 +42,16 @@ class RotatingDigitsStream(StreamGenerator):
         self._heldout_options = {**self.options, "samples_per_period": heldout_samples_per_period,
                                  "seed": seed + 1_000_003, "sources": "heldout"}
 
-    def write(self, url: str) -> np.ndarray:
+    def write(self, store_or_url: Any) -> np.ndarray:
         from lightning_modyn.datasets.rotating_digits import write_rotating_digits
 
-        return write_rotating_digits(url, **self.options)
+        return write_rotating_digits(store_or_url, **self.options)
 
-    def write_heldout(self) -> np.ndarray:
+    def write_heldout(self, store_or_url: Any = None) -> np.ndarray:
         from lightning_modyn.datasets.rotating_digits import write_rotating_digits
 
-        return write_rotating_digits(self.heldout_url, **self._heldout_options)
+        return write_rotating_digits(self.heldout_url if store_or_url is None else store_or_url,
+                                     **self._heldout_options)
 
     def describe_heldout(self) -> dict:
         return {**self.describe(), "heldout": dict(self._heldout_options, abrupt_shifts=list(
@@ -63,7 +66,7 @@ class SyntheticClicksStream(StreamGenerator):
         self.options = dict(days=days, rows_per_day=rows_per_day, seed=seed, drift_per_day=drift_per_day,
                             ctr_drift_per_day=ctr_drift_per_day, num_categories=num_categories)
 
-    def write(self, url: str) -> np.ndarray:
+    def write(self, store_or_url: Any) -> np.ndarray:
         from lightning_modyn.datasets.clicks import write_synthetic_clicks
 
-        return write_synthetic_clicks(url, **self.options)
+        return write_synthetic_clicks(store_or_url, **self.options)

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+import fsspec
 import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -22,7 +23,7 @@ from lightning_modyn.data import ModynDataModule
 from lightning_modyn.datasets.generator import StreamGenerator
 from lightning_modyn.pipeline.config import Pipeline
 from lightning_modyn.pipeline.loop import STATE_FILE, ContinualLoop, RunResult
-from lightning_modyn.store import SampleStore, StoreNotFoundError
+from lightning_modyn.store import SampleStore, StoreError, StoreNotFoundError
 
 
 class ModynCLI(LightningCLI):
@@ -176,6 +177,7 @@ def _ensure_heldout(generator: StreamGenerator) -> None:
     """Write the generator's held-out stream if its store is missing; refuse one that holds another stream."""
     url = generator.heldout_url
     wanted = json.loads(json.dumps(generator.describe_heldout()))
+    _remove_if_unfinished(url)
     if _store_missing(url) is None:
         with SampleStore.open(url, readonly=True) as store:
             held = store.attributes.get("stream")
@@ -183,12 +185,40 @@ def _ensure_heldout(generator: StreamGenerator) -> None:
             raise ValueError(f"dataset.heldout_store: {url} holds another stream ({held!r}) than this recipe's "
                              "held-out stream; give the recipe a new heldout_store, or remove the old one")
         return
+    _generate(url, generator.write_heldout, wanted, f"the held-out stream of {type(generator).__name__}")
+
+
+def _generate(url: str, write: Any, described: dict, what: str) -> None:
+    """Create the store at ``url`` and fill it with ``write(store)``, marked unfinished until the last sample is
+    in: a run killed meanwhile leaves a store that the next run recognises as its own and writes again."""
     t0 = time.perf_counter()
-    print(f"[lightning-modyn] writing the held-out stream of {type(generator).__name__} into {url}", flush=True)
-    keys = generator.write_heldout()
-    with SampleStore.open(url) as store:
-        store.set_attribute("stream", wanted)
-    print(f"[lightning-modyn] wrote {len(keys):,} held-out samples in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(f"[lightning-modyn] writing {what} into {url}", flush=True)
+    with SampleStore.create(url) as store:
+        store.set_attribute("stream", {**described, UNFINISHED: True})
+        keys = write(store)
+        store.set_attribute("stream", described)
+    print(f"[lightning-modyn] wrote {len(keys):,} samples in {time.perf_counter() - t0:.1f}s", flush=True)
+
+
+UNFINISHED = "unfinished"
+"""Set in a generated store's ``stream`` attribute until the generator has written all of it."""
+
+
+def _remove_if_unfinished(url: str) -> None:
+    """Remove a store that a recipe run started to generate and did not finish (it says so itself): the run
+    was killed, and training on part of a stream would be wrong without a word."""
+    if _store_missing(url) is not None:
+        return
+    try:
+        with SampleStore.open(url, readonly=True) as store:
+            held = store.attributes.get("stream")
+    except StoreError:
+        return  # not a store this code can read: the checks that follow say what it is
+    if isinstance(held, dict) and held.get(UNFINISHED):
+        print(f"[lightning-modyn] {url} was left unfinished by a run stopped while writing it: writing it again",
+              flush=True)
+        fs, path = fsspec.core.url_to_fs(url)
+        fs.rm(path, recursive=True)
 
 
 def _check_yaml(argv: list[str]) -> None:
@@ -222,16 +252,13 @@ def run_recipe(argv: list[str]) -> RunResult | None:
     datamodule: ModynDataModule = cli.datamodule
     pipeline: Pipeline = config["pipeline"]
     generator: StreamGenerator | None = config.get("dataset")
+    if generator is not None:
+        _remove_if_unfinished(datamodule._store_url)
     missing = _store_missing(datamodule._store_url)
     if missing is not None:
         if generator is None:
             raise StoreNotFoundError(f"data.store: {missing}; the recipe has no dataset section to generate one")
-        t0 = time.perf_counter()
-        print(f"[lightning-modyn] writing {type(generator).__name__} into {datamodule._store_url}", flush=True)
-        keys = generator.write(datamodule._store_url)
-        with SampleStore.open(datamodule._store_url) as store:
-            store.set_attribute("stream", generator.describe())
-        print(f"[lightning-modyn] wrote {len(keys):,} samples in {time.perf_counter() - t0:.1f}s", flush=True)
+        _generate(datamodule._store_url, generator.write, generator.describe(), type(generator).__name__)
     elif generator is not None:
         with SampleStore.open(datamodule._store_url, readonly=True) as store:
             generator.check_store(store)
