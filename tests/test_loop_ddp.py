@@ -104,8 +104,8 @@ def test_ddp_ranks_train_rank0s_plan_and_only_rank0_writes(stream, ddp_run):
     ranks = {r: json.load(open(os.path.join(out, f"result-rank{r}.json"))) for r in (0, 1)}
     assert ranks[0]["triggers"] == ranks[1]["triggers"] and len(ranks[0]["triggers"]) == 4
     assert ranks[0]["has_evaluation"] and not ranks[1]["has_evaluation"]
-    assert sorted(os.listdir(os.path.join(out, "run"))) == ["loop_state.json", "models", "registry.json",
-                                                             "results.csv", "results.json"]
+    assert sorted(os.listdir(os.path.join(out, "run"))) == ["evaluation", "loop_state.json", "models",
+                                                             "registry.json", "results.csv", "results.json"]
 
 
 @pytest.mark.slow

@@ -321,3 +321,21 @@ def test_a_model_aware_trigger_whose_state_is_incomplete_is_refused_clearly(drif
     with pytest.raises(RuntimeError, match=r"Forgetful fired at \[71\] when told the same samples again after "
                                            r"load_state_dict \(first 99\); its state_dict must hold everything"):
         make_loop(drifting_store, tmp_path / "out", Forgetful(100)).run()
+
+
+def test_models_are_evaluated_as_the_run_goes_and_a_resumed_run_does_not_measure_them_again(drifting_store, tmp_path,
+                                                                                            monkeypatch):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        make_loop(drifting_store, out, EveryN(300, fail_after_model=1), evaluation=Evaluation(every=200)).run()
+    partial = json.load(open(out / "results.json"))  # written after the first fit, before the crash
+    assert [t["trigger_id"] for t in partial["triggers"]] == [0] and len(partial["windows"]) == 6
+    assert sorted(os.listdir(out / "evaluation")) == ["initial.json", "trigger-0000.json"]
+    loaded = []
+    real = ModelRegistry.load_into
+    monkeypatch.setattr(ModelRegistry, "load_into", lambda self, t, m: (loaded.append(t), real(self, t, m))[1])
+    result = make_loop(drifting_store, out, EveryN(300), evaluation=Evaluation(every=200)).run()
+    # model 0 was loaded once, by the loop resuming from it; its windows came from the run before the crash
+    assert result.num_triggers == 4 and loaded.count(0) == 1
+    clean = make_loop(drifting_store, tmp_path / "clean", EveryN(300), evaluation=Evaluation(every=200)).run()
+    assert result.evaluation["matrix"] == clean.evaluation["matrix"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import os
 import warnings
 from typing import Any, Sequence
@@ -93,7 +94,12 @@ class Evaluation:
         self.plots = plots
         self.logger = logger
 
-    def run(self, loop, registry, stream) -> dict[str, Any]:
+    def run(self, loop, registry, stream, final: bool = True) -> dict[str, Any]:
+        """Evaluate every model in ``registry`` on the stream's windows and every dataset's, write the results
+        (``final``: also the plots and the logger). Values already measured (an earlier call of this run, or of
+        a run that was killed: ``<output_dir>/evaluation/``) are read back, not measured again, so calling this
+        after every fit costs only the new model's windows."""
+        self._cache = _Cache(os.path.join(loop.output_dir, "evaluation"))
         entries = registry.entries()
         first, last = int(stream.timestamps[0]), int(stream.timestamps[-1])
         result = self._evaluate(loop, registry, entries, stream.keys, stream.timestamps, None, "stream", (first, last))
@@ -121,8 +127,8 @@ class Evaluation:
                 if found is not None:
                     found.pop("trained_model"), found.pop("trained_composite")  # in-sample only on the stream
                     result["datasets"][dataset.name] = found
-        self.write(loop.output_dir, result)
-        if self.logger is not None:
+        self.write(loop.output_dir, result, plots=final and self.plots)
+        if final and self.logger is not None:
             self.log(result)
         return result
 
@@ -145,20 +151,30 @@ class Evaluation:
         baseline = {m: np.full(len(spans), np.nan) for m in self.metrics}
         scratch = copy.deepcopy(loop.model)
 
-        def measure(into: dict[str, np.ndarray], at: tuple) -> None:
-            for j, mask in enumerate(masks):
-                scores, y = loop.context.outputs(keys[mask], scratch, store=store)
-                if y is None:
-                    raise ValueError("evaluation needs targets: the DataModule's decode returns no labels")
-                num_classes = _classes(self.num_classes, scores, y)
+        def measure(into: dict[str, np.ndarray], at: tuple, model: str, load: Any) -> None:
+            loaded = False
+            for j, (mask, (a, b)) in enumerate(zip(masks, spans)):
+                cell = f"{name}|{a}|{b}|{int(mask.sum())}|{self.num_classes}"
+                values = self._cache.get(model, cell)
+                if any(spec.name not in values for spec in self.specs):
+                    if not loaded:
+                        load()
+                        loaded = True
+                    scores, y = loop.context.outputs(keys[mask], scratch, store=store)
+                    if y is None:
+                        raise ValueError("evaluation needs targets: the DataModule's decode returns no labels")
+                    num_classes = _classes(self.num_classes, scores, y)
+                    values = {spec.name: spec.compute(scores, y, num_classes) for spec in self.specs}
+                    self._cache.put(model, cell, values)
                 for spec in self.specs:
-                    into[spec.name][(*at, j)] = spec.compute(scores, y, num_classes)
+                    into[spec.name][(*at, j)] = values[spec.name]
+            self._cache.flush(model)
 
-        scratch.load_state_dict(loop.initial_weights)  # the untrained model: the baseline of forward transfer
-        measure(baseline, ())
+        # the untrained model: the baseline of forward transfer
+        measure(baseline, (), "initial", lambda: scratch.load_state_dict(loop.initial_weights))
         for i, entry in enumerate(entries):
-            registry.load_into(entry["trigger_id"], scratch)
-            measure(matrix, (i,))
+            measure(matrix, (i,), f"trigger-{entry['trigger_id']:04d}",
+                    lambda t=entry["trigger_id"]: registry.load_into(t, scratch))
         trigger_ts = [e["timestamp"] for e in entries]
         active = [int(np.searchsorted(trigger_ts, a, side="left")) - 1 for a, _ in spans]
         composite = {m: [None if k < 0 else float(matrix[m][k, j]) for j, k in enumerate(active)]
@@ -200,7 +216,7 @@ class Evaluation:
         self.logger.log_metrics(summary, step=len(result["windows"]))
         self.logger.save()
 
-    def write(self, out: str, result: dict[str, Any]) -> None:
+    def write(self, out: str, result: dict[str, Any], plots: bool | None = None) -> None:
         write_json_atomic(os.path.join(out, "results.json"), result)
         with open(os.path.join(out, "results.csv"), "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -212,8 +228,43 @@ class Evaluation:
                             w = part["windows"][j]
                             writer.writerow([name, result["triggers"][i]["trigger_id"], w["start"], w["end"], m,
                                              value, int(part["active_model"][j] == i)])
-        if self.plots:
+        if self.plots if plots is None else plots:
             plot_results(out, result)
+
+
+class _Cache:
+    """Measured values per model (``initial`` or ``trigger-NNNN``) and window, one JSON file per model under
+    ``folder``: what a run already evaluated, kept across calls and across a restart."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.values: dict[str, dict[str, dict[str, float]]] = {}
+        self.dirty: set[str] = set()
+
+    def _path(self, model: str) -> str:
+        return os.path.join(self.folder, f"{model}.json")
+
+    def get(self, model: str, cell: str) -> dict[str, float]:
+        if model not in self.values:
+            path = self._path(model)
+            try:
+                with open(path) as handle:
+                    self.values[model] = json.load(handle)
+            except FileNotFoundError:
+                self.values[model] = {}
+            except ValueError:  # a damaged cache is measured again
+                self.values[model] = {}
+        return self.values[model].get(cell, {})
+
+    def put(self, model: str, cell: str, values: dict[str, float]) -> None:
+        self.values[model][cell] = {**self.values[model].get(cell, {}), **values}
+        self.dirty.add(model)
+
+    def flush(self, model: str) -> None:
+        if model in self.dirty:
+            os.makedirs(self.folder, exist_ok=True)
+            write_json_atomic(self._path(model), self.values[model])
+            self.dirty.discard(model)
 
 
 def _summary(matrix: np.ndarray, composite: list, trained: list[int], active: list[int],

@@ -425,6 +425,8 @@ class ContinualLoop:
                 intervals.append((last_end, end))
                 last_end = end
                 self._run_trigger(registry, stream, intervals)
+                if self.evaluation is not None and len(stream):  # results grow as the run goes
+                    self.evaluation.run(self, registry, stream, final=False)
             self._save_state(chunk.start + len(chunk), intervals)
         result = RunResult(self.output_dir, registry.entries()[: len(intervals)], len(stream))
         self._tell_followers(_Word("done", triggers=result.triggers, stream_samples=result.stream_samples))
