@@ -33,6 +33,7 @@ from lightning_modyn.selection.downsampling import (
     Uncertainty,
     Uniform,
     strategy_by_name,
+    selection_weights,
     weighted_mean,
 )
 from lightning_modyn.selection.downsampling import rules
@@ -550,3 +551,29 @@ def test_ignored_weights_are_seen_on_plain_dataloader_batches_and_sample_then_ba
     said = fits_warned(callback, TinyClassifier(weighted=weighted), dm)
     assert len(said) == (0 if weighted else 1)
     assert all(text.startswith("SampleThenBatch: the training step ignored") for text in said)
+
+
+def test_weights_reach_a_training_step_that_ddp_hands_a_plain_tuple(store):
+    """DistributedDataParallel with device_ids moves its inputs with torch.distributed.utils._recursive_to, which
+    rebuilds a tuple subclass as a plain tuple of the same tensors: the weights must still be found."""
+    from torch.distributed.utils import _recursive_to
+
+    s, keys = store
+    dm = ModynDataModule(s, batch_size=100, seed=0)
+    dm.set_training_set(keys[:300])
+    seen = []
+
+    class AsUnderDDP(TinyClassifier):
+        def training_step(self, batch, batch_idx):
+            plain = _recursive_to((batch,), torch.device("cpu"), False)[0][0]  # what DDP would pass on
+            assert type(plain) is tuple and plain[0] is batch[0]
+            x, y = plain
+            losses = F.cross_entropy(self(x), y, reduction="none")
+            weights = selection_weights(plain)
+            seen.append((weights.clone(), batch.weights.clone()))
+            return weighted_mean(losses, plain)
+
+    said = fits_warned(BatchThenSample(GradNorm(rule="importance"), ratio=50), AsUnderDDP(), dm)
+    assert said == [] and len(seen) == 3  # the weights were read through the plain tuple: no warning
+    assert all(torch.equal(a, b) and b.std() > 0 for a, b in seen)
+    assert selection_weights((torch.zeros(2), torch.zeros(2))) is None  # a tuple of other tensors has none

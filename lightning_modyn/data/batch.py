@@ -68,11 +68,43 @@ class KeyedBatch(tuple):
         return f"KeyedBatch({tuple.__repr__(self)}, keys=<{len(self.keys)} keys>)"
 
 
+_training_batch: KeyedBatch | None = None  # the batch this process handed to the training step last
+
+
+def note_training_batch(batch: Any) -> None:
+    """Remember the batch that is about to reach ``training_step`` (the DataModule's ``on_after_batch_transfer``)."""
+    global _training_batch
+    _training_batch = batch if isinstance(batch, KeyedBatch) else None
+
+
+def keyed_batch(batch: Any) -> KeyedBatch | None:
+    """The :class:`KeyedBatch` behind ``batch``: ``batch`` itself, or the training batch that a wrapper rebuilt as
+    a plain tuple holding the very same tensors (torch's ``DistributedDataParallel`` does so when it has
+    ``device_ids``: its input move turns tuple subclasses into tuples); None for any other batch."""
+    if isinstance(batch, KeyedBatch):
+        return batch
+    noted = _training_batch
+    if noted is None or not isinstance(batch, (tuple, list)) or len(batch) != len(noted):
+        return None
+    mine, theirs = _leaves(batch), _leaves(tuple(noted))
+    return noted if len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs)) else None
+
+
+def _leaves(node: Any) -> list[Any]:
+    if isinstance(node, (tuple, list)):
+        return [leaf for item in node for leaf in _leaves(item)]
+    if isinstance(node, dict):
+        return [leaf for key in sorted(node, key=str) for leaf in _leaves(node[key])]
+    return [node]
+
+
 def batch_keys(batch: Any) -> torch.Tensor | None:
     """The store keys of a batch from :class:`ModynDataModule`, or None for other batches."""
-    return getattr(batch, "keys", None) if isinstance(batch, KeyedBatch) else None
+    found = keyed_batch(batch)
+    return None if found is None else found.keys
 
 
 def batch_weights(batch: Any) -> torch.Tensor | None:
     """The selection weights of a batch from :class:`ModynDataModule`, or None for other batches."""
-    return getattr(batch, "weights", None) if isinstance(batch, KeyedBatch) else None
+    found = keyed_batch(batch)
+    return None if found is None else found.weights

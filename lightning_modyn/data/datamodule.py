@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_modyn.data.batch import KeyedBatch
+from lightning_modyn.data.batch import KeyedBatch, note_training_batch
 from lightning_modyn._checks import check_int, check_whole
 from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
 from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
@@ -275,6 +275,14 @@ class ModynDataModule(L.LightningDataModule):
     def training_subset(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The subset set by a selection callback, or None (the whole training set is used)."""
         return self._train_subset
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Note the training batch, so that ``batch.weights`` and ``batch.keys`` stay reachable when a wrapper
+        (``DistributedDataParallel`` with ``device_ids``) hands ``training_step`` a plain tuple of its tensors."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            note_training_batch(batch)
+        return batch
 
     def batches(self, keys: Any, batch_size: int | None = None, store: SampleStore | None = None
                 ) -> Iterator[KeyedBatch]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from lightning_modyn.data.batch import KeyedBatch
+from lightning_modyn.data.batch import KeyedBatch, keyed_batch
 
 _latest: tuple[int, torch.Tensor] | None = None  # (id of the batch, its weights) for batches without attributes
 _latest_read = False  # whether selection_weights() gave those weights out
@@ -32,8 +32,9 @@ def selection_weights(batch: Any) -> torch.Tensor | None:
     """The weights of the samples in ``batch``: ``batch.weights`` for a ``ModynDataModule`` batch, the weights a
     selection callback set for this batch, or None (no weights: every sample counts 1)."""
     global _latest_read
-    if isinstance(batch, KeyedBatch):
-        return batch.weights
+    found = keyed_batch(batch)  # also the tuple that DDP rebuilt from a KeyedBatch
+    if found is not None:
+        return found.weights
     if _latest is not None and _latest[0] == id(batch):
         _latest_read = True
         return _latest[1]
