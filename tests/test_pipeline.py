@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import lightning as L
@@ -339,3 +340,11 @@ def test_models_are_evaluated_as_the_run_goes_and_a_resumed_run_does_not_measure
     assert result.num_triggers == 4 and loaded.count(0) == 1
     clean = make_loop(drifting_store, tmp_path / "clean", EveryN(300), evaluation=Evaluation(every=200)).run()
     assert result.evaluation["matrix"] == clean.evaluation["matrix"]
+
+
+def test_lightnings_banners_are_shown_once_per_run(drifting_store, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="lightning.pytorch.utilities.rank_zero"):
+        result = make_loop(drifting_store, tmp_path / "out", EveryN(300)).run()
+        assert logging.getLogger("lightning.pytorch.utilities.rank_zero").level == logging.INFO  # put back
+    banners = [r for r in caplog.records if r.getMessage().startswith("GPU available:")]
+    assert result.num_triggers == 4 and len(banners) == 1  # four fits, one banner

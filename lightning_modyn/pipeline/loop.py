@@ -205,6 +205,27 @@ def check_loop_seed(seed: Any, name: str = "seed") -> int:
     return check_seed(name=name, seed=seed, hint=f"(fits are seeded with {name} + trigger_id)")
 
 
+_LIGHTNING_INFO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+@contextlib.contextmanager
+def _lightning_banners(show: bool):
+    """Lightning's rank-zero information (accelerator banners, tips) shown, or held back to warnings and above: a
+    loop builds a Trainer per fit and would repeat them at every one."""
+    if show:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_INFO]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def _keeps_process_group(trainer: L.Trainer) -> bool:
     """Whether this process stays in a process group with other ranks after a fit (``ddp``, torchrun, SLURM), as
     opposed to one process alone (single device) or the main process of ``ddp_spawn`` (its workers are gone)."""
@@ -299,6 +320,7 @@ class ContinualLoop:
         self._initial_state = copy.deepcopy(model.state_dict())
         self._followers: Any = None  # the strategy that reaches ranks waiting between fits (after a ddp fit)
         self._fitting = False
+        self._fits_started = 0
 
     @property
     def initial_weights(self) -> dict[str, Any]:
@@ -336,11 +358,13 @@ class ContinualLoop:
         """Rank 0: fit on its decision, which :class:`_SharePlan` hands to every other rank inside the fit."""
         self.datamodule.set_training_set(keys, weights)
         self.datamodule.trigger_id = trigger_id
-        trainer = self._trainer(trigger_id, _Plan(trigger_id, self.seed + trigger_id, keys, weights))
-        self._tell_followers(_Word("fit", trigger_id=trigger_id))  # last: what fails before it aborts them
-        t0 = time.perf_counter()
-        self._fit_with(trainer)
-        seconds = time.perf_counter() - t0
+        with _lightning_banners(self._fits_started == 0):  # Lightning's banners and tips once per run
+            self._fits_started += 1
+            trainer = self._trainer(trigger_id, _Plan(trigger_id, self.seed + trigger_id, keys, weights))
+            self._tell_followers(_Word("fit", trigger_id=trigger_id))  # last: what fails before it aborts them
+            t0 = time.perf_counter()
+            self._fit_with(trainer)
+            seconds = time.perf_counter() - t0
         if _keeps_process_group(trainer):
             self._followers = trainer.strategy
         return seconds
@@ -367,7 +391,8 @@ class ContinualLoop:
         Under a multi-process strategy rank 0 runs the loop and every other rank follows it; all ranks return the
         same triggers, and ``evaluation`` is set on rank 0 only (``loop.global_rank`` says which rank this is).
         """
-        trainer = self._trainer(None)  # its global rank is the rank of this process (from the launcher's env)
+        with _lightning_banners(False):  # the first fit shows them
+            trainer = self._trainer(None)  # its global rank is the rank of this process (the launcher's env)
         self.global_rank = trainer.global_rank
         self._followers, self._fitting = None, False
         if self.global_rank > 0:
