@@ -50,8 +50,10 @@ def write(tmp_path, recipe) -> str:
     return str(path)
 
 
-def test_recipe_runs_end_to_end(tmp_path, capsys):
-    result = run_recipe(["--config", write(tmp_path, small_recipe(tmp_path))])
+def test_recipe_runs_end_to_end(tmp_path, capsys, caplog):
+    with caplog.at_level("INFO", logger="lightning.pytorch.utilities.rank_zero"):
+        result = run_recipe(["--config", write(tmp_path, small_recipe(tmp_path))])
+    assert sum(r.getMessage().startswith("GPU available:") for r in caplog.records) == 1  # banners once
     assert result.num_triggers == 3  # 600 samples, a trigger every 200
     out = capsys.readouterr().out
     assert "3 trigger(s) over 600 samples" in out and f"output: {tmp_path / 'out'}" in out

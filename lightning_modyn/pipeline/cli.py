@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning_modyn.data import ModynDataModule
 from lightning_modyn.datasets.generator import StreamGenerator
 from lightning_modyn.pipeline.config import Pipeline
-from lightning_modyn.pipeline.loop import STATE_FILE, ContinualLoop, RunResult
+from lightning_modyn.pipeline.loop import STATE_FILE, ContinualLoop, RunResult, lightning_banners
 from lightning_modyn.store import SampleStore, StoreError, StoreNotFoundError
 
 
@@ -241,9 +241,11 @@ def run_recipe(argv: list[str]) -> RunResult | None:
     _check_yaml(argv)
     saved_argv, sys.argv = sys.argv, sys.argv[:1]  # the recipe arguments come through ``args`` only
     try:
-        cli = ModynCLI(model_class=L.LightningModule, subclass_mode_model=True, datamodule_class=ModynDataModule,
-                       run=False, args=argv, save_config_callback=None, auto_configure_optimizers=False,
-                       parser_kwargs={"prog": "lightning-modyn run", "parser_mode": "yaml"})
+        with lightning_banners(False):  # LightningCLI makes a Trainer too: the loop's first fit shows the banners
+            cli = ModynCLI(model_class=L.LightningModule, subclass_mode_model=True,
+                           datamodule_class=ModynDataModule, run=False, args=argv, save_config_callback=None,
+                           auto_configure_optimizers=False,
+                           parser_kwargs={"prog": "lightning-modyn run", "parser_mode": "yaml"})
     finally:
         sys.argv = saved_argv
     refuse_code_execution(cli.config)

@@ -209,7 +209,7 @@ _LIGHTNING_INFO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.ut
 
 
 @contextlib.contextmanager
-def _lightning_banners(show: bool):
+def lightning_banners(show: bool):
     """Lightning's rank-zero information (accelerator banners, tips) shown, or held back to warnings and above: a
     loop builds a Trainer per fit and would repeat them at every one."""
     if show:
@@ -358,7 +358,7 @@ class ContinualLoop:
         """Rank 0: fit on its decision, which :class:`_SharePlan` hands to every other rank inside the fit."""
         self.datamodule.set_training_set(keys, weights)
         self.datamodule.trigger_id = trigger_id
-        with _lightning_banners(self._fits_started == 0):  # Lightning's banners and tips once per run
+        with lightning_banners(self._fits_started == 0):  # Lightning's banners and tips once per run
             self._fits_started += 1
             trainer = self._trainer(trigger_id, _Plan(trigger_id, self.seed + trigger_id, keys, weights))
             self._tell_followers(_Word("fit", trigger_id=trigger_id))  # last: what fails before it aborts them
@@ -391,7 +391,7 @@ class ContinualLoop:
         Under a multi-process strategy rank 0 runs the loop and every other rank follows it; all ranks return the
         same triggers, and ``evaluation`` is set on rank 0 only (``loop.global_rank`` says which rank this is).
         """
-        with _lightning_banners(False):  # the first fit shows them
+        with lightning_banners(False):  # the first fit shows them
             trainer = self._trainer(None)  # its global rank is the rank of this process (the launcher's env)
         self.global_rank = trainer.global_rank
         self._followers, self._fitting = None, False
