@@ -190,8 +190,11 @@ class Ctx:
         for held in self.held:
             if held.read is _read_samples:
                 return held
-        url = str(self.tmp / "store")
-        store = SampleStore.create(url)
+        return self._four_samples(str(self.tmp / "store"))
+
+    def _four_samples(self, url: str, catalog: str | None = None) -> Stored:
+        """A new store at ``url`` holding the four samples of :meth:`stored`, kept open for the row."""
+        store = SampleStore.create(url, catalog=catalog)
         samples = [{"__key__": f"kept{i}", "bin": f"payload-{i}-".encode() * 40, "cls": i % 2} for i in range(4)]
         keys = store.append(samples, timestamps=[100, 101, 102, 103], labels="cls")
         self.vars["store"] = url
@@ -222,14 +225,7 @@ class Ctx:
 
     def pg_stored(self) -> Stored:
         """A store of four samples, as :meth:`stored`, whose catalog is in PostgreSQL."""
-        url = str(self.tmp / "pgstore")
-        store = SampleStore.create(url, catalog=self.postgres())
-        samples = [{"__key__": f"kept{i}", "bin": f"payload-{i}-".encode() * 40, "cls": i % 2} for i in range(4)]
-        keys = store.append(samples, timestamps=[100, 101, 102, 103], labels="cls")
-        self.vars["store"] = url
-        held = Stored(url, store, keys, _read_samples)
-        self.held.append(held)
-        return held
+        return self._four_samples(str(self.tmp / "pgstore"), catalog=self.postgres())
 
     def reader(self, url: str) -> SampleStore:
         store = SampleStore.open(url, readonly=True)

@@ -36,7 +36,7 @@ class StreamGenerator(ABC):
         raise NotImplementedError(f"{type(self).__name__} writes no held-out stream")
 
     def describe_heldout(self) -> dict[str, Any]:
-        """What the held-out store holds, kept as its ``stream`` attribute."""
+        """What the held-out store holds: its ``stream`` attribute (the CLI stores it as JSON values)."""
         return {**self.describe(), "heldout": True}
 
     def describe(self) -> dict[str, Any]:

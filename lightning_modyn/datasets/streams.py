@@ -54,8 +54,7 @@ class RotatingDigitsStream(StreamGenerator):
                                      **self._heldout_options)
 
     def describe_heldout(self) -> dict:
-        return {**self.describe(), "heldout": dict(self._heldout_options, abrupt_shifts=list(
-            self._heldout_options["abrupt_shifts"]))}
+        return {**self.describe(), "heldout": dict(self._heldout_options)}
 
 
 class SyntheticClicksStream(StreamGenerator):

@@ -250,9 +250,7 @@ class _Cache:
             try:
                 with open(path) as handle:
                     self.values[model] = json.load(handle)
-            except FileNotFoundError:
-                self.values[model] = {}
-            except ValueError:  # a damaged cache is measured again
+            except (FileNotFoundError, ValueError):  # none yet, or damaged: measured again
                 self.values[model] = {}
         return self.values[model].get(cell, {})
 
