@@ -27,7 +27,7 @@ import yaml
 sys.path.insert(0, ".")
 
 from _common import emit_table  # noqa: E402 - the scripts run from benchmarks/
-from lightning_modyn.pipeline.cli import run_recipe  # noqa: E402
+from lightning_modyn.recipe import run_recipe  # noqa: E402
 
 DOWNSAMPLING = os.path.join("recipes", "downsampling_digits.yaml")
 FULL = os.path.join("recipes", "rotating_digits.yaml")

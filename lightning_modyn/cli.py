@@ -90,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(argv: Sequence[str]) -> int:
-    from lightning_modyn.pipeline.cli import run_recipe
+    from lightning_modyn.recipe import run_recipe
 
     run_recipe(list(argv))
     return 0

@@ -307,7 +307,7 @@ class Ctx:
     def run_recipe(self, overrides: dict[str, Any] | None = None, dataset: dict | None = None) -> Any:
         """``lightning-modyn run --config <recipe>`` through its Python function, in this process: the error it
         raises (the command prints that error as one ``error:`` line with exit code 2, tests/test_recipes.py)."""
-        from lightning_modyn.pipeline.cli import run_recipe
+        from lightning_modyn.recipe import run_recipe
 
         return run_recipe(["--config", self.recipe(overrides, dataset)])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 
+import numpy as np
 import pytest
 
 
@@ -73,3 +74,19 @@ def catalog(request):
     if request.param == "sqlite":
         return None
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def drifting_store(tmp_path):
+    """1200 samples over t = 0..1199; the class boundary flips sign at t = 600 (an abrupt drift)."""
+    rng = np.random.default_rng(0)
+    rows = np.zeros(1200, np.dtype([("label", "<i4"), ("x", "<f4", (2,))]))  # test_pipeline.DTYPE
+    rows["x"] = rng.normal(size=(1200, 2)).astype(np.float32)
+    t = np.arange(1200)
+    rows["label"] = np.where(t < 600, rows["x"][:, 0] > 0, rows["x"][:, 0] < 0).astype(np.int32)
+    from lightning_modyn import SampleStore
+
+    store = SampleStore.create(tmp_path / "stream")
+    store.append_records(rows, timestamps=t, labels="label")
+    yield store
+    store.close()

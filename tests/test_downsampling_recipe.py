@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
-from lightning_modyn.pipeline.cli import run_recipe
+from lightning_modyn.recipe import run_recipe
 from test_recipes import small_recipe
 
 

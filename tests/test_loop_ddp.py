@@ -68,7 +68,7 @@ def ddp_run(stream):
     """A 4-trigger loop under strategy="ddp", then (same processes) the known fits; the reference of every test."""
     out = str(stream["root"] / "ddp")
     result = launch(stream["url"], out, "ddp", "--known")
-    return {"out": out, "known": os.path.join(out, "known"), "stdout": result.stdout}
+    return {"out": out, "known": os.path.join(out, "known"), "output": result.stdout + result.stderr}
 
 
 def check_run(stream: dict, out: str, known: str, triggers: int) -> None:
@@ -98,14 +98,19 @@ def check_run(stream: dict, out: str, known: str, triggers: int) -> None:
 def test_ddp_ranks_train_rank0s_plan_and_only_rank0_writes(stream, ddp_run):
     out = ddp_run["out"]
     check_run(stream, out, ddp_run["known"], 4)
-    # rank 1 replayed nothing and said nothing: one progress line per trigger in the output of both processes
-    lines = [line for line in ddp_run["stdout"].splitlines() if line.startswith("[lightning-modyn] trigger")]
-    assert len(lines) == 4, ddp_run["stdout"]
+    # rank 1 replayed nothing and said nothing: one "done" line per trigger in the output of both processes
+    lines = [line for line in ddp_run["output"].splitlines()
+             if line.startswith("[lightning-modyn] ") and " done; seconds " in line]
+    assert len(lines) == 4, ddp_run["output"]
     ranks = {r: json.load(open(os.path.join(out, f"result-rank{r}.json"))) for r in (0, 1)}
     assert ranks[0]["triggers"] == ranks[1]["triggers"] and len(ranks[0]["triggers"]) == 4
     assert ranks[0]["has_evaluation"] and not ranks[1]["has_evaluation"]
-    assert sorted(os.listdir(os.path.join(out, "run"))) == ["evaluation", "loop_state.json", "models",
-                                                             "registry.json", "results.csv", "results.json"]
+    assert sorted(os.listdir(os.path.join(out, "run"))) == ["costs.csv", "costs.png", "evaluation", "loop_state.json",
+                                                             "models", "registry.json", "results.csv", "results.json"]
+    # evaluated during the run, on rank 0: each model's values were measured after its fit and kept
+    assert sorted(os.listdir(os.path.join(out, "run", "evaluation"))) == [
+        "initial.json", *[f"trigger-{t:04d}.json" for t in range(4)]]
+    assert [line for line in ddp_run["output"].splitlines() if ", evaluate: evaluating trigger " in line] != []
 
 
 @pytest.mark.slow
@@ -117,7 +122,7 @@ def test_ddp_run_killed_between_fits_stops_every_rank_and_resumes(stream, ddp_ru
     assert len(json.load(open(os.path.join(out, "run", "registry.json")))["models"]) == 2
     # the last completed chunk ends before trigger 1: its model is reused, and rank 1 first joins at trigger 2
     resumed = launch(stream["url"], out, "ddp")
-    assert "resuming at stream position 512 after 1 trigger(s)" in resumed.stdout
+    assert "resuming at stream position 512 after 1 trigger(s)" in resumed.stderr
     check_run(stream, out, ddp_run["known"], 4)
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modyn import ModynDataModule, SampleStore
+from lightning_modyn import ModynDataModule
 from lightning_modyn.evaluation import Evaluation
-from lightning_modyn.pipeline import ContinualLoop, ModelRegistry
+from lightning_modyn.pipeline import ContinualLoop, ModelRegistry, Pipeline
 from lightning_modyn.selection import AllData, NewData
 from lightning_modyn.triggers import DataDriftTrigger, PerformanceTrigger, StaticThreshold
 from lightning_modyn.triggers.base import Trigger
@@ -64,25 +64,12 @@ class Classifier(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
-@pytest.fixture
-def drifting_store(tmp_path):
-    """1200 samples over t = 0..1199; the class boundary flips sign at t = 600 (an abrupt drift)."""
-    rng = np.random.default_rng(0)
-    rows = np.zeros(1200, DTYPE)
-    rows["x"] = rng.normal(size=(1200, 2)).astype(np.float32)
-    t = np.arange(1200)
-    rows["label"] = np.where(t < 600, rows["x"][:, 0] > 0, rows["x"][:, 0] < 0).astype(np.int32)
-    store = SampleStore.create(tmp_path / "stream")
-    store.append_records(rows, timestamps=t, labels="label")
-    yield store
-    store.close()
-
-
-def make_loop(store, out, trigger, **kwargs):
+def make_loop(store, out, trigger, trainer=None, **kwargs):
     dm = ModynDataModule(store, batch_size=50, seed=0)
     torch.manual_seed(0)  # the same initial weights in every run
-    return ContinualLoop(Classifier(), dm, trigger, trainer={"max_epochs": 3}, output_dir=str(out),
-                         chunk_size=128, progress=False, **kwargs)
+    kwargs.setdefault("progress", False)
+    return ContinualLoop(Classifier(), dm, trigger, trainer=trainer or {"max_epochs": 3}, output_dir=str(out),
+                         chunk_size=128, **kwargs)
 
 
 def test_loop_trains_a_model_per_trigger_and_evaluates(drifting_store, tmp_path):
@@ -110,7 +97,7 @@ def test_loop_trains_a_model_per_trigger_and_evaluates(drifting_store, tmp_path)
     summary = ev["summary"]["accuracy"]  # the 3 windows before the first model count nowhere, and it says so
     assert summary["composite_windows"] == 9 and summary["composite_coverage"] == pytest.approx(0.75)
     assert summary["composite_mean"] == pytest.approx(np.mean([v for v in ev["composite"]["accuracy"][3:]]))
-    from lightning_modyn.pipeline.cli import summary_table
+    from lightning_modyn.recipe import summary_table
 
     assert "mean over the 9 of 12 windows that had a model" in summary_table(result)
     logged = open(logger.experiment.metrics_file_path).read()
@@ -150,25 +137,35 @@ def test_from_scratch_resets_weights_before_each_fit(drifting_store, tmp_path):
         def on_fit_start(self, trainer, pl_module):
             seen.append(pl_module.net.weight.detach().clone())
 
-    loop = make_loop(drifting_store, tmp_path / "scratch", EveryN(600), warm_start=False)
-    loop.trainer_args = {"max_epochs": 1, "callbacks": [Spy()]}
+    loop = make_loop(drifting_store, tmp_path / "scratch", EveryN(600), warm_start=False,
+                     trainer={"max_epochs": 1, "callbacks": [Spy()]})
     loop.run()
     assert len(seen) == 2 and torch.equal(seen[0], seen[1])
 
 
-def test_trigger_that_never_fires_finishes_and_says_so(drifting_store, tmp_path, capsys):
-    loop = make_loop(drifting_store, tmp_path / "never", EveryN(10_000))
-    loop.progress = True
-    with pytest.warns(RuntimeWarning, match="never fired over 1200 samples"):
+def test_trigger_that_never_fires_finishes_and_says_so(drifting_store, tmp_path, caplog):
+    loop = make_loop(drifting_store, tmp_path / "never", EveryN(10_000), progress=True)
+    with caplog.at_level(logging.INFO, logger="lightning_modyn"), \
+            pytest.warns(RuntimeWarning, match="never fired over 1200 samples"):
         result = loop.run()
     assert result.num_triggers == 0
-    assert "never fired" in capsys.readouterr().out
+    assert "EveryN never fired over 1,200 samples; no model was trained" in caplog.text
 
 
 def test_bad_inputs(drifting_store, tmp_path):
     dm = ModynDataModule(drifting_store)
-    with pytest.raises(TypeError, match="must be a lightning_modyn Trigger"):
-        ContinualLoop(Classifier(), dm, trigger=lambda *a: [])
+    with pytest.raises(TypeError, match="pipeline must be a Pipeline or a lightning_modyn Trigger, got function"):
+        ContinualLoop(Classifier(), dm, lambda *a: [])
+    with pytest.raises(TypeError, match="pipeline.trigger must be a lightning_modyn Trigger, got function"):
+        Pipeline(lambda *a: [])
+    with pytest.raises(TypeError, match=r"give the settings \['chunk_size'\] in the Pipeline, not beside it"):
+        ContinualLoop(Classifier(), dm, Pipeline(EveryN(5)), chunk_size=10)
+    with pytest.raises(ValueError, match="pipeline.chunk_size must be an integer >= 1, got 0"):
+        ContinualLoop(Classifier(), dm, EveryN(5), chunk_size=0)
+    with pytest.raises(TypeError, match="pipeline.evaluation must be an Evaluation"):
+        Pipeline(EveryN(5), evaluation="accuracy")
+    with pytest.raises(TypeError, match="trainer must be a dict of lightning.Trainer arguments"):
+        ContinualLoop(Classifier(), dm, EveryN(5), trainer=["max_epochs", 1])
     with pytest.raises(TypeError, match="must be a LightningModule"):
         ContinualLoop(torch.nn.Linear(2, 2), dm, EveryN(5))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from lightning_modyn import SampleStore
-from lightning_modyn.pipeline.cli import run_recipe
+from lightning_modyn.recipe import run_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -294,7 +295,7 @@ def test_a_recipe_chooses_how_models_are_stored_and_the_results_do_not_change(tm
     assert all(t["lineage"].endswith(".keys.npz") for t in results["full"].triggers)
 
 
-def test_a_store_whose_generation_was_killed_is_written_again_not_trained_on(tmp_path, capsys, monkeypatch):
+def test_a_store_whose_generation_was_killed_is_written_again_not_trained_on(tmp_path, caplog, monkeypatch):
     from lightning_modyn.datasets.rotating_digits import write_rotating_digits
     from lightning_modyn.datasets.streams import RotatingDigitsStream
 
@@ -310,8 +311,9 @@ def test_a_store_whose_generation_was_killed_is_written_again_not_trained_on(tmp
     with SampleStore.open(str(tmp_path / "store"), readonly=True) as partial:
         assert len(partial) == 150 and partial.attributes["stream"]["unfinished"] is True
     monkeypatch.setattr(RotatingDigitsStream, "write", real)
-    result = run_recipe(["--config", write(tmp_path, small_recipe(tmp_path))])
-    assert "was left unfinished by a run stopped while writing it: writing it again" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="lightning_modyn"):
+        result = run_recipe(["--config", write(tmp_path, small_recipe(tmp_path))])
+    assert "was left unfinished by a run stopped while writing it: writing it again" in caplog.text
     assert result.num_triggers == 3 and result.stream_samples == 600
     with SampleStore.open(str(tmp_path / "store"), readonly=True) as store:
         assert "unfinished" not in store.attributes["stream"]

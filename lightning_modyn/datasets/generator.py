@@ -35,6 +35,12 @@ class StreamGenerator(ABC):
         """Write the held-out stream into a new store (default: create it at :attr:`heldout_url`)."""
         raise NotImplementedError(f"{type(self).__name__} writes no held-out stream")
 
+    def timeline(self) -> dict[str, Any] | None:
+        """How to read the stream's timestamps, for plots: ``{"unit": "day", "unit_seconds": 86400, "start": t0,
+        "shifts": [{"at": t, "label": what changed}]}``, or None if the stream says nothing. The recipe stores it
+        as the store's ``timeline`` attribute."""
+        return None
+
     def describe_heldout(self) -> dict[str, Any]:
         """What the held-out store holds: its ``stream`` attribute (the CLI stores it as JSON values)."""
         return {**self.describe(), "heldout": True}

@@ -191,6 +191,28 @@ def write_rotating_digits(store_or_url: Any, num_periods: int = 10, samples_per_
             store.close()
 
 
+def rotating_digits_timeline(num_periods: int = 10, samples_per_period: int = 1000, **options: Any) -> dict:
+    """How to read the stream's timestamps: its unit (a day, or a period of another length), its start, and its
+    abrupt distribution shifts and new classes as ``{"at": timestamp, "label": what changed}``.
+
+    >>> rotating_digits_timeline(12, abrupt_shifts=[8], new_classes={3: [7]})["shifts"]
+    [{'at': 259200, 'label': 'class 7 appears'}, {'at': 691200, 'label': 'contrast inverted'}]
+    """
+    config = _Config.make(num_periods=num_periods, samples_per_period=samples_per_period, **options)
+    what = "contrast inverted" if config.shift_kind == "invert" else f"rotated {config.shift_rotation:g}°"
+    shifts = [(p, what) for p in config.abrupt_shifts]
+    present = config.priors > 0
+    for p in range(1, config.num_periods):
+        new = np.flatnonzero(present[p] & ~present[:p].any(axis=0))
+        if len(new):
+            shifts.append((p, f"class{'es' if len(new) > 1 else ''} {', '.join(map(str, new))} "
+                              f"appear{'' if len(new) > 1 else 's'}"))
+    day = config.period_seconds == 86400
+    return {"unit": "day" if day else "period", "unit_seconds": config.period_seconds, "start": config.start,
+            "shifts": [{"at": config.start + p * config.period_seconds, "label": label}
+                       for p, label in sorted(shifts)]}
+
+
 # ====================================================================== configuration
 @dataclass(frozen=True)
 class _Config:

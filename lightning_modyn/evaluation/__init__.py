@@ -1,6 +1,7 @@
 """Evaluation over time: windows, the model × window matrix, composite models, reports and plots."""
 
-from lightning_modyn.evaluation.evaluate import Evaluation, plot_results
+from lightning_modyn.evaluation.evaluate import Evaluation
+from lightning_modyn.evaluation.plots import plot_results
 from lightning_modyn.evaluation.heldout import EvaluationDataset
 from lightning_modyn.evaluation.windows import (
     BetweenTriggersWindows,

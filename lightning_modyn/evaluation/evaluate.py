@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from lightning_modyn._checks import check_int
 from lightning_modyn.evaluation.heldout import EvaluationDataset
 from lightning_modyn.evaluation.metrics import metric_specs
+from lightning_modyn.evaluation.plots import TIME_UNITS, plot_results, timeline_of
 from lightning_modyn.evaluation.windows import (
     BetweenTriggersWindows,
     PeriodicWindows,
@@ -63,6 +64,10 @@ class Evaluation:
         datasets: :class:`~lightning_modyn.evaluation.heldout.EvaluationDataset` objects (held-out samples: another
             store, or a time range the loop does not replay), each sliced by the same windows; their results go to
             ``results.json`` under ``datasets`` and to the plots and CSV with their names.
+        time_unit: The unit of the plots' time axes (``"second"``, ``"minute"``, ``"hour"``, ``"day"``,
+            ``"week"``; timestamps are seconds); default: the unit of the store's ``timeline`` attribute (the
+            bundled generators write one, with the stream's distribution shifts, which the plots mark), else raw
+            timestamps.
 
     Two composite models are reported per window: the *currently active* model (the last one trained before the
     window starts: what a deployment would serve) and the *currently trained* model (the first one whose
@@ -75,7 +80,8 @@ class Evaluation:
     def __init__(self, windows: SlicingWindows | PeriodicWindows | StaticWindows | BetweenTriggersWindows
                  | TriggerOffsetWindows | None = None, every: int | None = None,
                  metrics: Sequence[str | Metric] = ("accuracy",), plots: bool = True, logger: Logger | None = None,
-                 num_classes: int | None = None, datasets: list[EvaluationDataset] | None = None) -> None:
+                 num_classes: int | None = None, datasets: list[EvaluationDataset] | None = None,
+                 time_unit: str | None = None) -> None:
         if windows is None and every is None:
             raise ValueError("give windows=... or every=<window length>")
         self.specs = metric_specs(metrics)
@@ -89,6 +95,11 @@ class Evaluation:
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"evaluation datasets need distinct names, got {names}")
+        if time_unit is not None and time_unit not in TIME_UNITS:
+            raise ValueError(f"time_unit must be one of {tuple(TIME_UNITS)} (or None: the store's timeline), got "
+                             f"{time_unit!r}")
+        self.time_unit = time_unit
+        self.timeline: dict[str, Any] = timeline_of(time_unit, None)  # with the store's, once a run gives one
         self.windows = windows or SlicingWindows(every)
         self.metrics = tuple(spec.name for spec in self.specs)
         self.plots = plots
@@ -100,7 +111,8 @@ class Evaluation:
         a run that was killed: ``<output_dir>/evaluation/``) are read back, not measured again, so calling this
         after every fit costs only the new model's windows."""
         self._cache = _Cache(os.path.join(loop.output_dir, "evaluation"))
-        entries = registry.entries()
+        seconds = getattr(loop, "stage_seconds", [])  # per trigger and stage, where the loop measures them
+        entries = [{**e, "seconds": seconds[i]} if i < len(seconds) else e for i, e in enumerate(registry.entries())]
         first, last = int(stream.timestamps[0]), int(stream.timestamps[-1])
         result = self._evaluate(loop, registry, entries, stream.keys, stream.timestamps, None, "stream", (first, last))
         if result is None:
@@ -127,6 +139,7 @@ class Evaluation:
                 if found is not None:
                     found.pop("trained_model"), found.pop("trained_composite")  # in-sample only on the stream
                     result["datasets"][dataset.name] = found
+        self.timeline = timeline_of(self.time_unit, loop.datamodule.store.attributes.get("timeline"))
         self.write(loop.output_dir, result, plots=final and self.plots)
         if final and self.logger is not None:
             self.log(result)
@@ -229,7 +242,7 @@ class Evaluation:
                             writer.writerow([name, result["triggers"][i]["trigger_id"], w["start"], w["end"], m,
                                              value, int(part["active_model"][j] == i)])
         if self.plots if plots is None else plots:
-            plot_results(out, result)
+            plot_results(out, result, self.timeline)
 
 
 class _Cache:
@@ -281,46 +294,3 @@ def _summary(matrix: np.ndarray, composite: list, trained: list[int], active: li
             "mean_forgetting": float(np.nanmean(diag_best)) if len(diag_best) else None,
             "backward_transfer": float(np.mean(transfer)) if transfer else None,
             "forward_transfer": float(np.mean(forward)) if forward else None}
-
-
-def plot_results(out: str, result: dict[str, Any]) -> None:
-    """``accuracy_over_time.png`` (composite model with trigger marks) and ``matrix_<metric>.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mids = [(w["start"] + w["end"]) / 2 for w in result["windows"]]
-    for metric, values in result["composite"].items():
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.plot(mids, [np.nan if v is None else v for v in values], marker="o",
-                label="currently active model, on the stream")
-        trained_values = result.get("trained_composite", {}).get(metric)
-        if trained_values is not None:
-            ax.plot(mids, [np.nan if v is None else v for v in trained_values], marker=".", linestyle="--",
-                    label="currently trained model, on its training data (in-sample)")
-        for name, part in result.get("datasets", {}).items():
-            held = [(w["start"] + w["end"]) / 2 for w in part["windows"]]
-            ax.plot(held, [np.nan if v is None else v for v in part["composite"][metric]], marker="s",
-                    label=f"currently active model, on {name}")
-        for t in result["triggers"]:
-            ax.axvline(t["timestamp"], color="grey", alpha=0.4, linewidth=1)
-        ax.set_xlabel("time")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} over time ({len(result['triggers'])} triggers, grey lines)")
-        ax.legend(loc="lower left")
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"{metric}_over_time.png"), dpi=100)
-        plt.close(fig)
-        matrix = np.array(result["matrix"][metric], dtype=float)
-        if matrix.size == 0:  # no trigger fired, so no model: the over-time plot says so, there is no matrix
-            continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0, vmax=1)
-        ax.set_xlabel("evaluation window")
-        ax.set_ylabel("model (trigger)")
-        ax.set_title(f"{metric}: every model on every window")
-        fig.colorbar(im, ax=ax)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"matrix_{metric}.png"), dpi=100)
-        plt.close(fig)

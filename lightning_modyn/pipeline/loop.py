@@ -1,24 +1,21 @@
 """``ContinualLoop``: replay a stream, let a trigger decide when to retrain, select data, fit, keep every model.
 
 At each firing point the loop asks the selection policy for ``(keys, weights)``, sets them on the
-``ModynDataModule``, builds a fresh ``Trainer`` from the user's Trainer arguments (any strategy and logger), fits
-the model — warm from the previous model or from its initial weights — saves it in the :class:`ModelRegistry` with
-its metadata, and tells the trigger about the new model. The loop's own state is written after every chunk, so a
-killed run resumes from the last completed chunk and, with seeded fits, ends with the same results.
+``ModynDataModule``, builds a fresh ``Trainer`` for the fit (:mod:`~lightning_modyn.pipeline.fits`), fits the
+model — warm from the previous model or from its initial weights — saves it in the :class:`ModelRegistry` with its
+metadata, evaluates it if the pipeline says so, and tells the trigger about the new model. The loop's state
+(:mod:`~lightning_modyn.pipeline.state`) is written after every chunk, so a killed run resumes from the last
+completed chunk and, with seeded fits, ends with the same results.
 
-Under a multi-process strategy only rank 0 replays the stream and decides (trigger, selection); the plan is
-broadcast inside each fit (:class:`_SharePlan`) and every rank trains on it. Ranks whose processes outlive a fit
-(``strategy="ddp"``, torchrun, SLURM) follow rank 0 from fit to fit (:meth:`ContinualLoop._follow`) and write
-nothing; under ``ddp_spawn`` the loop stays in the main process and each fit spawns its workers.
+Under a multi-process strategy only rank 0 replays the stream and decides; every rank trains on its plan
+(:mod:`~lightning_modyn.pipeline.ranks`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
-import logging
 import os
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,25 +23,26 @@ from typing import Any, Callable
 
 import lightning as L
 import numpy as np
-import torch
 
-from lightning_modyn._checks import check_seed, check_submodule
+from lightning_modyn._checks import check_submodule
 from lightning_modyn.data import ModynDataModule
-from lightning_modyn._io import write_json_atomic
+from lightning_modyn.pipeline.config import Pipeline
+from lightning_modyn.pipeline.context import LoopContext
+from lightning_modyn.pipeline.costs import write_costs
+from lightning_modyn.pipeline.fits import FitTrainers
+from lightning_modyn.pipeline.progress import RunProgress, lightning_banners, say
+from lightning_modyn.pipeline.ranks import FitPlan, LeaderWord, SharePlan, keeps_process_group
 from lightning_modyn.pipeline.registry import ModelRegistry
-from lightning_modyn.pipeline.storage import ModelStorage
+from lightning_modyn.pipeline.state import LoopState
 from lightning_modyn.pipeline.stream import ReplayStream, WatchStream
-from lightning_modyn.selection import NewData, SelectionPolicy, TriggerHistory
+from lightning_modyn.selection import NewData, TriggerHistory
 from lightning_modyn.triggers.base import Trigger
-
-STATE_FILE = "loop_state.json"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunResult:
-    """What a run produced: one registry entry per trigger, and where everything was written."""
+    """What a run produced: one registry entry per trigger (with its ``seconds`` per stage), and where everything
+    was written."""
 
     output_dir: str
     triggers: list[dict[str, Any]] = field(default_factory=list)
@@ -56,271 +54,58 @@ class RunResult:
         return len(self.triggers)
 
 
-class LoopContext:
-    """What model-aware triggers and the evaluation see: the current model applied to samples by key."""
-
-    def __init__(self, loop: "ContinualLoop") -> None:
-        self.loop = loop
-        self.fit_history: list[tuple[int, float]] = []
-        self._said_outputs = False
-
-    @property
-    def has_model(self) -> bool:
-        return self.loop.models_trained > 0
-
-    def batches(self, keys: np.ndarray, store: Any = None):
-        return self.loop.datamodule.batches(keys, store=store)
-
-    @torch.no_grad()
-    def outputs(self, keys: np.ndarray, module: torch.nn.Module | None = None, embed: bool = False,
-                store: Any = None):
-        """The model's outputs (or embeddings) of samples by key, with their targets; from ``store`` if given
-        (held-out data), else from the training store."""
-        module = module or self.loop.model
-        was_training = module.training
-        module.eval()
-        outs, ys = [], []
-        try:
-            for batch in self.batches(keys, store):
-                x, y = batch[0], batch[1] if len(batch) > 1 else None
-                if embed and not self.has_model and module is self.loop.model:
-                    out = _flatten_inputs(x)
-                elif embed:
-                    out = self._embedding(module, x)
-                else:
-                    out = module(x)
-                outs.append(out.detach().float().reshape(len(batch.keys), -1).cpu())
-                if y is not None:
-                    ys.append(y.cpu())
-        finally:
-            module.train(was_training)
-        out = torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
-        return out, (torch.cat(ys).numpy() if ys else None)
-
-    def embed(self, keys: np.ndarray) -> np.ndarray:
-        return self.outputs(keys, embed=True)[0]
-
-    def _embedding(self, module: torch.nn.Module, x: Any) -> torch.Tensor:
-        """The model's embedding of a batch: the output of the loop's ``embedding_layer`` if one is named (a
-        forward hook), else ``module.embed(x)`` if the model defines it, else its outputs (logged once)."""
-        layer = self.loop.embedding_layer
-        if layer is not None:
-            captured: list[Any] = []
-            handle = module.get_submodule(layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
-            try:
-                module(x)
-            finally:
-                handle.remove()
-            if not captured:
-                raise RuntimeError(f"embedding_layer {layer!r} did not run in {type(module).__name__}.forward; name "
-                                   "a module that the forward pass calls")
-            out = captured[-1]
-            return out[0] if isinstance(out, (tuple, list)) else out
-        if hasattr(module, "embed"):
-            return module.embed(x)
-        if not self._said_outputs:
-            self._said_outputs = True
-            log.warning("embeddings of %s are its outputs: it defines no embed() and the loop names no "
-                        "embedding_layer (e.g. embedding_layer='backbone.fc1' in the pipeline section)",
-                        type(module).__name__)
-        return module(x)
-
-    def predict(self, keys: np.ndarray, module: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
-        logits, y = self.outputs(keys, module)
-        pred = logits.argmax(-1) if logits.shape[1] > 1 else (logits[:, 0] > 0).astype(np.int64)
-        return pred, y
-
-    def training_seconds_forecast(self, num_samples: int) -> float:
-        if not self.fit_history:
-            return 0.0
-        samples = np.array([n for n, _ in self.fit_history], float)
-        seconds = np.array([s for _, s in self.fit_history], float)
-        if len(samples) < 2 or np.ptp(samples) == 0:
-            return float(seconds.mean() / max(samples.mean(), 1) * num_samples)
-        slope, intercept = np.polyfit(samples, seconds, 1)
-        return float(max(0.0, intercept + slope * num_samples))
-
-
-def _flatten_inputs(x: Any) -> torch.Tensor:
-    if isinstance(x, dict):
-        return torch.cat([v.reshape(len(v), -1).float() for v in x.values()], dim=1)
-    return x.reshape(len(x), -1).float()
-
-
-@dataclass
-class _Plan:
-    """What one fit trains: rank 0's decision, the same on every rank once broadcast."""
-
-    trigger_id: int
-    seed: int
-    keys: np.ndarray
-    weights: np.ndarray
-
-
-@dataclass
-class _Word:
-    """Rank 0's word to the following ranks between two fits: ``"fit"`` again, ``"done"`` (with the run's
-    result) or ``"abort"`` (rank 0 failed outside a fit)."""
-
-    what: str
-    trigger_id: int | None = None
-    triggers: list[dict[str, Any]] = field(default_factory=list)
-    stream_samples: int = 0
-    error: str = ""
-
-
-class _SharePlan(L.Callback):
-    """Broadcasts rank 0's :class:`_Plan` at the start of a fit; the other ranks adopt it.
-
-    ``setup`` is the first callback hook that runs with the process group up (the strategy creates it in
-    ``setup_environment``) and it runs before the train loader is built (``fit_loop.setup_data``), so a rank that
-    joined at this fit without having seen the stream (``strategy="ddp"`` re-executes the script for ranks > 0)
-    still trains on exactly what rank 0 chose. Every rank seeds here, at the same point of the fit.
-    """
-
-    def __init__(self, plan: _Plan | None) -> None:
-        self.plan = plan
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        plan = trainer.strategy.broadcast(self.plan, src=0)
-        if plan is None:
-            raise RuntimeError("a ContinualLoop fit started without rank 0's plan: rank 0 must run the loop too")
-        if trainer.global_rank > 0:
-            _adopt_plan(trainer.datamodule, plan)
-        self.plan = plan
-        L.seed_everything(plan.seed, workers=True, verbose=False)
-
-
-def _adopt_plan(datamodule: ModynDataModule, plan: _Plan) -> None:
-    """Set rank 0's training set and trigger id on this rank's DataModule, inside the fit's setup (before the train
-    loader is built, so the fit trains on it)."""
-    datamodule.set_training_set(plan.keys, plan.weights)
-    datamodule.trigger_id = plan.trigger_id
-
-
-def check_loop_seed(seed: Any, name: str = "seed") -> int:
-    """A loop's seed: fits are seeded with ``seed + trigger_id``, which must be an integer in ``[0, 2**32 - 1]``."""
-    return check_seed(name=name, seed=seed, hint=f"(fits are seeded with {name} + trigger_id)")
-
-
-_LIGHTNING_INFO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-
-
-@contextlib.contextmanager
-def lightning_banners(show: bool):
-    """Lightning's rank-zero information (accelerator banners, tips) shown, or held back to warnings and above: a
-    loop builds a Trainer per fit and would repeat them at every one."""
-    if show:
-        yield
-        return
-    loggers = [logging.getLogger(name) for name in _LIGHTNING_INFO]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def _keeps_process_group(trainer: L.Trainer) -> bool:
-    """Whether this process stays in a process group with other ranks after a fit (``ddp``, torchrun, SLURM), as
-    opposed to one process alone (single device) or the main process of ``ddp_spawn`` (its workers are gone)."""
-    return trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
 class ContinualLoop:
     """Replays a store's stream through a trigger, retraining a model per trigger.
 
     Args:
         model: The ``LightningModule`` to retrain (unchanged: it only needs ``training_step`` and optimizers).
         datamodule: A :class:`ModynDataModule` over the store (batch size, decode, workers...).
-        trigger: When to retrain.
-        selection: Which data each fit trains on (default: the data since the last trigger).
-        trainer: Keyword arguments of ``lightning.Trainer`` for every fit (e.g. ``max_epochs``, ``strategy``), or a
-            callable returning a fresh Trainer. Under a multi-process strategy (``ddp``, ``ddp_spawn``) rank 0
-            decides and writes, every rank trains its plan (docs/pipeline.md, "Under DDP").
-        output_dir: Where models, the loop state and results go.
-        warm_start: Start each fit from the previous model (True) or from the initial weights (False).
-        start, end: Replay the samples with ``start <= timestamp < end``.
-        chunk_size: Samples the trigger sees per call.
-        seed: Fits are seeded with ``seed + trigger_id``.
-        evaluation: Optional :class:`~lightning_modyn.evaluation.Evaluation` run at the end.
-        progress: Print a line per trigger.
-        live: Watch the store for newly appended samples instead of replaying what is there
-            (:class:`~lightning_modyn.pipeline.stream.WatchStream`); samples must arrive in time order.
-        poll_seconds, idle_timeout: Live mode: how often to look for new data, and how long without any before
-            the run ends (None: never).
-        embedding_layer: What drift triggers compare: the output of this module of the model (its dotted name,
-            e.g. ``"backbone.fc1"``). If None, the model's ``embed(x)`` if it defines one, else its outputs (a
-            warning says so).
-        model_storage: How the registry keeps each trigger's model (:mod:`~lightning_modyn.pipeline.storage`:
-            whole, or as a difference to the model before, compressed or not); default whole, uncompressed.
+        pipeline: How to retrain: a :class:`~lightning_modyn.pipeline.config.Pipeline` (trigger, selection,
+            evaluation, output folder, chunking, seed, live mode...), or just its trigger, with the other settings of
+            ``Pipeline`` as keyword arguments (``ContinualLoop(model, dm, TimeTrigger(86400), chunk_size=500)``).
+        trainer: Keyword arguments of ``lightning.Trainer`` for every fit (e.g. ``max_epochs``, ``strategy``,
+            ``logger``, ``callbacks``), or a callable returning a fresh Trainer. Each fit logs under its own logger
+            version and checkpoints into its own folder (:mod:`~lightning_modyn.pipeline.fits`). Under a
+            multi-process strategy (``ddp``, ``ddp_spawn``) rank 0 decides and writes, every rank trains its plan
+            (docs/pipeline.md, "Under DDP").
+        **settings: With a trigger as ``pipeline``: the other arguments of ``Pipeline``.
+
+    After a run, :attr:`stage_seconds` holds per trigger the seconds spent deciding, selecting, scoring, training,
+    storing and evaluating.
     """
 
-    def __init__(
-        self,
-        model: L.LightningModule,
-        datamodule: ModynDataModule,
-        trigger: Trigger,
-        selection: SelectionPolicy | None = None,
-        trainer: dict[str, Any] | Callable[[], L.Trainer] | None = None,
-        output_dir: str = "runs/continual",
-        warm_start: bool = True,
-        start: int | None = None,
-        end: int | None = None,
-        chunk_size: int = 1000,
-        seed: int = 0,
-        evaluation: Any = None,
-        progress: bool = True,
-        live: bool = False,
-        poll_seconds: float = 1.0,
-        idle_timeout: float | None = 60.0,
-        embedding_layer: str | None = None,
-        model_storage: ModelStorage | None = None,
-    ) -> None:
+    def __init__(self, model: L.LightningModule, datamodule: ModynDataModule, pipeline: Pipeline | Trigger,
+                 trainer: dict[str, Any] | Callable[[], L.Trainer] | None = None, **settings: Any) -> None:
         if not isinstance(model, L.LightningModule):
             raise TypeError(f"model must be a LightningModule, got {type(model).__name__}")
         if not isinstance(datamodule, ModynDataModule):
             raise TypeError(f"datamodule must be a ModynDataModule, got {type(datamodule).__name__}")
-        if not isinstance(trigger, Trigger):
-            raise TypeError(f"trigger must be a lightning_modyn Trigger, got {type(trigger).__name__}")
-        if selection is not None and not isinstance(selection, SelectionPolicy):
-            raise TypeError(f"selection must be a SelectionPolicy (e.g. lightning_modyn.selection.NewData()), got "
-                            f"{type(selection).__name__}")
-        check_loop_seed(seed)
-        if embedding_layer is not None:
-            check_submodule(model, embedding_layer, "embedding_layer")
-        if live and end is not None:
-            raise ValueError("end has no meaning in live mode (the stream has no end yet); stop a live run with "
-                             "idle_timeout")
+        if isinstance(pipeline, Pipeline):
+            if settings:
+                raise TypeError(f"give the settings {sorted(settings)} in the Pipeline, not beside it")
+        elif isinstance(pipeline, Trigger):
+            pipeline = Pipeline(pipeline, **settings)
+        else:
+            raise TypeError(f"pipeline must be a Pipeline or a lightning_modyn Trigger, got {type(pipeline).__name__}")
+        if pipeline.embedding_layer is not None:
+            check_submodule(model, pipeline.embedding_layer, "embedding_layer")
         self.model = model
         self.datamodule = datamodule
-        self.trigger = trigger
-        self.selection = selection or NewData()
-        self.trainer_args = trainer or {"max_epochs": 1}
-        self.output_dir = str(output_dir)
-        self.warm_start = warm_start
-        self.start, self.end, self.chunk_size = start, end, chunk_size
-        self.seed = seed
-        self.evaluation = evaluation
-        self.progress = progress
-        self.live, self.poll_seconds, self.idle_timeout = live, poll_seconds, idle_timeout
-        self.embedding_layer = embedding_layer
-        if model_storage is not None and not isinstance(model_storage, ModelStorage):
-            raise TypeError(f"model_storage must be a ModelStorage (FullStorage, IncrementalStorage), got "
-                            f"{type(model_storage).__name__}")
-        self.model_storage = model_storage
+        self.pipeline = pipeline
+        self.trigger = pipeline.trigger
+        self.selection = pipeline.selection or NewData()
+        self.evaluation = pipeline.evaluation
+        self.output_dir = pipeline.output_dir
+        self.trainers = FitTrainers(trainer, self.output_dir)
         self.context = LoopContext(self)
         self.models_trained = 0
+        self.stage_seconds: list[dict[str, float]] = []
         self.global_rank = 0
         self._initial_state = copy.deepcopy(model.state_dict())
         self._followers: Any = None  # the strategy that reaches ranks waiting between fits (after a ddp fit)
         self._fitting = False
         self._fits_started = 0
+        self._progress = RunProgress(False, None)
 
     @property
     def initial_weights(self) -> dict[str, Any]:
@@ -328,24 +113,11 @@ class ContinualLoop:
         baseline of forward transfer."""
         return copy.deepcopy(self._initial_state)
 
-    # ------------------------------------------------------------------ pieces
-    def _trainer(self, trigger_id: int | None, plan: _Plan | None = None) -> L.Trainer:
-        """A fresh Trainer from the user's arguments, with :class:`_SharePlan` as its first callback."""
-        if callable(self.trainer_args):
-            trainer = self.trainer_args()
-        else:
-            args = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                    "enable_model_summary": False, **self.trainer_args}
-            folder = "trainer" if trigger_id is None else os.path.join("trainer", f"trigger-{trigger_id:04d}")
-            args.setdefault("default_root_dir", os.path.join(self.output_dir, folder))
-            trainer = L.Trainer(**args)
-        trainer.callbacks.insert(0, _SharePlan(plan))
-        return trainer
-
+    # ------------------------------------------------------------------ fits
     def _fit_with(self, trainer: L.Trainer) -> None:
         """Fit the model (reset to its initial weights first when not warm-starting)."""
         self._fitting = True  # stays True if the fit raises: the other ranks are inside that fit, not waiting
-        if not self.warm_start:
+        if not self.pipeline.warm_start:
             self.model.load_state_dict(self._initial_state)
         with warnings.catch_warnings():
             # a ModynDataModule without a validation set returns no val loader, which Lightning remarks on
@@ -355,21 +127,26 @@ class ContinualLoop:
         self._fitting = False
 
     def _fit(self, trigger_id: int, keys: np.ndarray, weights: np.ndarray) -> float:
-        """Rank 0: fit on its decision, which :class:`_SharePlan` hands to every other rank inside the fit."""
+        """Rank 0: fit on its decision, which :class:`SharePlan` hands to every other rank inside the fit; the
+        seconds of scoring callbacks count as scoring, the rest as training."""
         self.datamodule.set_training_set(keys, weights)
         self.datamodule.trigger_id = trigger_id
         with lightning_banners(self._fits_started == 0):  # Lightning's banners and tips once per run
             self._fits_started += 1
-            trainer = self._trainer(trigger_id, _Plan(trigger_id, self.seed + trigger_id, keys, weights))
-            self._tell_followers(_Word("fit", trigger_id=trigger_id))  # last: what fails before it aborts them
+            plan = FitPlan(trigger_id, self.pipeline.seed + trigger_id, keys, weights)
+            trainer = self.trainers.trainer(trigger_id, SharePlan(plan))
+            self._tell_followers(LeaderWord("fit", trigger_id=trigger_id))  # last: what fails before it aborts them
+            scoring = _scoring_seconds(trainer)
             t0 = time.perf_counter()
-            self._fit_with(trainer)
+            with self._progress.stage_of("train", f"training trigger {trigger_id} on {len(keys):,} samples"):
+                self._fit_with(trainer)
             seconds = time.perf_counter() - t0
-        if _keeps_process_group(trainer):
+            self._progress.move(_scoring_seconds(trainer) - scoring, "train", "score")
+        if keeps_process_group(trainer):
             self._followers = trainer.strategy
         return seconds
 
-    def _tell_followers(self, word: _Word) -> None:
+    def _tell_followers(self, word: LeaderWord) -> None:
         """Rank 0: tell the ranks waiting between fits what comes next (no-op when none are waiting). After "done"
         or "abort" they have left the loop, so nothing more is sent."""
         followers = self._followers
@@ -377,12 +154,6 @@ class ContinualLoop:
             self._followers = None
         if followers is not None:
             followers.broadcast(word, src=0)
-
-    def _save_state(self, position: int, intervals: list[tuple[int, int]]) -> None:
-        write_json_atomic(os.path.join(self.output_dir, STATE_FILE), {
-            "position": position, "intervals": intervals, "trigger": _jsonable(self.trigger.state_dict()),
-            "selection": _jsonable(self.selection.state_dict()),
-            "fit_history": self.context.fit_history, "models_trained": self.models_trained})
 
     # ------------------------------------------------------------------ run
     def run(self) -> RunResult:
@@ -392,7 +163,7 @@ class ContinualLoop:
         same triggers, and ``evaluation`` is set on rank 0 only (``loop.global_rank`` says which rank this is).
         """
         with lightning_banners(False):  # the first fit shows them
-            trainer = self._trainer(None)  # its global rank is the rank of this process (the launcher's env)
+            trainer = self.trainers.trainer(None, SharePlan(None))  # its rank is this process's (launcher's env)
         self.global_rank = trainer.global_rank
         self._followers, self._fitting = None, False
         if self.global_rank > 0:
@@ -402,7 +173,7 @@ class ContinualLoop:
         except BaseException as error:
             if not self._fitting:
                 with contextlib.suppress(Exception):  # the error itself matters more than telling the others
-                    self._tell_followers(_Word("abort", error=f"{type(error).__name__}: {error}"))
+                    self._tell_followers(LeaderWord("abort", error=f"{type(error).__name__}: {error}"))
             raise
 
     def _follow(self, trainer: L.Trainer) -> RunResult:
@@ -416,57 +187,97 @@ class ContinualLoop:
                 return RunResult(self.output_dir, word.triggers, word.stream_samples)
             if word.what == "abort":
                 raise RuntimeError(f"rank 0 stopped the continual loop: {word.error}")
-            trainer = self._trainer(word.trigger_id)
+            trainer = self.trainers.trainer(word.trigger_id, SharePlan(None))
 
     def _stream(self) -> ReplayStream | WatchStream:
-        if self.live:
-            return WatchStream(self.datamodule.store, self.start, self.chunk_size, self.poll_seconds,
-                               self.idle_timeout)
-        return ReplayStream(self.datamodule.store, self.start, self.end, self.chunk_size)
+        p = self.pipeline
+        if p.live:
+            return WatchStream(self.datamodule.store, p.start, p.chunk_size, p.poll_seconds, p.idle_timeout)
+        return ReplayStream(self.datamodule.store, p.start, p.end, p.chunk_size)
+
+    def _resume(self, registry: ModelRegistry) -> LoopState:
+        """The state a killed run left (its trigger, selection, history and model restored), or a fresh one."""
+        state = LoopState.load(self.output_dir)
+        if state is None:
+            return LoopState()
+        self.trigger.load_state_dict(state.trigger)
+        if state.selection is not None:  # None: a state written before policies all had one
+            self.selection.load_state_dict(state.selection)
+        self.context.fit_history = list(state.fit_history)
+        self.models_trained = state.models_trained
+        self.stage_seconds = list(state.stage_seconds)
+        if state.intervals:
+            registry.load_into(len(state.intervals) - 1, self.model)
+        say("resuming at stream position %d after %d trigger(s)", state.position, len(state.intervals))
+        return state
 
     def _lead(self) -> RunResult:
         """Rank 0 (or the only process): replay, decide, fit, and write the registry, loop state and results."""
         os.makedirs(self.output_dir, exist_ok=True)
-        registry = ModelRegistry(self.output_dir, self.model_storage)
+        registry = ModelRegistry(self.output_dir, self.pipeline.model_storage)
         stream = self._stream()
         self.trigger.setup(self.context)
-        position, intervals = 0, []
-        state_path = os.path.join(self.output_dir, STATE_FILE)
-        if os.path.exists(state_path):
-            with open(state_path) as handle:
-                state = json.load(handle)
-            position, intervals = state["position"], [tuple(i) for i in state["intervals"]]
-            self.trigger.load_state_dict(state["trigger"])
-            if state.get("selection") is not None:  # None: a state written before policies all had one
-                self.selection.load_state_dict(state["selection"])
-            self.context.fit_history = [tuple(h) for h in state["fit_history"]]
-            self.models_trained = state["models_trained"]
-            if intervals:
-                registry.load_into(len(intervals) - 1, self.model)
-            self._say(f"resuming at stream position {position} after {len(intervals)} trigger(s)")
-        last_end = intervals[-1][1] if intervals else 0
-        for chunk in stream.chunks(position):
+        state = self._resume(registry)
+        self._progress = progress = RunProgress(self.pipeline.progress, None if self.pipeline.live else len(stream))
+        progress.position, progress.triggers = state.position, len(state.intervals)
+        progress.show("resumed" if state.intervals else "replaying the stream")
+        last_end = state.intervals[-1][1] if state.intervals else 0
+        for chunk in stream.chunks(state.position):
             for end in self._fires(chunk, last_end):
-                intervals.append((last_end, end))
+                state.intervals.append((last_end, end))
                 last_end = end
-                self._run_trigger(registry, stream, intervals)
+                progress.position = end
+                self._run_trigger(registry, stream, state.intervals)
                 if self.evaluation is not None and len(stream):  # results grow as the run goes
-                    self.evaluation.run(self, registry, stream, final=False)
-            self._save_state(chunk.start + len(chunk), intervals)
-        result = RunResult(self.output_dir, registry.entries()[: len(intervals)], len(stream))
-        self._tell_followers(_Word("done", triggers=result.triggers, stream_samples=result.stream_samples))
-        if not intervals:
+                    with progress.stage_of("evaluate", f"evaluating trigger {len(state.intervals) - 1}"):
+                        self.evaluation.run(self, registry, stream, final=False)
+                self._finish_trigger(len(state.intervals) - 1)
+            state.position = chunk.start + len(chunk)
+            self._save(state)
+            progress.replayed(state.position)
+        progress.stage = "done"
+        result = RunResult(self.output_dir, self._with_seconds(registry.entries()[: len(state.intervals)]),
+                           len(stream))
+        self._tell_followers(LeaderWord("done", triggers=result.triggers, stream_samples=result.stream_samples))
+        if not state.intervals:
             warnings.warn(f"{type(self.trigger).__name__} never fired over {len(stream)} samples: no model was "
                           "trained", RuntimeWarning, stacklevel=3)
-            self._say(f"the trigger never fired over {len(stream)} samples; no model was trained")
+            progress.show(f"{type(self.trigger).__name__} never fired over {len(stream):,} samples; no model was "
+                          "trained")
+        write_costs(self.output_dir, result.triggers)
         if self.evaluation is not None and len(stream):
+            progress.stage = "evaluation"
+            progress.show("evaluating every model on every window")
             result.evaluation = self.evaluation.run(self, registry, stream)
+        progress.show("done")
         return result
+
+    def _save(self, state: LoopState) -> None:
+        state.trigger, state.selection = self.trigger.state_dict(), self.selection.state_dict()
+        state.fit_history, state.models_trained = self.context.fit_history, self.models_trained
+        state.stage_seconds = self.stage_seconds
+        state.save(self.output_dir)
+
+    def _with_seconds(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Registry entries with the seconds per stage of each trigger (``{}`` where a restart lost them)."""
+        return [{**e, "seconds": self.stage_seconds[i] if i < len(self.stage_seconds) else {}}
+                for i, e in enumerate(entries)]
+
+    def _finish_trigger(self, trigger_id: int) -> None:
+        """Close the trigger's clock: its seconds per stage, kept in order of triggers."""
+        seconds = self._progress.take_seconds()
+        del self.stage_seconds[trigger_id:]  # a trigger redone after a restart replaces what was lost
+        self.stage_seconds.extend([{}] * (trigger_id - len(self.stage_seconds)))
+        self.stage_seconds.append(seconds)
+        self._progress.triggers = trigger_id + 1
+        self._progress.show(f"trigger {trigger_id} done; seconds " + ", ".join(
+            f"{stage} {s:.2f}" for stage, s in seconds.items() if s >= 0.005))
 
     def _inform(self, chunk: Any, lo: int, hi: int) -> list[int]:
         """The trigger told about samples ``lo:hi`` of ``chunk``: its fire positions, checked, within the chunk."""
-        fired = np.asarray(self.trigger.inform(chunk.keys[lo:hi], chunk.timestamps[lo:hi], chunk.labels[lo:hi]),
-                           dtype=np.int64)
+        with self._progress.stage_of("decide"):
+            fired = np.asarray(self.trigger.inform(chunk.keys[lo:hi], chunk.timestamps[lo:hi], chunk.labels[lo:hi]),
+                               dtype=np.int64)
         if len(fired) and (fired.min() < -1 or fired.max() >= hi - lo or np.any(np.diff(fired) <= 0)):
             raise ValueError(f"{type(self.trigger).__name__}.inform returned positions {fired.tolist()}; they must "
                              f"increase within the chunk of {hi - lo} samples (-1: the previous chunk's last sample)")
@@ -502,8 +313,10 @@ class ContinualLoop:
     def _run_trigger(self, registry: ModelRegistry, stream: ReplayStream | WatchStream,
                      intervals: list[tuple[int, int]]) -> None:
         trigger_id = len(intervals) - 1
-        history = TriggerHistory([stream.keys[a:b] for a, b in intervals])
-        keys, weights = self.selection.select(history, self.datamodule.store)
+        progress = self._progress
+        with progress.stage_of("select"):
+            history = TriggerHistory([stream.keys[a:b] for a, b in intervals])
+            keys, weights = self.selection.select(history, self.datamodule.store)
         a, b = intervals[-1]
         existing = registry.get(trigger_id)
         if existing is not None:  # trained before a restart: same seed and data, so reuse it
@@ -516,30 +329,18 @@ class ContinualLoop:
         else:
             seconds = self._fit(trigger_id, keys, weights)
         if existing is None:
-            registry.save(trigger_id, self.model, {
-                "timestamp": int(stream.timestamps[b - 1]), "first_timestamp": int(stream.timestamps[a]),
-                "stream_position": b, "new_samples": b - a, "samples_trained": int(len(keys)),
-                "train_seconds": round(seconds, 4), "selection": type(self.selection).__name__},
-                keys=keys, weights=weights)
+            with progress.stage_of("store"):
+                registry.save(trigger_id, self.model, {
+                    "timestamp": int(stream.timestamps[b - 1]), "first_timestamp": int(stream.timestamps[a]),
+                    "stream_position": b, "new_samples": b - a, "samples_trained": int(len(keys)),
+                    "train_seconds": round(seconds, 4), "selection": type(self.selection).__name__},
+                    keys=keys, weights=weights)
         self.models_trained += 1
         if len(keys):
             self.context.fit_history.append((int(len(keys)), float(seconds)))
         self.trigger.inform_new_model(trigger_id, keys, seconds)
-        self._say(f"trigger {trigger_id}: stream position {b}, timestamp {int(stream.timestamps[b - 1])}, "
-                  f"trained on {len(keys):,} samples in {seconds:.1f}s")
-
-    def _say(self, text: str) -> None:
-        if self.progress:
-            print(f"[lightning-modyn] {text}", flush=True)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _scoring_seconds(trainer: L.Trainer) -> float:
+    """Seconds the trainer's selection callbacks have spent scoring so far (their ``scoring_seconds``)."""
+    return float(sum(getattr(c, "scoring_seconds", 0.0) for c in trainer.callbacks))

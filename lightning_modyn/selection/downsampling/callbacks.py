@@ -67,6 +67,12 @@ class _Downsampling(L.Callback):
         self._records: list[tuple[np.ndarray, np.ndarray, int]] = []
 
     @property
+    def scoring_seconds(self) -> float:
+        """Seconds spent scoring samples over every fit so far (a continual loop counts them as its scoring
+        stage)."""
+        return float(self.stats["scoring_seconds"])
+
+    @property
     def state_key(self) -> str:
         return self._generate_state_key(strategy=type(self.strategy).__name__, ratio=self.ratio)
 

@@ -1,6 +1,8 @@
 """``lightning-modyn run``: a recipe is a LightningCLI config — ``model``, ``data``, ``trainer`` as in Lightning,
 plus ``pipeline`` (trigger, selection, evaluation) and an optional ``dataset`` generator. Only ``class_path`` /
-``init_args`` select code: no field is evaluated as Python source."""
+``init_args`` select code: no field is evaluated as Python source.
+
+This is the top layer: it joins the pipeline, the evaluation and the bundled datasets into one command."""
 
 from __future__ import annotations
 
@@ -21,16 +23,28 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_modyn.data import ModynDataModule
 from lightning_modyn.datasets.generator import StreamGenerator
+from lightning_modyn.evaluation import Evaluation
 from lightning_modyn.pipeline.config import Pipeline
-from lightning_modyn.pipeline.loop import STATE_FILE, ContinualLoop, RunResult, lightning_banners
+from lightning_modyn.pipeline.loop import ContinualLoop, RunResult
+from lightning_modyn.pipeline.progress import STAGES, lightning_banners, say
+from lightning_modyn.pipeline.state import STATE_FILE
 from lightning_modyn.store import SampleStore, StoreError, StoreNotFoundError
+
+
+class RecipePipeline(Pipeline):
+    """The ``pipeline`` section of a recipe: :class:`~lightning_modyn.pipeline.config.Pipeline`, with the
+    evaluation given as the settings of an :class:`~lightning_modyn.evaluation.Evaluation` (no ``class_path``
+    needed)."""
+
+    def __init__(self, evaluation: Evaluation | None = None, **kwargs: Any) -> None:
+        super().__init__(evaluation=evaluation, **kwargs)
 
 
 class ModynCLI(LightningCLI):
     """LightningCLI with the ``pipeline`` and ``dataset`` sections."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_class_arguments(Pipeline, "pipeline", fail_untyped=True)
+        parser.add_class_arguments(RecipePipeline, "pipeline", fail_untyped=True)
         parser.add_subclass_arguments(StreamGenerator, "dataset", required=False)
 
     def _set_seed(self) -> None:
@@ -111,8 +125,14 @@ def summary_table(result: RunResult) -> str:
         lines.append(f"{t['trigger_id']:>7} {t['timestamp']:>12} {t['new_samples']:>8} {t['samples_trained']:>8} "
                      f"{t['train_seconds']:>8.1f}")
     total = sum(t["train_seconds"] for t in result.triggers)
+    if result.num_triggers == 0:
+        lines.append(f"the trigger never fired over {result.stream_samples:,} samples: no model was trained")
     lines.append(f"{result.num_triggers} trigger(s) over {result.stream_samples:,} samples; "
                  f"{total:.1f}s of training")
+    stages = {stage: sum(t.get("seconds", {}).get(stage, 0.0) for t in result.triggers) for stage in STAGES}
+    if any(stages.values()):
+        lines.append("seconds per stage (costs.csv, costs.png): " + ", ".join(
+            f"{stage} {seconds:.1f}" for stage, seconds in stages.items()))
     if result.evaluation:
         for metric, s in result.evaluation["summary"].items():
             mean, bwt, fwt = s["composite_mean"], s.get("backward_transfer"), s.get("forward_transfer")
@@ -185,19 +205,23 @@ def _ensure_heldout(generator: StreamGenerator) -> None:
             raise ValueError(f"dataset.heldout_store: {url} holds another stream ({held!r}) than this recipe's "
                              "held-out stream; give the recipe a new heldout_store, or remove the old one")
         return
-    _generate(url, generator.write_heldout, wanted, f"the held-out stream of {type(generator).__name__}")
+    _generate(url, generator.write_heldout, wanted, f"the held-out stream of {type(generator).__name__}",
+              generator.timeline())
 
 
-def _generate(url: str, write: Any, described: dict, what: str) -> None:
+def _generate(url: str, write: Any, described: dict, what: str, timeline: dict | None = None) -> None:
     """Create the store at ``url`` and fill it with ``write(store)``, marked unfinished until the last sample is
-    in: a run killed meanwhile leaves a store that the next run recognises as its own and writes again."""
+    in: a run killed meanwhile leaves a store that the next run recognises as its own and writes again. The
+    stream's ``timeline`` (for the plots) is stored beside it."""
     t0 = time.perf_counter()
-    print(f"[lightning-modyn] writing {what} into {url}", flush=True)
+    say("writing %s into %s", what, url)
     with SampleStore.create(url) as store:
         store.set_attribute("stream", {**described, UNFINISHED: True})
+        if timeline is not None:
+            store.set_attribute("timeline", json.loads(json.dumps(timeline)))
         keys = write(store)
         store.set_attribute("stream", described)
-    print(f"[lightning-modyn] wrote {len(keys):,} samples in {time.perf_counter() - t0:.1f}s", flush=True)
+    say("wrote %s samples in %.1fs", f"{len(keys):,}", time.perf_counter() - t0)
 
 
 UNFINISHED = "unfinished"
@@ -215,8 +239,7 @@ def _remove_if_unfinished(url: str) -> None:
     except StoreError:
         return  # not a store this code can read: the checks that follow say what it is
     if isinstance(held, dict) and held.get(UNFINISHED):
-        print(f"[lightning-modyn] {url} was left unfinished by a run stopped while writing it: writing it again",
-              flush=True)
+        say("%s was left unfinished by a run stopped while writing it: writing it again", url)
         fs, path = fsspec.core.url_to_fs(url)
         fs.rm(path, recursive=True)
 
@@ -260,7 +283,8 @@ def run_recipe(argv: list[str]) -> RunResult | None:
     if missing is not None:
         if generator is None:
             raise StoreNotFoundError(f"data.store: {missing}; the recipe has no dataset section to generate one")
-        _generate(datamodule._store_url, generator.write, generator.describe(), type(generator).__name__)
+        _generate(datamodule._store_url, generator.write, generator.describe(), type(generator).__name__,
+                  generator.timeline())
     elif generator is not None:
         with SampleStore.open(datamodule._store_url, readonly=True) as store:
             generator.check_store(store)
@@ -270,17 +294,8 @@ def run_recipe(argv: list[str]) -> RunResult | None:
     if _launched_rank() == 0:  # ranks that Lightning's ddp launcher started run this again: rank 0 writes
         cli.parser.save(cli.config, os.path.join(pipeline.output_dir, "config.yaml"), overwrite=True,
                         skip_check=True)
-    base_callbacks = list(config["trainer"].get("callbacks") or [])
-
-    def make_trainer() -> L.Trainer:
-        return cli.instantiate_trainer(callbacks=list(base_callbacks))
-
-    loop = ContinualLoop(cli.model, datamodule, pipeline.trigger, pipeline.selection, make_trainer,
-                         output_dir=pipeline.output_dir, warm_start=pipeline.warm_start, start=pipeline.start,
-                         end=pipeline.end, chunk_size=pipeline.chunk_size, seed=pipeline.seed,
-                         evaluation=pipeline.evaluation, live=pipeline.live, poll_seconds=pipeline.poll_seconds,
-                         idle_timeout=pipeline.idle_timeout, embedding_layer=pipeline.embedding_layer,
-                         model_storage=pipeline.model_storage)
+    # the Trainer arguments as LightningCLI parsed them: the loop makes each fit's Trainer from them
+    loop = ContinualLoop(cli.model, datamodule, pipeline, trainer=dict(config["trainer"]))
     result = loop.run()
     if loop.global_rank == 0:  # under ddp the other ranks run the CLI too; they stay quiet
         print(summary_table(result), flush=True)

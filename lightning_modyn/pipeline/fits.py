@@ -1,0 +1,95 @@
+"""``FitTrainers``: a fresh ``Trainer`` for every fit of a continual loop, from the user's Trainer arguments, where
+each fit logs under a version of its own and checkpoints into a folder of its own.
+
+A Trainer, its loggers and its ``ModelCheckpoint`` callbacks keep state from the fit they ran (a logger's version
+and step count, a checkpoint callback's folder and best scores), so sharing them across fits would write every fit
+into one ``version_0`` with the steps restarting at 0, and checkpoints as anonymous ``-v1``, ``-v2`` files that
+compete for ``save_top_k`` across models. Each fit therefore gets copies of the loggers and checkpoint callbacks
+as the user configured them (before any fit): a logger picks the next free version (``version_0`` for the first
+fit, ...) and records the fit's ``trigger_id`` among its hyperparameters; checkpoints go to that version's folder,
+or to ``<dirpath>/trigger-NNNN`` when the callback names a ``dirpath``. Other callbacks (selection callbacks that
+learn across fits) are shared by every fit.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Callable
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+
+_QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+"""The loop's defaults where the user's arguments say nothing: one fit per trigger would repeat each of these."""
+
+
+class TriggerIdInLogs(L.Callback):
+    """Records which trigger a fit trained for among every logger's hyperparameters (``trigger_id``)."""
+
+    def __init__(self, trigger_id: int) -> None:
+        self.trigger_id = trigger_id
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"trigger_id": self.trigger_id})
+
+
+class FitTrainers:
+    """Makes each fit's Trainer.
+
+    Args:
+        trainer: Keyword arguments of ``lightning.Trainer`` (``logger``, ``callbacks``, ``default_root_dir``... as
+            for one fit), or a callable returning a fresh Trainer (then it decides everything itself).
+        output_dir: The run's folder: fits write under ``<default_root_dir or output_dir/trainer>/trigger-NNNN``.
+    """
+
+    def __init__(self, trainer: dict[str, Any] | Callable[[], L.Trainer] | None, output_dir: str) -> None:
+        if trainer is not None and not callable(trainer) and not isinstance(trainer, dict):
+            raise TypeError(f"trainer must be a dict of lightning.Trainer arguments or a callable returning a "
+                            f"Trainer, got {type(trainer).__name__}")
+        self.factory = trainer if callable(trainer) else None
+        given = dict(trainer or {"max_epochs": 1}) if self.factory is None else {}
+        if any(isinstance(c, ModelCheckpoint) for c in _as_list(given.get("callbacks"))):
+            given.setdefault("enable_checkpointing", True)  # a ModelCheckpoint given means checkpoints wanted
+        args = {**_QUIET, **given}
+        self.root = args.pop("default_root_dir", None) or os.path.join(output_dir, "trainer")
+        logger = args.pop("logger", None)
+        # copies taken before any fit: what each fit starts from
+        self.loggers = copy.deepcopy(logger) if isinstance(logger, (Logger, list, tuple)) else logger
+        self.callbacks = [copy.deepcopy(c) if isinstance(c, ModelCheckpoint) else c
+                          for c in _as_list(args.pop("callbacks", None))]
+        self.args = args
+
+    def trainer(self, trigger_id: int | None, *extra_callbacks: L.Callback) -> L.Trainer:
+        """A fresh Trainer for the fit of ``trigger_id`` (None: the Trainer that only tells this process's rank),
+        with ``extra_callbacks`` first."""
+        if self.factory is not None:
+            trainer = self.factory()
+        else:
+            folder = "setup" if trigger_id is None else f"trigger-{trigger_id:04d}"
+            callbacks = [self._checkpoint(c, folder) if isinstance(c, ModelCheckpoint) else c for c in self.callbacks]
+            if trigger_id is not None:
+                callbacks.append(TriggerIdInLogs(trigger_id))
+            trainer = L.Trainer(**self.args, default_root_dir=os.path.join(self.root, folder),
+                                logger=copy.deepcopy(self.loggers), callbacks=callbacks)
+        for callback in reversed(extra_callbacks):
+            trainer.callbacks.insert(0, callback)
+        return trainer
+
+    @staticmethod
+    def _checkpoint(template: ModelCheckpoint, folder: str) -> ModelCheckpoint:
+        """A fresh copy of a checkpoint callback: in ``<dirpath>/<folder>`` if it names a folder, else where the
+        Trainer puts it (the fit's logger version, or its ``default_root_dir``)."""
+        callback = copy.deepcopy(template)
+        if callback.dirpath is not None:
+            callback.dirpath = os.path.join(callback.dirpath, folder)
+        return callback
+
+
+def _as_list(callbacks: Any) -> list[L.Callback]:
+    if not callbacks:
+        return []
+    return [callbacks] if isinstance(callbacks, L.Callback) else list(callbacks)
