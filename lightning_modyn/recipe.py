@@ -154,8 +154,8 @@ def summary_table(result: RunResult) -> str:
 
 
 # settings that do not change which models a run trains: a rerun may change them and still resume
-_RESUMABLE_SETTINGS = ("config", "pipeline.evaluation", "pipeline.output_dir", "data.num_workers",
-                       "data.prefetch_factor", "data.pin_memory", "trainer.enable_progress_bar",
+_RESUMABLE_SETTINGS = ("config", "pipeline.evaluation", "pipeline.output_dir", "pipeline.progress",
+                       "data.num_workers", "data.prefetch_factor", "data.pin_memory", "trainer.enable_progress_bar",
                        "trainer.enable_model_summary", "trainer.logger", "trainer.default_root_dir",
                        "trainer.log_every_n_steps")
 
@@ -170,9 +170,10 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _result_settings(config: dict) -> dict[str, Any]:
-    """The settings of a parsed recipe that decide which models the run trains, as dotted keys."""
+    """The settings of a parsed recipe that decide which models the run trains, as dotted keys (an empty list or
+    mapping counts as unset, as None does)."""
     return {k: v for k, v in _flat(config).items()
-            if not any(k == p or k.startswith(p + ".") for p in _RESUMABLE_SETTINGS)}
+            if v not in (None, [], {}) and not any(k == p or k.startswith(p + ".") for p in _RESUMABLE_SETTINGS)}
 
 
 def _refuse_resuming_other_settings(cli: LightningCLI, output_dir: str) -> None:

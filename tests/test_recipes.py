@@ -272,10 +272,12 @@ def test_a_rerun_with_other_settings_is_refused_instead_of_resuming_the_old_mode
                                          r"num_samples: 200 then, 300 now\); .*delete .*out to start afresh"):
         run_recipe(["--config", write(tmp_path, recipe)])
     assert (tmp_path / "out" / "config.yaml").read_text() == saved  # still describes the models on disk
-    # what does not change the models may change: evaluation, the progress bar
+    # what does not change the models may change: evaluation, the progress display and bar, an empty callback list
     recipe = small_recipe(tmp_path)
     recipe["pipeline"]["evaluation"] = {"every": 43200}
+    recipe["pipeline"]["progress"] = False
     recipe["trainer"]["enable_progress_bar"] = True
+    recipe["trainer"]["callbacks"] = []
     assert run_recipe(["--config", write(tmp_path, recipe)]).num_triggers == 3
 
 
