@@ -243,13 +243,18 @@ def test_clicks_popularity_drifts():
     assert max(still_share) - min(still_share) < 0.04
 
 
-def test_clicks_which_ids_draw_clicks_drifts():
-    # the click bonus follows the popular ids: day 0's clicky ids are no longer clicky after the drift
-    rows, _ = synthetic_clicks_arrays(days=2, rows_per_day=20_000, drift_per_day=1e-3)
-    cats, clicks = rows["cat"][:, 0].reshape(2, -1), rows["label"].reshape(2, -1)
-    hot = cats[0] < 10  # day 0's top ids
-    assert clicks[0][hot].mean() > clicks[0][~hot].mean() + 0.1
-    assert not np.isin(cats[1], np.arange(10)).any() or clicks[1][cats[1] < 10].mean() < clicks[0][hot].mean()
+def test_clicks_which_ids_draw_clicks_stay_with_the_ids_unless_the_click_model_drifts():
+    # an id's click effect is its own: popularity drift moves ids through the ranks, concept drift changes effects
+    def click_rates(concept_drift_per_day):
+        rows, ts = synthetic_clicks_arrays(days=2, rows_per_day=40_000, drift_per_day=2e-5,
+                                           concept_drift_per_day=concept_drift_per_day)
+        cats, clicks, day = rows["cat"][:, 0], rows["label"], ts // DAY_SECONDS
+        ids = np.arange(2, 32)  # popular on both days (ranks 2..31 on day 0, 0..29 on day 1)
+        return [np.array([clicks[(day == d) & (cats == i)].mean() for i in ids]) for d in (0, 1)]
+
+    still = np.corrcoef(*click_rates(0.0))[0, 1]
+    turned = np.corrcoef(*click_rates(1.0))[0, 1]  # phase 1 a day: an unrelated click model every day
+    assert still > 0.7 and turned < still - 0.5, (still, turned)
 
 
 @pytest.mark.parametrize("drift", [0.5, -0.5])
@@ -294,6 +299,8 @@ def test_write_synthetic_clicks_appends_to_an_open_store(tmp_path):
         (dict(seed=-1), "seed"),
         (dict(drift_per_day=float("nan")), "drift_per_day"),
         (dict(ctr_drift_per_day="up"), "ctr_drift_per_day"),
+        (dict(concept_drift_per_day=float("inf")), "concept_drift_per_day"),
+        (dict(heldout="yes"), "heldout"),
         (dict(num_categories=1), "num_categories"),
         (dict(start=1.5), "start"),
     ],

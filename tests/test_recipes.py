@@ -319,3 +319,18 @@ def test_a_store_whose_generation_was_killed_is_written_again_not_trained_on(tmp
     assert result.num_triggers == 3 and result.stream_samples == 600
     with SampleStore.open(str(tmp_path / "store"), readonly=True) as store:
         assert "unfinished" not in store.attributes["stream"]
+
+
+def test_a_generated_store_keeps_its_timeline_and_the_plots_read_days(tmp_path):
+    recipe = small_recipe(tmp_path)
+    recipe["dataset"]["init_args"].update({"abrupt_shifts": [2], "shift_kind": "invert"})
+    recipe["pipeline"]["evaluation"] = {"every": 86400, "plots": True}
+    run_recipe(["--config", write(tmp_path, recipe)])
+    with SampleStore.open(str(tmp_path / "store"), readonly=True) as store:
+        timeline = store.attributes["timeline"]
+    assert timeline == {"unit": "day", "unit_seconds": 86400, "start": 0,
+                        "shifts": [{"at": 2 * 86400, "label": "contrast inverted"}]}
+    assert (tmp_path / "out" / "accuracy_over_time.png").stat().st_size > 1000
+    from lightning_modyn.datasets.streams import SyntheticClicksStream
+
+    assert SyntheticClicksStream(days=2).timeline()["unit"] == "day"

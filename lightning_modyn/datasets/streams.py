@@ -56,16 +56,56 @@ class RotatingDigitsStream(StreamGenerator):
     def describe_heldout(self) -> dict:
         return {**self.describe(), "heldout": dict(self._heldout_options)}
 
+    def timeline(self) -> dict[str, Any]:
+        """Days (or periods) from the stream's start; the abrupt shifts and new classes marked."""
+        from lightning_modyn.datasets.rotating_digits import rotating_digits_timeline
+
+        return rotating_digits_timeline(**self.options)
+
 
 class SyntheticClicksStream(StreamGenerator):
-    """Criteo-format click rows over ``days`` days with drifting categorical popularity and click rates."""
+    """Criteo-format click rows over ``days`` days, labelled by a known click model that drifts from day to day.
+
+    Drifting categorical popularity, click rate and click model; see
+    :func:`lightning_modyn.datasets.clicks.synthetic_clicks_arrays` for every parameter.
+
+    With ``heldout_rows_per_day`` and ``heldout_store``, a held-out stream is written beside it: the same days,
+    click model and drift, ``heldout_rows_per_day`` rows a day drawn from another random stream (no model trains
+    on them). Evaluate on it with ``EvaluationDataset("heldout", store=<heldout_store>)``.
+    """
 
     def __init__(self, days: int = 7, rows_per_day: int = 10_000, seed: int = 0, drift_per_day: float = 1e-4,
-                 ctr_drift_per_day: float = 0.0, num_categories: int = 100_000) -> None:
+                 ctr_drift_per_day: float = 0.0, concept_drift_per_day: float = 0.0, num_categories: int = 100_000,
+                 heldout_rows_per_day: int = 0, heldout_store: str | None = None) -> None:
+        check_int("heldout_rows_per_day", heldout_rows_per_day, 0)
+        if (heldout_rows_per_day > 0) != (heldout_store is not None):
+            raise ValueError("give both heldout_rows_per_day (> 0) and heldout_store, or neither; got "
+                             f"{heldout_rows_per_day!r} and {heldout_store!r}")
         self.options = dict(days=days, rows_per_day=rows_per_day, seed=seed, drift_per_day=drift_per_day,
-                            ctr_drift_per_day=ctr_drift_per_day, num_categories=num_categories)
+                            ctr_drift_per_day=ctr_drift_per_day, concept_drift_per_day=concept_drift_per_day,
+                            num_categories=num_categories)
+        from lightning_modyn.datasets.clicks import _days
+
+        _days(**self.options)  # check every argument now, not when the store is written
+        self.heldout_url = heldout_store
+        self._heldout_options = {**self.options, "rows_per_day": heldout_rows_per_day, "heldout": True}
 
     def write(self, store_or_url: Any) -> np.ndarray:
         from lightning_modyn.datasets.clicks import write_synthetic_clicks
 
         return write_synthetic_clicks(store_or_url, **self.options)
+
+    def write_heldout(self, store_or_url: Any = None) -> np.ndarray:
+        from lightning_modyn.datasets.clicks import write_synthetic_clicks
+
+        return write_synthetic_clicks(self.heldout_url if store_or_url is None else store_or_url,
+                                      **self._heldout_options)
+
+    def describe_heldout(self) -> dict:
+        return {**self.describe(), "heldout": dict(self._heldout_options)}
+
+    def timeline(self) -> dict[str, Any]:
+        """Days from the stream's start; its drift is gradual, so no shift is marked."""
+        from lightning_modyn.datasets.clicks import DAY_SECONDS
+
+        return {"unit": "day", "unit_seconds": DAY_SECONDS, "start": 0, "shifts": []}

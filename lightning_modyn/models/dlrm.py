@@ -14,6 +14,14 @@ class TinyDLRM(L.LightningModule):
     """Bottom MLP on dense features, one embedding table per categorical feature (ids taken modulo
     ``num_embeddings``), pairwise dot-product interactions, top MLP to one click logit.
 
+    It takes Criteo rows as ``CRITEO_DTYPE`` holds them: dense features already log-scaled (``log1p`` of the
+    counts, as is customary for Criteo; raw counts would swamp the bottom MLP), ids as any non-negative integers.
+    Train it one epoch over each batch of new data, as DLRMs are: from the second epoch on, the embedding rows of
+    rare ids memorise their few rows (on the synthetic clicks recipe, a second epoch takes the held-out ROC-AUC
+    from about 0.79 down to about 0.73). It needs optimizer steps more than large batches: on that recipe, days of
+    20,000 rows in batches of 4,096 (5 steps a day) give a held-out ROC-AUC of 0.56 after the first day and 0.67
+    on average, and never an accuracy above always predicting "no click"; batches of 256 give 0.79.
+
     Args:
         num_dense: Dense features (13 for Criteo).
         num_sparse: Categorical features (26 for Criteo).
