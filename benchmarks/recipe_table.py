@@ -19,6 +19,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -35,6 +36,7 @@ def run(path: str, work: str) -> dict:
     name = os.path.splitext(os.path.basename(path))[0]
     recipe = yaml.safe_load(open(path))
     folder = os.path.join(work, name)
+    shutil.rmtree(folder, ignore_errors=True)  # a run left there would be resumed (or refused), not run again
     recipe["pipeline"]["output_dir"] = folder
     for callback in recipe["trainer"].get("callbacks") or []:
         if "scores_dir" in callback.get("init_args", {}):
