@@ -38,6 +38,23 @@ Loaders, each run for every ``--workers`` value (DataLoader ``num_workers``):
 * ``c100`` / ``c50`` / ``c10``: ``ModynDataModule`` trained on 100 % (shuffled), a random 50 % and a random 10 %
   of the keys (``dm.set_training_set(keys)``; iterate ``dm.train_dataloader()``); rows with the default decode
   (``RecordsToTensors``), images with ``decode=ArrayMember("raw", [32, 32, 3])``.
+* ``n100`` / ``n100p`` (issue 17): the same batches as ``c100`` (same order, keys and tensors) through
+  ``torchdata.nodes``: ``Loader(lightning_modyn.data.train_node(dm, num_workers=w, method=...))``, i.e.
+  ``KeyBatchNode`` (the DataModule's order) -> ``ParallelMapper(read batch, in_order=True)`` -> ``Prefetcher(2)``
+  when ``w > 0``. ``n100``: ``method="thread"`` (``w = 0``: read in the consuming thread, no prefetcher);
+  ``n100p``: ``method="process"`` (``w > 0`` only). Workers are started afresh every epoch (``ParallelMapper`` has no
+  persistent workers) and return each tensor through torch's own shared-memory pickling (no slot ring).
+  ``n100pr`` (diagnostic, ``--no-diagnostics`` skips it): ``n100p`` whose process workers hand each batch over in
+  the DataModule's slot ring (``transfer.WorkerRing``; copied out by a ``Mapper`` in the training process), to
+  separate the hand-over from the rest (workers restarted every epoch, the mapper's threads).
+  Each (n) and (s) loader is timed with its own seed (``--seed`` + 1, 2, ...): loaders of the same order in one
+  process would take each other's epoch computed ahead (``lightning_modyn.data.ahead`` keeps one per order); the
+  check against (c100) uses ``--seed``.
+* ``s100`` (issue 17): ``torchdata.stateful_dataloader.StatefulDataLoader`` over the DataModule's own dataset and
+  order (``dm.train_parts()``), persistent workers, the workers' batches unpacked as ``ModynDataLoader`` does: what
+  changes if ``StatefulDataLoader`` replaces ``ModynDataLoader``. Its sampler is the ``SelectionSampler`` behind a
+  plain ``Sampler`` (``SelectionSampler.state_dict`` takes the batch count, which ``StatefulDataLoader`` does not
+  pass; without one it counts the requests itself).
 * ``d_*`` (only with ``--compare``): the random-access paths of other libraries on the same data, each delivering
   the same tensors for a random permutation of 100 % of the samples (``DataLoader(view, batch_size=B,
   sampler=RandomSampler, collate_fn=<the vectorized collation of (b)>)``, persistent workers), where ``view[i]`` is
@@ -98,15 +115,18 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torchdata.nodes import Loader, Mapper, ParallelMapper, Prefetcher
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from _common import warm_files  # the scripts run from benchmarks/
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from lightning_modyn.data import ArrayMember, KeyedBatch, ModynDataModule  # noqa: E402
-from lightning_modyn.data.transfer import hand_over, release_rings, unpack  # noqa: E402
+from lightning_modyn.data import ArrayMember, KeyBatchNode, KeyedBatch, ModynDataModule, train_node  # noqa: E402
+from lightning_modyn.data.dataset import passthrough  # noqa: E402
+from lightning_modyn.data.transfer import WorkerRing, hand_over, release_rings, unpack  # noqa: E402
 from lightning_modyn.datasets import CRITEO_DTYPE, synthetic_criteo_rows  # noqa: E402
 from lightning_modyn.store import SampleStore  # noqa: E402
 
@@ -116,7 +136,7 @@ IMG_SHAPE = (32, 32, 3)
 IMG_BYTES = int(np.prod(IMG_SHAPE))  # 3072
 DATA_VERSION = 1
 WDS_MTIME = 1_700_000_000  # integer mtime: webdataset's TarWriter adds a PAX header per member for a float one
-LOADERS = ("a", "akw", "apk", "g", "b", "c100", "c50", "c10")
+LOADERS = ("a", "akw", "apk", "g", "b", "c100", "c50", "c10", "n100", "n100p", "n100pr", "s100")
 LOADER_NAMES = {
     "a": "(a) contiguous chunks, local memmap",
     "akw": "(a+kw) diagnostic: (a) + keys & weights tensors (KeyedBatch)",
@@ -126,7 +146,12 @@ LOADER_NAMES = {
     "c100": "(c) ModynDataModule, 100 % shuffled",
     "c50": "(c) ModynDataModule, 50 % random subset",
     "c10": "(c) ModynDataModule, 10 % random subset",
+    "n100": "(n) torchdata.nodes train_node, ParallelMapper threads (0: same thread), 100 %",
+    "n100p": "(n, process) torchdata.nodes train_node, ParallelMapper processes, 100 %",
+    "n100pr": "(n, process, ring) diagnostic: (n, process) handing batches over in the slot ring as (c) does",
+    "s100": "(s) torchdata StatefulDataLoader over the DataModule's dataset and order, 100 %",
 }
+TORCHDATA_LOADERS = ("n100", "n100p", "n100pr", "s100")
 FRACTIONS = {"c100": 1.0, "c50": 0.5, "c10": 0.1}
 D_LOADERS = ("d_wids", "d_mds", "d_lit64", "d_lit1")
 LOADER_NAMES.update({
@@ -381,6 +406,86 @@ def modyn_loaders(kind: str, meta: dict, batch_size: int, workers: int, seed: in
         dm.set_training_set(subset)
         loaders[name] = dm.train_dataloader()
     return loaders, dm
+
+
+# ====================================================================== (n), (s) torchdata (issue 17)
+class PlainOrder(Sampler):
+    """A SelectionSampler without its state methods: StatefulDataLoader then counts the requests it took itself."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+class UnpackingStatefulLoader(StatefulDataLoader):
+    """Unpacks what the workers handed over (one block in a reused slot), as ModynDataLoader does."""
+
+    def __iter__(self):
+        self.rings = getattr(self, "rings", set())  # persistent workers: released in shutdown()
+        for batch in super().__iter__():
+            yield unpack(batch, self.rings)
+
+
+class RingRead:
+    """(n, process, ring): read a batch in a ParallelMapper process and hand it over in that process's slot ring."""
+
+    def __init__(self, read) -> None:
+        self.read, self.ring = read, None
+
+    def __call__(self, request):
+        if self.ring is None or self.ring.pid != os.getpid():
+            self.ring = WorkerRing()
+        return self.ring.send(self.read(request))
+
+
+class RingTake:
+    """(n, process, ring), in the training process: copy the batch out of its slot, as ModynDataLoader does."""
+
+    def __init__(self) -> None:
+        self.rings: set = set()
+
+    def __call__(self, batch):
+        return unpack(batch, self.rings)
+
+
+def torchdata_loaders(kind: str, meta: dict, batch_size: int, workers: int, seed: int, names,
+                      own_seeds: bool = False) -> tuple[dict, ModynDataModule]:
+    """The (n) and (s) loaders of ``names`` over 100 % of the keys: the order of (c100), or with ``own_seeds`` one
+    seed each (``seed`` + 1, 2, ...) so that none takes another's epoch computed ahead."""
+    decode = None if kind == "rows" else ArrayMember("raw", list(IMG_SHAPE))
+    dm = ModynDataModule(meta["store"], decode=decode, batch_size=batch_size, seed=seed)
+    dm.set_training_set(np.arange(meta["first_key"], meta["first_key"] + meta["n"], dtype=np.int64))
+    loaders = {}
+    for i, name in enumerate(n for n in TORCHDATA_LOADERS if n in names):
+        dm.seed = seed + i + 1 if own_seeds else seed
+        if name == "n100":
+            loaders[name] = Loader(train_node(dm, num_workers=workers, method="thread"))
+        elif name == "n100p" and workers > 0:
+            loaders[name] = Loader(train_node(dm, num_workers=workers, method="process"))
+        elif name == "n100pr" and workers > 0:
+            dataset, sampler = dm.train_parts()
+            take = RingTake()
+            mapper = ParallelMapper(KeyBatchNode(sampler), RingRead(dataset.read), workers, method="process")
+            loaders[name] = Loader(Prefetcher(Mapper(mapper, take), 2))
+            loaders[name].rings = take.rings  # released in shutdown()
+        elif name == "s100":
+            loaders[name] = stateful_loader(dm, workers)
+    return loaders, dm
+
+
+def stateful_loader(dm: ModynDataModule, workers: int) -> StatefulDataLoader:
+    """(s): StatefulDataLoader over the DataModule's dataset and order."""
+    dataset, sampler = dm.train_parts()
+    return UnpackingStatefulLoader(dataset, sampler=PlainOrder(sampler), batch_size=None, collate_fn=passthrough,
+                                   num_workers=workers, persistent_workers=workers > 0)
 
 
 # ====================================================================== (d) other libraries (--compare)
@@ -662,8 +767,9 @@ def verify(kind: str, meta: dict, batch_size: int, seed: int, d_names: list | tu
     # (c): keys of the first batch -> same rows/images (and, for rows, get_records agrees)
     loaders, dm = modyn_loaders(kind, meta, batch_size, 0, seed)
     checked = {}
+    firsts = {}
     for name, loader in loaders.items():
-        batch = next(iter(loader))
+        batch = firsts[name] = next(iter(loader))
         (x, y), keys = tuple(batch), batch.keys.numpy()
         if len(keys) != min(batch_size, len(loader.sampler.keys)) or not np.isin(keys, loader.sampler.keys).all():
             raise AssertionError(f"{kind} {name}: batch keys are not from the training set")
@@ -675,6 +781,18 @@ def verify(kind: str, meta: dict, batch_size: int, seed: int, d_names: list | tu
         if not torch.equal(batch.weights, torch.ones(len(keys))):
             raise AssertionError(f"{kind} {name}: weights are not all 1")
         checked[name] = len(keys)
+    dm.store.close()
+    # (n), (s): the first batch is (c100)'s, same keys and tensors (the process ones through one worker)
+    loaders, dm = torchdata_loaders(kind, meta, batch_size, 0, seed, TORCHDATA_LOADERS)
+    loaders.update(torchdata_loaders(kind, meta, batch_size, 1, seed, ("n100p", "n100pr"))[0])
+    for name, loader in loaders.items():
+        batch, want = next(iter(loader)), firsts["c100"]
+        (x, y), (wx, wy) = tuple(batch), tuple(want)
+        same_x = all(torch.equal(x[k], wx[k]) for k in wx) if kind == "rows" else torch.equal(x, wx)
+        if not (same_x and torch.equal(y, wy) and torch.equal(batch.keys, want.keys)
+                and torch.equal(batch.weights, want.weights)):
+            raise AssertionError(f"{kind} {name}: the first batch differs from (c100)'s")
+        checked[name] = len(y)
     dm.store.close()
     # (a): batch 1 is rows [B, 2B)
     for name, keyed in (("a", False), ("akw", True)):
@@ -739,6 +857,9 @@ def run_workload(kind: str, meta: dict, batch_size: int, args, cmp: dict | None 
         if "g" in selected:
             timed["g"] = loader_a(kind, meta, batch_size, w, args.seed, packed=True, gather=True)
         timed.update({name: loader for name, loader in loaders.items() if name in selected})
+        td_names = selected if args.diagnostics else selected - {"n100pr"}
+        td_loaders, td_dm = torchdata_loaders(kind, meta, batch_size, w, args.seed, td_names, own_seeds=True)
+        timed.update(td_loaders)
         for name in d_names:
             timed[name] = loader_d(name, kind, meta, cmp, batch_size, w, args.seed, wds_per_shard)
         # (d) epochs are capped at --max-seconds-d; at least one batch per worker and one more is waited for
@@ -758,7 +879,8 @@ def run_workload(kind: str, meta: dict, batch_size: int, args, cmp: dict | None 
         for name, loader in timed.items():
             shutdown(loader)
         dm.store.close()
-        del timed, loaders, dm
+        td_dm.store.close()
+        del timed, loaders, dm, td_loaders, td_dm
         gc.collect()
         for name, rs in runs.items():
             expected = None
@@ -817,6 +939,7 @@ def ratios(results: dict) -> dict:
                      "g_over_a": div(rate("g"), a), "c100_over_g": div(c, rate("g")),
                      "c100_over_apk": div(c, rate("apk")), "apk_over_a": div(rate("apk"), a),
                      "c50_over_a": div(rate("c50"), a), "c10_over_a": div(rate("c10"), a)}
+        out[wkey].update({f"{name}_over_c100": div(rate(name), c) for name in TORCHDATA_LOADERS})
         out[wkey].update({f"c100_over_{name}": div(c, rate(name)) for name in D_LOADERS})
     return out
 
@@ -876,6 +999,10 @@ def report(out: dict, args) -> str:
         row("(c, 100 %) / (g): (c) against the bare random gather", "c100_over_g", lambda v: f"{v:.2f}", "—", None)
         row("(c, 50 %) / (a)", "c50_over_a", lambda v: f"{v:.2f}", "—", None)
         row("(c, 10 %) / (a)", "c10_over_a", lambda v: f"{v:.2f}", "—", None)
+        for name, label in (("n100", "(n) threads"), ("n100p", "(n) processes"),
+                            ("n100pr", "(n) processes + slot ring (diagnostic)"), ("s100", "(s)")):
+            row(f"{label} / (c, 100 %): torchdata against the DataModule's loader", f"{name}_over_c100",
+                lambda v: f"{v:.2f}", "—", None)
         for name in D_LOADERS:
             row(f"(c, 100 %) / {LOADER_NAMES[name]}", f"c100_over_{name}",
                 lambda v: f"{v:.2f}×" if v < 10 else f"{v:,.0f}×", "> 1", lambda v: v > 1)
@@ -964,6 +1091,11 @@ def main(argv=None) -> dict:
                     "first batch (worker start-up); rows: only --wds-rows rows written as shards",
                "c": "ModynDataModule.set_training_set(subset); train_dataloader(); persistent workers; "
                     "set_epoch(e) before each epoch",
+               "n": "issue 17: Loader(train_node(dm, num_workers=w, method=thread|process)): the DataModule's order "
+                    "and batch read through torchdata.nodes (ParallelMapper in order, Prefetcher(2) with workers); "
+                    "workers restart every epoch; no slot ring",
+               "s": "issue 17: StatefulDataLoader over dm.train_parts() (dataset, order), persistent workers, "
+                    "workers' batches unpacked as ModynDataLoader does",
                "akw": "diagnostic: (a) returning a KeyedBatch with keys and weights tensors, i.e. the DataModule's "
                       "output structure without the store: separates the DataLoader transfer cost of the two extra "
                       "tensors from the cost of the store's gather",

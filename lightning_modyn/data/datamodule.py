@@ -14,6 +14,7 @@ from lightning_modyn.data.batch import KeyedBatch, note_training_batch
 from lightning_modyn._checks import check_int, check_whole
 from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
 from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
+from lightning_modyn.data.nodes import KeyBatchNode, TrainLoader, checked_loader_options, node_pipeline
 from lightning_modyn.data.sampler import KeyBatch, SelectionSampler
 from lightning_modyn.data.transfer import release_rings, release_with, unpack
 from lightning_modyn.store import SampleStore
@@ -29,6 +30,24 @@ def _check_time(name: str, value: Any) -> int | None:
     return None if value is None else check_whole(name, value)
     _check_int(name, value)
     return int(value)
+
+
+#: ``ModynDataModule(worker_mode=...)``: process workers (``ModynDataLoader``) or reader threads (``TrainLoader``).
+WORKER_MODES = ("process", "thread")
+#: The mode of ``worker_mode=None``. In a CPU fit both modes train equally fast (``docs/data.md``, torchdata section).
+DEFAULT_WORKER_MODE = "process"
+
+
+def _check_worker_mode(value: Any) -> str:
+    """The worker mode ``value`` names (None: the default one), else a ``ValueError`` naming the option and the
+    choices. None is the default rather than ``"process"`` itself so that a recipe's saved settings, which list
+    every option that is not None, stay those of recipes written before the option existed."""
+    if value is None:
+        return DEFAULT_WORKER_MODE
+    if not isinstance(value, str) or value not in WORKER_MODES:
+        raise ValueError(f"worker_mode must be one of {', '.join(map(repr, WORKER_MODES))} (or None for "
+                         f"{DEFAULT_WORKER_MODE!r}), got {value!r}")
+    return value
 
 
 class ModynDataLoader(DataLoader):
@@ -77,13 +96,23 @@ class ModynDataModule(L.LightningDataModule):
             for a store of records. Stores of samples need one (e.g. ``ArrayMember("raw", [32, 32, 3])``).
         batch_size: Samples per training batch.
         val_batch_size: Samples per validation/test batch (default: ``batch_size``).
-        num_workers: DataLoader worker processes (each reopens the store read-only).
+        num_workers: Workers that fetch and decode batches: processes or threads, see ``worker_mode``.
         seed: Shuffle seed; the order is a function of ``(seed, epoch, training set)``.
         shuffle: Shuffle the training set every epoch.
         drop_last: Drop each rank's last incomplete training batch.
         locality_window: Shuffle within windows of this many neighbouring keys (cold or remote storage).
-        pin_memory, persistent_workers, prefetch_factor: As for ``torch.utils.data.DataLoader``.
+        pin_memory, persistent_workers, prefetch_factor: As for ``torch.utils.data.DataLoader``; with
+            ``worker_mode="thread"``, ``prefetch_factor`` is the batches kept ready in all (default 2) and
+            ``persistent_workers`` does nothing (threads start in no time).
         storage_options: fsspec options when ``store`` is a URL.
+        worker_mode: How the workers run; None (default): ``"process"``. ``"process"``: a
+            :class:`ModynDataLoader`, whose worker processes (each reopening the store read-only) hand batches
+            over in shared memory. ``"thread"``: a :class:`~lightning_modyn.data.nodes.TrainLoader`, the same
+            batches read by threads of the training process (``torchdata.nodes``,
+            :func:`~lightning_modyn.data.nodes.train_loader`), which share its GIL and cores with the training
+            step; a ``decode`` of one's own must then be thread-safe. Both give the same batches in the same order
+            and checkpoint the same state, so a fit resumes exactly in either mode from either mode's checkpoint.
+            The loaders alone: threads ~2x faster; in a CPU fit, equal (``docs/data.md``).
 
     Example:
         >>> import tempfile
@@ -112,6 +141,7 @@ class ModynDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
         storage_options: dict | None = None,
+        worker_mode: str | None = None,
     ) -> None:
         super().__init__()
         _check_int("batch_size", batch_size)
@@ -126,6 +156,7 @@ class ModynDataModule(L.LightningDataModule):
             raise ValueError(f"seed must be >= 0 (the shuffle's random generator takes no negative seeds), got {seed}")
         if _check_int("prefetch_factor", prefetch_factor, allow_none=True) is not None and prefetch_factor <= 0:
             raise ValueError(f"prefetch_factor must be positive (batches a worker loads ahead), got {prefetch_factor}")
+        worker_mode = _check_worker_mode(worker_mode)
         if not isinstance(store, (SampleStore, str, os.PathLike)):
             raise TypeError(f"store must be a SampleStore or its URL, got {type(store).__name__} {store!r}")
         if not isinstance(store, SampleStore) and not os.fspath(store):
@@ -150,6 +181,7 @@ class ModynDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.prefetch_factor = prefetch_factor
+        self.worker_mode = worker_mode
         self._sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._train_subset: tuple[np.ndarray, np.ndarray] | None = None
         self._train_sampler: SelectionSampler | None = None
@@ -322,32 +354,66 @@ class ModynDataModule(L.LightningDataModule):
                 raise ValueError(f"every key of the {name} set was deleted from the store")
         return keys, weights
 
-    def _loader(self, name: str, batch_size: int, shuffle: bool, drop_last: bool) -> ModynDataLoader:
+    def _parts(self, name: str, batch_size: int, shuffle: bool, drop_last: bool, world: int | None = None,
+               rank: int | None = None, epoch: int | None = None) -> tuple[KeyedBatchDataset, SelectionSampler]:
+        """The sampler of one rank's batch requests and the dataset that reads them (rank and epoch by default
+        the trainer's, or 0 of 1 outside a fit)."""
         keys, weights = self._live(name)
-        world, rank = self._rank()
+        if world is None or rank is None:
+            world, rank = self._rank()
         trainer = getattr(self, "trainer", None)
         # a loader rebuilt mid-fit (reload_dataloaders_every_n_epochs) starts at the trainer's epoch: its order is
         # then computed ahead from here on, and not epoch 0's for nothing
-        epoch = int(trainer.current_epoch) if trainer is not None and shuffle else 0
+        if epoch is None:
+            epoch = int(trainer.current_epoch) if trainer is not None and shuffle else 0
         sampler = SelectionSampler(keys, weights, batch_size, num_replicas=world, rank=rank, shuffle=shuffle,
                                    seed=self.seed, drop_last=drop_last,
                                    locality_window=self.locality_window if shuffle else None, epoch=epoch)
+        dataset = KeyedBatchDataset(self.store, self._decoder(), any_order=name == "train")
+        return dataset, sampler
+
+    def _loader(self, name: str, batch_size: int, shuffle: bool, drop_last: bool) -> ModynDataLoader | TrainLoader:
+        dataset, sampler = self._parts(name, batch_size, shuffle, drop_last)
+        if _check_worker_mode(self.worker_mode) == "thread":  # (the attribute may have changed since)
+            options = checked_loader_options(self.num_workers, "thread", None, self.pin_memory, self.prefetch_factor)
+            return TrainLoader(node_pipeline(dataset, sampler, *options))
         kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
                                   "persistent_workers": self.persistent_workers}
         if self.num_workers > 0 and self.prefetch_factor is not None:
             kwargs["prefetch_factor"] = self.prefetch_factor
-        dataset = KeyedBatchDataset(self.store, self._decoder(), any_order=name == "train")
         return ModynDataLoader(dataset, sampler, **kwargs)
 
-    def train_dataloader(self) -> ModynDataLoader:
+    def train_parts(self, num_replicas: int | None = None, rank: int | None = None, epoch: int | None = None
+                    ) -> tuple[KeyedBatchDataset, SelectionSampler]:
+        """:meth:`train_dataloader` without its DataLoader: the sampler of one rank's batch requests (the order,
+        computed ahead, with its resume state) and the dataset whose ``read`` fetches and decodes one request.
+
+        For other loaders over the same order and batches (:mod:`lightning_modyn.data.nodes`). ``num_replicas``
+        and ``rank`` (both or neither) default to the trainer's, or one rank outside a fit; ``epoch`` to the
+        trainer's current epoch, or 0.
+        """
+        if (num_replicas is None) != (rank is None):
+            raise ValueError(f"give both num_replicas and rank, or neither; got num_replicas={num_replicas!r}, "
+                             f"rank={rank!r}")
+        if num_replicas is not None:
+            num_replicas = check_int("num_replicas", num_replicas, 1)
+            rank = check_int("rank", rank, 0, num_replicas - 1, hint="(one of the num_replicas ranks)")
+        if epoch is not None:
+            epoch = check_int("epoch", epoch, 0)
+        return self._parts("train", self.batch_size, self.shuffle, self.drop_last, num_replicas, rank, epoch)
+
+    def train_dataloader(self) -> ModynDataLoader | TrainLoader:
+        """This rank's training batches, in the order of ``(seed, epoch, training set)``; a loader whose
+        ``state_dict`` Lightning checkpoints, so that a fit resumes mid-epoch exactly (either ``worker_mode``)."""
         loader = self._loader("train", self.batch_size, self.shuffle, self.drop_last)
-        self._train_sampler = loader.sampler
+        sampler = loader.sampler
+        self._train_sampler = sampler.sampler if isinstance(sampler, KeyBatchNode) else sampler
         return loader
 
-    def val_dataloader(self) -> ModynDataLoader | list:
+    def val_dataloader(self) -> ModynDataLoader | TrainLoader | list:
         return self._loader("val", self.val_batch_size, False, False) if "val" in self._sets else []
 
-    def test_dataloader(self) -> ModynDataLoader:
+    def test_dataloader(self) -> ModynDataLoader | TrainLoader:
         return self._loader("test", self.val_batch_size, False, False)
 
     def teardown(self, stage: str) -> None:
