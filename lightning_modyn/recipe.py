@@ -155,7 +155,7 @@ def summary_table(result: RunResult) -> str:
 
 # settings that do not change which models a run trains: a rerun may change them and still resume
 _RESUMABLE_SETTINGS = ("config", "pipeline.evaluation", "pipeline.output_dir", "pipeline.progress",
-                       "data.num_workers", "data.prefetch_factor", "data.pin_memory", "trainer.enable_progress_bar",
+                       "data.num_workers", "data.worker_mode", "data.prefetch_factor", "data.pin_memory", "trainer.enable_progress_bar",
                        "trainer.enable_model_summary", "trainer.logger", "trainer.default_root_dir",
                        "trainer.log_every_n_steps")
 

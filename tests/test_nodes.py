@@ -287,9 +287,9 @@ def test_worker_mode_must_be_process_or_thread(click_store):
     store, _ = click_store
     for bad in ("fiber", "Thread", 1):
         with pytest.raises(ValueError, match=f"worker_mode must be one of 'process', 'thread' \\(or None for "
-                                             f"'process'\\), got {bad!r}"):
+                                             f"'thread'\\), got {bad!r}"):
             ModynDataModule(store, worker_mode=bad)
-    assert ModynDataModule(store).worker_mode == ModynDataModule(store, worker_mode=None).worker_mode == "process"
+    assert ModynDataModule(store).worker_mode == ModynDataModule(store, worker_mode=None).worker_mode == "thread"
     dm = clicks(click_store)
     dm.worker_mode = "threads"  # changed after construction: refused when a loader is built
     with pytest.raises(ValueError, match="worker_mode must be one of .*, got 'threads'"):

@@ -73,7 +73,7 @@ def test_worker_batches_arrive_as_keyed_batches_in_one_storage(tmp_path, workers
     weights = np.linspace(0.5, 2.0, len(keys)).astype(np.float32)
 
     def batches(num_workers):
-        dm = ModynDataModule(store.url, batch_size=128, num_workers=num_workers, seed=4)
+        dm = ModynDataModule(store.url, batch_size=128, num_workers=num_workers, seed=4, worker_mode="process")
         dm.set_training_set(keys, weights)
         return list(dm.train_dataloader())
 
@@ -173,7 +173,7 @@ def test_persistent_workers_keep_their_rings_and_an_abandoned_epoch_does_not_cor
     keys = store.append_records(rows, labels="label")
 
     def loader(num_workers):
-        dm = ModynDataModule(store.url, batch_size=100, num_workers=num_workers, seed=6,
+        dm = ModynDataModule(store.url, batch_size=100, num_workers=num_workers, seed=6, worker_mode="process",
                              persistent_workers=num_workers > 0)
         dm.set_training_set(keys)
         return dm.train_dataloader()
@@ -215,6 +215,7 @@ def test_fixed_size_members_arrive_contiguous_and_exact_from_workers_and_in_proc
 
     def batches(num_workers):
         dm = ModynDataModule(store.url, decode=ArrayMember("raw", [8, 8, 3], scale=scale), batch_size=64,
+                             worker_mode="process",
                              num_workers=num_workers, seed=2)
         dm.set_training_set(keys)
         return list(dm.train_dataloader())
