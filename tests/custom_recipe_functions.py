@@ -31,3 +31,22 @@ class AtLeastFraction:
     def __call__(self, decisions: list[bool]) -> bool:
         CALLS["at_least_fraction"] += 1
         return sum(decisions) >= self.fraction * len(decisions)
+
+
+CALLS["focal_loss"] = 0
+
+
+def focal_loss(logits, targets):
+    """A scoring loss of the user's own (focal loss, gamma 2): one loss per sample."""
+    import torch.nn.functional as F
+
+    CALLS["focal_loss"] += 1
+    log_p = F.log_softmax(logits, dim=1).gather(1, targets.long().reshape(-1, 1)).squeeze(1)
+    return -((1 - log_p.exp()) ** 2) * log_p
+
+
+def mean_loss(logits, targets):
+    """A loss that wrongly reduces the batch to one number."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, targets.long())

@@ -127,6 +127,59 @@ def test_last_layer_gradients_match_autograd(loss, classes):
     assert torch.allclose(GraNd().score(batch), expected.norm(dim=1), atol=1e-5)
 
 
+def plain_cross_entropy(logits, targets):
+    return F.cross_entropy(logits, targets.long(), reduction="none")
+
+
+def test_a_loss_of_the_users_own_scores_as_its_built_in_twin_does():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 3)
+    h, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
+    built_in = ScoringBatch.from_outputs(layer(h), y, "cross_entropy", embeddings=h)
+    custom = ScoringBatch.from_outputs(layer(h), y, plain_cross_entropy, embeddings=h)
+    assert torch.allclose(custom.losses, built_in.losses)
+    # the closed form of cross-entropy and autograd through the user's function agree, sample by sample
+    assert torch.allclose(custom.output_gradients(), built_in.output_gradients(), atol=1e-6)
+    assert torch.allclose(custom.last_layer_gradients(), per_sample_grads(layer, h, y, "cross_entropy"), atol=1e-5)
+    assert torch.equal(Loss().score(custom), built_in.losses)
+
+
+def test_a_custom_loss_by_import_path_changes_what_is_selected():
+    import custom_recipe_functions as custom
+
+    torch.manual_seed(1)
+    logits, y = torch.randn(64, 3) * 3, torch.randint(0, 3, (64,))
+    forward = ScoringForward(loss="custom_recipe_functions.focal_loss")
+    assert forward.loss is custom.focal_loss
+    focal = ScoringBatch.from_outputs(logits, y, forward.loss)
+    p_true = torch.softmax(logits, 1)[torch.arange(64), y]
+    assert torch.allclose(focal.losses, -(1 - p_true) ** 2 * torch.log(p_true), atol=1e-5)
+    # the gradient of the focal loss, not of cross-entropy: check it against autograd sample by sample
+    for i in (0, 17, 63):
+        z = logits[i : i + 1].clone().requires_grad_(True)
+        custom.focal_loss(z, y[i : i + 1]).sum().backward()
+        assert torch.allclose(focal.output_gradients()[i], z.grad[0], atol=1e-5)
+    assert not torch.allclose(focal.output_gradients(), ScoringBatch.from_outputs(logits, y).output_gradients())
+
+
+@pytest.mark.parametrize("loss, match", [
+    ("custom_recipe_functions.mean_loss", r"loss custom_recipe_functions.mean_loss must return one loss per "
+                                          r"sample, a tensor of shape \(8,\) \(reduction='none'\), got \(\)"),
+    ("custom_recipe_functions.nope", "loss: module 'custom_recipe_functions' has no 'nope'"),
+    ("hinge", "loss must be a callable or one of \\('auto', 'cross_entropy', 'binary_cross_entropy', 'mse'\\)"),
+    (lambda z, y: torch.full((len(z),), float("nan")), "returned a loss that is NaN or infinite"),
+])
+def test_a_loss_that_cannot_score_is_refused_naming_it(loss, match):
+    with pytest.raises(ValueError, match=match):
+        ScoringBatch.from_outputs(torch.randn(8, 3), torch.randint(0, 3, (8,)), ScoringForward(loss=loss).loss)
+
+
+def test_a_custom_loss_that_ignores_the_outputs_has_no_gradient_to_score():
+    batch = ScoringBatch.from_outputs(torch.randn(4, 3), torch.zeros(4), lambda z, y: torch.ones(len(z)))
+    with pytest.raises(ValueError, match="does not depend on the model's outputs"):
+        batch.output_gradients()
+
+
 def test_loss_el2n_and_uncertainty_scores_by_hand():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, -1.0]])
     y = torch.tensor([0, 2, 1])
@@ -351,6 +404,21 @@ def test_sample_then_batch_trains_on_a_subset_and_records_scores(store, tmp_path
         assert kept == top  # EL2N keeps the highest scores
 
 
+@pytest.mark.parametrize("make, instead", [
+    (lambda: SampleThenBatch(RS2(), ratio=25, period=0), "Use period=1"),
+    (lambda: BatchThenSample("rs2", ratio=25), r"Use SampleThenBatch\(period=1\)"),
+])
+def test_rs2_where_it_can_only_be_uniform_is_warned(make, instead):
+    with pytest.warns(UserWarning, match=f"RS2 here is Uniform: .* {instead} for a fresh subset every epoch"):
+        make()
+
+
+def test_rs2_every_epoch_is_not_warned(recwarn):
+    SampleThenBatch(RS2(), ratio=25, period=1)
+    SampleThenBatch(Uniform(), ratio=25, period=0)
+    assert not [w for w in recwarn if "RS2" in str(w.message)]
+
+
 def test_sample_then_batch_every_epoch_with_rs2_sees_everything(store):
     s, keys = store
     dm = ModynDataModule(s, batch_size=50, seed=0)
@@ -421,7 +489,7 @@ def test_bad_strategy_arguments_are_named():
         SampleThenBatch("loss", ratio=10, period=-1)
     with pytest.raises(ValueError, match="holdout as a fraction must be in"):
         RhoLoss(holdout=1.5)
-    with pytest.raises(ValueError, match="loss must be 'auto' or one of"):
+    with pytest.raises(ValueError, match="loss must be a callable or one of \\('auto', 'cross_entropy'"):
         BatchThenSample("loss", ratio=10, loss="hinge")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import yaml
@@ -45,3 +47,36 @@ def test_downsampling_recipe_and_its_full_data_twin_differ_only_in_the_callback(
     assert "callbacks" not in full["trainer"]
     assert full["pipeline"].pop("output_dir") != downsampled["pipeline"].pop("output_dir")
     assert full == downsampled
+
+
+def test_a_recipe_scores_with_a_loss_it_names_by_import_path(tmp_path):
+    import custom_recipe_functions as custom
+
+    recipe = small_recipe(tmp_path)
+    recipe["data"]["batch_size"] = 100
+    recipe["trainer"]["callbacks"] = [{
+        "class_path": "lightning_modyn.selection.downsampling.BatchThenSample",
+        "init_args": {"strategy": "loss", "ratio": 50, "loss": "custom_recipe_functions.focal_loss",
+                      "scores_dir": str(tmp_path / "scores")}}]
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    printed = subprocess.run([sys.executable, "-m", "lightning_modyn.cli", "run", "--config", str(path),
+                              "--print_config"], capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert "loss: custom_recipe_functions.focal_loss" in printed.stdout
+    before = custom.CALLS["focal_loss"]
+    assert run_recipe(["--config", str(path)]).num_triggers == 3
+    assert custom.CALLS["focal_loss"] - before == 6  # one scoring pass per batch: 3 fits x 2 batches of 100
+    with np.load(tmp_path / "scores" / "scores-trigger-0000.npz", allow_pickle=False) as f:
+        focal, focal_keys = f["scores"][:100], f["keys"][:100]
+    recipe["trainer"]["callbacks"][0]["init_args"].pop("loss")  # the default: cross-entropy
+    recipe["trainer"]["callbacks"][0]["init_args"]["scores_dir"] = str(tmp_path / "ce-scores")
+    recipe["pipeline"]["output_dir"] = str(tmp_path / "ce-out")
+    path.write_text(yaml.safe_dump(recipe))
+    run_recipe(["--config", str(path)])
+    with np.load(tmp_path / "ce-scores" / "scores-trigger-0000.npz", allow_pickle=False) as f:
+        cross_entropy, keys = f["scores"][:100], f["keys"][:100]
+    # the first batch meets the same first model (after it, the selections and so the models differ): the focal
+    # loss -(1-p)^2 log p is below cross-entropy -log p everywhere
+    assert np.array_equal(keys, focal_keys) and np.all(focal < cross_entropy)
+    assert np.allclose(focal, (1 - np.exp(-cross_entropy)) ** 2 * cross_entropy, atol=1e-5)

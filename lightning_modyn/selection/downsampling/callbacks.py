@@ -33,7 +33,7 @@ from lightning_modyn._checks import check_int, check_percentage
 from lightning_modyn.selection.downsampling.base import DownsamplingStrategy
 from lightning_modyn.selection.downsampling.context import SelectionContext
 from lightning_modyn.selection.downsampling.forward import ScoringForward
-from lightning_modyn.selection.downsampling.scoring import ScoringBatch
+from lightning_modyn.selection.downsampling.scoring import LossSpec, ScoringBatch
 from lightning_modyn.selection.downsampling.weights import IGNORED_WEIGHTS_HELP, set_batch_weights, weights_ignored
 
 SCORES_FILE = "selection_scores.npz"
@@ -42,7 +42,7 @@ SCORES_FILE = "selection_scores.npz"
 class _Downsampling(L.Callback):
     """What both modes share: the strategy, the ratio, the scoring forward, seeds, score records, DDP gather."""
 
-    def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, loss: str = "auto",
+    def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, loss: LossSpec = "auto",
                  last_layer: str | None = None, seed: int = 0, record_scores: bool = True,
                  scores_dir: str | None = None) -> None:
         from lightning_modyn.selection.downsampling import strategy_by_name
@@ -180,7 +180,11 @@ class BatchThenSample(_Downsampling):
     Args:
         strategy: A :class:`DownsamplingStrategy` or its name (see ``lightning_modyn.selection.downsampling``).
         ratio: Percentage of every batch to keep, in (0, 100].
-        loss: What the scores measure: ``"auto"`` (cross-entropy for several outputs, BCE for one), or a name.
+        loss: What the scores measure: ``"auto"`` (cross-entropy for several outputs, BCE for one), a name
+            (``"cross_entropy"``, ``"binary_cross_entropy"``, ``"mse"``), or a per-sample loss function
+            ``loss(logits, targets) -> (N,)`` — in a recipe by import path (``mypackage.losses.focal``) or as a
+            ``class_path`` of a callable class. Gradient-based strategies differentiate it with respect to the
+            outputs by autograd.
         last_layer: The model's last layer, for strategies that need embeddings (found automatically if None).
         seed: Selection seed (draws are a function of seed, trigger and step only — the same on every rank).
         record_scores: Keep every scored key and its score; written at the end of the fit as ``npz``.
@@ -191,6 +195,13 @@ class BatchThenSample(_Downsampling):
         trainer = L.Trainer(callbacks=[BatchThenSample("loss", ratio=25)])
         trainer.fit(model, datamodule)   # training_step unchanged
     """
+
+    def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, loss: LossSpec = "auto",
+                 last_layer: str | None = None, seed: int = 0, record_scores: bool = True,
+                 scores_dir: str | None = None) -> None:
+        super().__init__(strategy, ratio, loss, last_layer, seed, record_scores, scores_dir)
+        _warn_if_rs2_is_uniform(self.strategy, "BatchThenSample selects once from every batch",
+                                "SampleThenBatch(period=1)")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.strategy.setup(self._context(trainer, pl_module, getattr(trainer.datamodule, "batch_size", 256)))
@@ -256,11 +267,13 @@ class SampleThenBatch(_Downsampling):
         batch_size: Samples per scoring batch (default: the DataModule's ``val_batch_size``).
     """
 
-    def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, period: int = 1, loss: str = "auto",
+    def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, period: int = 1, loss: LossSpec = "auto",
                  last_layer: str | None = None, seed: int = 0, batch_size: int | None = None,
                  record_scores: bool = True, scores_dir: str | None = None) -> None:
         super().__init__(strategy, ratio, loss, last_layer, seed, record_scores, scores_dir)
         check_int("period", period, 0, hint="(0: select once per fit)")
+        if period == 0:
+            _warn_if_rs2_is_uniform(self.strategy, "SampleThenBatch(period=0) selects once per fit", "period=1")
         if batch_size is not None:
             check_int("batch_size", batch_size, 1)
         self.period = period
@@ -435,3 +448,14 @@ def _gather(trainer: L.Trainer, batch: ScoringBatch, valid: torch.Tensor) -> tup
     gathered = ScoringBatch(gather(batch.logits), gather(batch.targets), gather(batch.losses), batch.loss,
                             gather(batch.embeddings), gather(batch.keys))
     return gathered, gather(valid).bool()
+
+
+def _warn_if_rs2_is_uniform(strategy: DownsamplingStrategy, why: str, instead: str) -> None:
+    """RS2's point is a fresh subset of the *same* training set at every selection; where it selects once per set,
+    it draws exactly what :class:`~.uniform.Uniform` draws, which a user choosing RS2 should hear."""
+    from lightning_modyn.selection.downsampling.rs2 import RS2
+
+    if isinstance(strategy, RS2):
+        rank_zero_warn(f"RS2 here is Uniform: {why}, so no set is ever drawn from twice and RS2 never moves on to "
+                       f"samples it has not shown yet. Use {instead} for a fresh subset every epoch, or name "
+                       "Uniform to say what this does", category=UserWarning)

@@ -13,24 +13,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_modyn.selection.downsampling.scoring import ScoringBatch, resolve_loss
+from lightning_modyn.selection.downsampling.scoring import LossSpec, ScoringBatch, check_loss
 
 
 class ScoringForward:
     """Runs ``module(batch[input_index])`` and packs outputs, targets, losses and (optionally) embeddings.
 
     Args:
-        loss: ``"auto"``, ``"cross_entropy"``, ``"binary_cross_entropy"`` or ``"mse"`` — what the scores measure.
+        loss: ``"auto"``, ``"cross_entropy"``, ``"binary_cross_entropy"``, ``"mse"``, or a per-sample loss function
+            ``loss(logits, targets) -> (N,)`` (also by import path) — what the scores measure.
         last_layer: Name of the model's last layer (as in ``named_modules()``, e.g. ``"head"`` or ``"top.2"``);
             None finds the ``nn.Linear`` whose output is the model's output.
         input_index, target_index: Where the input and the target are in a batch tuple (``x, y = batch``).
     """
 
-    def __init__(self, loss: str = "auto", last_layer: str | None = None, input_index: int = 0,
+    def __init__(self, loss: LossSpec = "auto", last_layer: str | None = None, input_index: int = 0,
                  target_index: int | None = 1) -> None:
-        if loss != "auto":
-            resolve_loss(loss, torch.zeros(1, 2))
-        self.loss = loss
+        self.loss = check_loss(loss)
         self.last_layer = last_layer
         self.input_index = input_index
         self.target_index = target_index

@@ -7,6 +7,9 @@ a closed form from these, so gradient-based strategies need no backward pass:
 * cross-entropy: ``dL/dz = softmax(z) - onehot(y)``;
 * binary cross-entropy on one logit: ``dL/dz = sigmoid(z) - y``;
 * mean squared error: ``dL/dz = 2 (z - y) / C``;
+* a loss of the user's own (a function ``loss(logits, targets) -> (N,)`` per-sample losses, by import path in a
+  recipe): ``dL/dz`` by autograd with respect to the outputs only, which costs one small backward through the
+  loss, not through the model.
 
 and for a last layer ``z = W h + b`` the per-sample gradient is ``(dL/dz) h^T`` for ``W`` and ``dL/dz`` for ``b``.
 """
@@ -14,28 +17,70 @@ and for a last layer ``z = W h + b`` the per-sample gradient is ``(dL/dz) h^T`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Union
 
 import torch
 import torch.nn.functional as F
 
+from lightning_modyn._checks import resolve_callable
+
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
 
+#: A per-sample loss of the user's own: ``(logits (N, C), targets) -> (N,)`` losses, one per sample, each depending
+#: on that sample's outputs only (no reduction over the batch).
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossSpec = Union[str, LossFunction]
 
-def resolve_loss(loss: str, logits: torch.Tensor) -> str:
-    """The loss name to use: ``"auto"`` is cross-entropy for several outputs and binary cross-entropy for one."""
+
+def check_loss(loss: Any) -> LossSpec:
+    """``loss`` as the scoring pass takes it: ``"auto"``, a built-in name, a callable, or a callable given as an
+    import path (``mypackage.losses.focal``) or a ``class_path`` of a callable class; a ``ValueError`` naming the
+    option otherwise.
+
+    >>> check_loss("mse")
+    'mse'
+    >>> check_loss("hinge")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss must be a callable or one of ('auto', 'cross_entropy', 'binary_cross_entropy', 'mse') (a callable by import path, 'mypackage.module.function', or as a class_path of a callable class), got 'hinge'
+    """
+    return resolve_callable("loss", loss, ("auto",) + LOSSES)
+
+
+def resolve_loss(loss: LossSpec, logits: torch.Tensor) -> LossSpec:
+    """The loss to use: ``"auto"`` is cross-entropy for several outputs and binary cross-entropy for one; a name
+    or a callable stays as it is."""
+    loss = check_loss(loss)
     if loss == "auto":
         return "binary_cross_entropy" if logits.ndim == 1 or logits.shape[1] == 1 else "cross_entropy"
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be 'auto' or one of {LOSSES}, got {loss!r}")
     return loss
 
 
-def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
-    """The loss of every sample (no reduction), shape ``(N,)``.
+def loss_name(loss: LossSpec) -> str:
+    """How a loss is named in messages and records: the built-in name, or the function's import path."""
+    if isinstance(loss, str):
+        return loss
+    target = loss if hasattr(loss, "__qualname__") else type(loss)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(loss))}"
+
+
+def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, loss: LossSpec) -> torch.Tensor:
+    """The loss of every sample (no reduction), shape ``(N,)``; a callable ``loss`` is called and its result
+    checked (one finite value per sample), so that a mean-reducing loss is refused instead of scoring every
+    sample alike.
 
     >>> per_sample_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([1]), "cross_entropy")
     tensor([0.6931])
     """
+    if callable(loss):
+        values = loss(logits.float(), targets)
+        if not isinstance(values, torch.Tensor) or values.shape != (len(logits),):
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise ValueError(f"loss {loss_name(loss)} must return one loss per sample, a tensor of shape "
+                             f"({len(logits)},) (reduction='none'), got {shape}")
+        if not torch.isfinite(values.detach()).all():
+            raise ValueError(f"loss {loss_name(loss)} returned a loss that is NaN or infinite")
+        return values.float()
     if loss == "cross_entropy":
         return F.cross_entropy(logits.float(), targets.long(), reduction="none")
     if loss == "binary_cross_entropy":
@@ -55,7 +100,8 @@ class ScoringBatch:
         logits: ``(N, C)`` outputs (``C = 1`` for one binary logit).
         targets: ``(N,)`` labels (or ``(N, C)`` regression targets), None when the batch has none.
         losses: ``(N,)`` per-sample loss.
-        loss: The loss the scores refer to (one of ``cross_entropy``, ``binary_cross_entropy``, ``mse``).
+        loss: The loss the scores refer to (``cross_entropy``, ``binary_cross_entropy``, ``mse``, ``"none"`` for
+            an unscored batch, or the user's per-sample loss function).
         embeddings: ``(N, D)`` inputs of the last layer, when a strategy asked for them.
         keys: ``(N,)`` store keys, when the batch came from a ``ModynDataModule``.
     """
@@ -63,7 +109,7 @@ class ScoringBatch:
     logits: torch.Tensor
     targets: torch.Tensor | None
     losses: torch.Tensor
-    loss: str
+    loss: LossSpec
     embeddings: torch.Tensor | None = None
     keys: torch.Tensor | None = None
 
@@ -71,7 +117,7 @@ class ScoringBatch:
         return len(self.logits)
 
     @classmethod
-    def from_outputs(cls, logits: torch.Tensor, targets: torch.Tensor | None, loss: str = "auto",
+    def from_outputs(cls, logits: torch.Tensor, targets: torch.Tensor | None, loss: LossSpec = "auto",
                      embeddings: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> "ScoringBatch":
         """Compute the per-sample losses from outputs and targets."""
         logits = logits.detach().float()
@@ -112,7 +158,22 @@ class ScoringBatch:
             return torch.softmax(self.logits, dim=1) - onehot
         if self.loss == "binary_cross_entropy":
             return torch.sigmoid(self.logits) - y.float().reshape(-1, 1)
+        if callable(self.loss):
+            return self._autograd_output_gradients(y)
         return 2 * (self.logits - y.float().reshape(len(self), -1)) / self.logits.shape[1]
+
+    def _autograd_output_gradients(self, y: torch.Tensor) -> torch.Tensor:
+        """The gradient of a user's loss with respect to the outputs: the gradient of the summed losses, which is
+        each sample's own gradient because a per-sample loss depends on that sample's outputs only."""
+        with torch.enable_grad():
+            logits = self.logits.detach().clone().requires_grad_(True)
+            losses = per_sample_loss(logits, y, self.loss)
+            grad = (torch.autograd.grad(losses.sum(), logits, allow_unused=True)[0] if losses.requires_grad
+                    else None)
+        if grad is None:
+            raise ValueError(f"loss {loss_name(self.loss)} does not depend on the model's outputs: its gradient, "
+                             "which gradient-based strategies score, is undefined")
+        return grad.detach()
 
     def _require_embeddings(self, what: str) -> torch.Tensor:
         if self.embeddings is None:
