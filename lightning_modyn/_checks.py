@@ -32,10 +32,39 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     return number
 
 
+def check_optional_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None,
+                       hint: str = "") -> int | None:
+    """None (the option's default: not set), or ``value`` as :func:`check_int` takes it.
+
+    >>> check_optional_int("val_batch_size", None, 1) is None
+    True
+    """
+    return None if value is None else check_int(name, value, minimum, maximum, hint)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any], hint: str = "") -> Any:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` naming the option and listing them (``hint``
+    adds what else the option takes, e.g. ``"or None for the default"``).
+
+    >>> check_choice("direction", "up", ("higher", "lower"))
+    Traceback (most recent call last):
+    ...
+    ValueError: direction must be one of ('higher', 'lower'), got 'up'
+    """
+    choices = tuple(choices)
+    try:
+        ok = value in choices
+    except TypeError:  # e.g. a numpy array compared with strings
+        ok = False
+    if not ok or isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
+        raise ValueError(f"{name} must be one of {choices}{' ' + hint if hint else ''}, got {value!r}")
+    return value
+
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-def check_whole(name: str, value: Any) -> int:
+def check_whole(name: str, value: Any, minimum: int | None = None, hint: str = "") -> int:
     """A whole number that fits int64 (a timestamp, a key bound): an int, or a float with no fractional part.
 
     >>> check_whole("start", 100.0), check_whole("start", 7)
@@ -44,6 +73,10 @@ def check_whole(name: str, value: Any) -> int:
     Traceback (most recent call last):
     ...
     ValueError: start must be a whole number (int64), got 100.5
+    >>> check_whole("every", 0, 1, "(a time span)")
+    Traceback (most recent call last):
+    ...
+    ValueError: every must be a whole number (int64) >= 1 (a time span), got 0
     """
     if isinstance(value, float) or type(value).__module__ == "numpy" and hasattr(value, "is_integer"):
         number = int(value) if math.isfinite(value) and float(value).is_integer() else None
@@ -52,8 +85,9 @@ def check_whole(name: str, value: Any) -> int:
             number = None if isinstance(value, bool) else operator.index(value)
         except TypeError:
             number = None
-    if number is None or not INT64_MIN <= number <= INT64_MAX:
-        raise ValueError(f"{name} must be a whole number (int64), got {value!r}")
+    if number is None or not INT64_MIN <= number <= INT64_MAX or minimum is not None and number < minimum:
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name} must be a whole number (int64){bound}{' ' + hint if hint else ''}, got {value!r}")
     return number
 
 

@@ -1491,7 +1491,7 @@ def _dm_trained(ctx: Ctx, **kwargs) -> Any:
     return _first_batch(dm)
 
 
-@row("datamodule", "batch_size 0", ValueError, "batch_size=0")
+@row("datamodule", "batch_size 0", ValueError, "batch_size must be an integer >= 1, got 0")
 def _dm_batch_size_zero(ctx):
     _dm(ctx, batch_size=0)
 
@@ -1855,7 +1855,7 @@ def _recipe_not_yaml(ctx):
     main(["run", "--config", ctx.path("bad.yaml", b"data: [unclosed\n  x: y\n", key="recipe")])
 
 
-@row("recipe", "data.batch_size negative", ValueError, "batch_size=-5")
+@row("recipe", "data.batch_size negative", ValueError, "batch_size must be an integer >= 1, got -5")
 def _recipe_batch_size_negative(ctx):
     ctx.run_recipe({"data.batch_size": -5})
 

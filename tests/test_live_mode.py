@@ -66,7 +66,8 @@ def test_watch_stream_ends_when_idle_and_keeps_a_time_window(tmp_path):
     chunks = list(stream.chunks())
     assert [c.keys.tolist() for c in chunks] == [[3, 4, 5, 6], [7, 8, 9]]
     assert [c.start for c in chunks] == [0, 4] and len(stream) == 7
-    with pytest.raises(ValueError, match="idle_timeout must be None"):
+    with pytest.raises(ValueError, match=r"idle_timeout must be a finite number >= 0 \(seconds, or None to watch "
+                                         r"forever\), got -1"):
         WatchStream(store, idle_timeout=-1)
     dm = ModynDataModule(store)
     with pytest.raises(ValueError, match="end has no meaning in live mode"):

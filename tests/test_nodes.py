@@ -162,7 +162,7 @@ def test_a_state_saved_at_the_end_of_an_epoch_goes_on_with_the_next(click_store)
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"num_workers": -1}, ValueError, "num_workers must be an integer >= 0"),
     ({"num_workers": 1.5}, ValueError, "num_workers must be an integer"),
-    ({"method": "fiber"}, ValueError, "method must be 'thread' or 'process'"),
+    ({"method": "fiber"}, ValueError, r"method must be one of \('thread', 'process'\), got 'fiber'"),
     ({"multiprocessing_context": "teleport"}, ValueError, "multiprocessing_context must be one of"),
     ({"pin_memory": "yes"}, ValueError, "pin_memory must be True or False"),
     ({"prefetch_factor": -2}, ValueError, "prefetch_factor must be an integer >= 0"),
@@ -286,8 +286,8 @@ def test_a_lightning_fit_on_the_train_loader_has_the_datamodules_epochs_and_resu
 def test_worker_mode_must_be_process_or_thread(click_store):
     store, _ = click_store
     for bad in ("fiber", "Thread", 1):
-        with pytest.raises(ValueError, match=f"worker_mode must be one of 'process', 'thread' \\(or None for "
-                                             f"'thread'\\), got {bad!r}"):
+        with pytest.raises(ValueError, match=f"worker_mode must be one of \\('process', 'thread'\\) \\(or None "
+                                             f"for 'thread'\\), got {bad!r}"):
             ModynDataModule(store, worker_mode=bad)
     assert ModynDataModule(store).worker_mode == ModynDataModule(store, worker_mode=None).worker_mode == "thread"
     dm = clicks(click_store)

@@ -225,7 +225,8 @@ def test_windows_at_offsets_from_triggers_and_static_windows():
         StaticWindows([])
     with pytest.raises(ValueError, match="at least one offset"):
         TriggerOffsetWindows([], 10)
-    with pytest.raises(ValueError, match="length must be a positive"):
+    with pytest.raises(ValueError, match=r"length must be a whole number \(int64\) >= 1 \(a time span in the "
+                                         r"stream.s units\), got 0"):
         TriggerOffsetWindows([0], 0)
 
 

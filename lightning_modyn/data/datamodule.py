@@ -11,7 +11,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lightning_modyn.data.batch import KeyedBatch, note_training_batch
-from lightning_modyn._checks import check_int, check_whole
+from lightning_modyn._checks import check_choice, check_int, check_optional_int, check_seed, check_whole
 from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
 from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
 from lightning_modyn.data.nodes import KeyBatchNode, TrainLoader, checked_loader_options, node_pipeline
@@ -19,18 +19,6 @@ from lightning_modyn.data.sampler import KeyBatch, SelectionSampler
 from lightning_modyn.data.transfer import release_rings, release_with, unpack
 from lightning_modyn.store import SampleStore
 from lightning_modyn.store.values import as_keys
-
-def _check_int(name: str, value: Any, allow_none: bool = False) -> Any:
-    """Refuse a non-integer option (a float, a string, a bool) with an error that names it; returns ``value``."""
-    return value if value is None and allow_none else check_int(name, value)
-
-
-def _check_time(name: str, value: Any) -> int | None:
-    """A time-window bound: None or a whole number of (e.g. unix) seconds."""
-    return None if value is None else check_whole(name, value)
-    _check_int(name, value)
-    return int(value)
-
 
 #: ``ModynDataModule(worker_mode=...)``: process workers (``ModynDataLoader``) or reader threads (``TrainLoader``).
 WORKER_MODES = ("process", "thread")
@@ -45,10 +33,7 @@ def _check_worker_mode(value: Any) -> str:
     every option that is not None, stay those of recipes written before the option existed."""
     if value is None:
         return DEFAULT_WORKER_MODE
-    if not isinstance(value, str) or value not in WORKER_MODES:
-        raise ValueError(f"worker_mode must be one of {', '.join(map(repr, WORKER_MODES))} (or None for "
-                         f"{DEFAULT_WORKER_MODE!r}), got {value!r}")
-    return value
+    return check_choice("worker_mode", value, WORKER_MODES, hint=f"(or None for {DEFAULT_WORKER_MODE!r})")
 
 
 class ModynDataLoader(DataLoader):
@@ -145,18 +130,12 @@ class ModynDataModule(L.LightningDataModule):
         worker_mode: str | None = None,
     ) -> None:
         super().__init__()
-        _check_int("batch_size", batch_size)
-        _check_int("val_batch_size", val_batch_size, allow_none=True)
-        if batch_size <= 0 or (val_batch_size is not None and val_batch_size <= 0):
-            raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, val_batch_size={val_batch_size}")
-        if _check_int("num_workers", num_workers) < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if _check_int("locality_window", locality_window, allow_none=True) is not None and locality_window <= 0:
-            raise ValueError(f"locality_window must be positive, got {locality_window}")
-        if _check_int("seed", seed) < 0:
-            raise ValueError(f"seed must be >= 0 (the shuffle's random generator takes no negative seeds), got {seed}")
-        if _check_int("prefetch_factor", prefetch_factor, allow_none=True) is not None and prefetch_factor <= 0:
-            raise ValueError(f"prefetch_factor must be positive (batches a worker loads ahead), got {prefetch_factor}")
+        check_int("batch_size", batch_size, 1)
+        check_optional_int("val_batch_size", val_batch_size, 1, hint="or None (batch_size)")
+        check_int("num_workers", num_workers, 0)
+        check_optional_int("locality_window", locality_window, 1, hint="(shards read together) or None")
+        check_seed(seed, hint="(the shuffle's random generator)")
+        check_optional_int("prefetch_factor", prefetch_factor, 1, hint="(batches a worker loads ahead) or None")
         worker_mode = _check_worker_mode(worker_mode)
         if not isinstance(store, (SampleStore, str, os.PathLike)):
             raise TypeError(f"store must be a SampleStore or its URL, got {type(store).__name__} {store!r}")
@@ -282,7 +261,8 @@ class ModynDataModule(L.LightningDataModule):
             return keys
         if start is None and end is None:
             raise ValueError("give keys or a time window (start and/or end)")
-        return self.store.time_range(_check_time("start", start), _check_time("end", end)).keys
+        start, end = (None if t is None else check_whole(name, t) for name, t in (("start", start), ("end", end)))
+        return self.store.time_range(start, end).keys
 
     @property
     def training_set(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -326,8 +306,7 @@ class ModynDataModule(L.LightningDataModule):
         ``store``: read the keys from this store (held-out data) with this DataModule's decode.
         """
         keys = as_keys(keys)
-        if batch_size is not None and _check_int("batch_size", batch_size) <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_optional_int("batch_size", batch_size, 1, hint="or None (val_batch_size)")
         size = batch_size or self.val_batch_size
         dataset = KeyedBatchDataset(self.store if store is None else store, self._decoder())
         for a in range(0, len(keys), size):

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torchdata.nodes import BaseNode, Loader, ParallelMapper, PinMemory, Prefetcher
 
-from lightning_modyn._checks import check_int
+from lightning_modyn._checks import check_choice, check_int
 from lightning_modyn.data.batch import KeyedBatch
 from lightning_modyn.data.sampler import KeyBatch, SelectionSampler
 
@@ -215,11 +215,10 @@ def checked_loader_options(num_workers: Any, method: Any, multiprocessing_contex
     """:func:`train_node`'s worker options, checked (a ``ValueError`` naming a bad one), ``prefetch_factor``'s
     default filled in."""
     num_workers = check_int("num_workers", num_workers, 0)
-    if method not in ("thread", "process"):
-        raise ValueError(f"method must be 'thread' or 'process', got {method!r}")
-    if multiprocessing_context is not None and multiprocessing_context not in multiprocessing.get_all_start_methods():
-        raise ValueError(f"multiprocessing_context must be one of {multiprocessing.get_all_start_methods()} or None, "
-                         f"got {multiprocessing_context!r}")
+    check_choice("method", method, ("thread", "process"))
+    if multiprocessing_context is not None:
+        check_choice("multiprocessing_context", multiprocessing_context, multiprocessing.get_all_start_methods(),
+                     hint="or None")
     if not isinstance(pin_memory, bool):
         raise ValueError(f"pin_memory must be True or False, got {pin_memory!r}")
     if prefetch_factor is None:

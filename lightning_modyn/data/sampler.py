@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 from torch.utils.data import DistributedSampler
 
+from lightning_modyn._checks import check_int
 from lightning_modyn.data.ahead import AHEAD, new_owner
 
 
@@ -117,8 +118,7 @@ class SelectionSampler(DistributedSampler):
         locality_window: int | None = None,
         epoch: int = 0,
     ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_int("batch_size", batch_size, 1)
         super().__init__(dataset=range(len(keys)), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed, drop_last=False)
         self.keys = np.asarray(keys, dtype=np.int64)

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from lightning_modyn._checks import check_int
+from lightning_modyn._checks import check_choice, check_int
 
 NUM_CLASSES = 10
 """Digits 0–9."""
@@ -249,10 +249,8 @@ class _Config:
         stroke_per_period = _float("stroke_per_period", stroke_per_period)
         prior_drift = _float("prior_drift", prior_drift)
         shift_rotation = _float("shift_rotation", shift_rotation)
-        if shift_kind not in SHIFT_KINDS:
-            raise ValueError(f"shift_kind must be one of {SHIFT_KINDS}, got {shift_kind!r}")
-        if sources not in SOURCES:
-            raise ValueError(f"sources must be one of {SOURCES}, got {sources!r}")
+        check_choice("shift_kind", shift_kind, SHIFT_KINDS)
+        check_choice("sources", sources, SOURCES)
         shifts = _abrupt_shifts(abrupt_shifts, num_periods)
         present = _presence(new_classes, num_periods)
         priors = _priors(prior_drift, class_priors, present, num_periods)

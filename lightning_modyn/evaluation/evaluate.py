@@ -18,7 +18,7 @@ import numpy as np
 from lightning.pytorch.loggers import Logger
 from torchmetrics import Metric
 
-from lightning_modyn._checks import check_int
+from lightning_modyn._checks import check_choice, check_int
 from lightning_modyn.evaluation.heldout import EvaluationDataset
 from lightning_modyn.evaluation.metrics import metric_specs
 from lightning_modyn.evaluation.plots import TIME_UNITS, plot_results, timeline_of
@@ -95,9 +95,8 @@ class Evaluation:
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"evaluation datasets need distinct names, got {names}")
-        if time_unit is not None and time_unit not in TIME_UNITS:
-            raise ValueError(f"time_unit must be one of {tuple(TIME_UNITS)} (or None: the store's timeline), got "
-                             f"{time_unit!r}")
+        if time_unit is not None:
+            check_choice("time_unit", time_unit, TIME_UNITS, hint="(or None: the store's timeline)")
         self.time_unit = time_unit
         self.timeline: dict[str, Any] = timeline_of(time_unit, None)  # with the store's, once a run gives one
         self.windows = windows or SlicingWindows(every)

@@ -11,6 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
+from lightning_modyn._checks import check_whole
+
+#: What a window's length or spacing is, in the refusal of a bad one.
+_SPAN = "(a time span in the stream's units)"
+
 
 class SlicingWindows:
     """Consecutive, non-overlapping windows of ``every`` time units from the stream's first timestamp.
@@ -20,9 +25,7 @@ class SlicingWindows:
     """
 
     def __init__(self, every: int) -> None:
-        if every <= 0:
-            raise ValueError(f"every must be a positive time span, got {every}")
-        self.every = int(every)
+        self.every = check_whole("every", every, 1, _SPAN)
 
     def windows(self, first: int, last: int, triggers: Sequence[int] = ()) -> list[tuple[int, int]]:
         starts = np.arange(int(first), int(last) + 1, self.every)
@@ -37,9 +40,8 @@ class PeriodicWindows:
     """
 
     def __init__(self, every: int, interval: int) -> None:
-        if every <= 0 or interval <= 0:
-            raise ValueError(f"every and interval must be positive, got every={every}, interval={interval}")
-        self.every, self.interval = int(every), int(interval)
+        self.every = check_whole("every", every, 1, _SPAN)
+        self.interval = check_whole("interval", interval, 1, _SPAN)
 
     def windows(self, first: int, last: int, triggers: Sequence[int] = ()) -> list[tuple[int, int]]:
         half = self.interval // 2
@@ -57,9 +59,12 @@ class StaticWindows:
     def __init__(self, windows: Sequence[Sequence[int]]) -> None:
         spans = []
         for i, w in enumerate(windows):
-            if len(w) != 2 or not int(w[0]) < int(w[1]):
+            if isinstance(w, (str, bytes)) or len(w) != 2:
+                raise ValueError(f"window {i} must be [start, end] with start < end, got {w!r}")
+            start, end = check_whole(f"window {i} start", w[0]), check_whole(f"window {i} end", w[1])
+            if not start < end:
                 raise ValueError(f"window {i} must be [start, end] with start < end, got {list(w)}")
-            spans.append((int(w[0]), int(w[1])))
+            spans.append((start, end))
         if not spans:
             raise ValueError("give at least one [start, end] window")
         self.spans = spans
@@ -94,10 +99,8 @@ class TriggerOffsetWindows:
     def __init__(self, offsets: Sequence[int], length: int) -> None:
         if not len(offsets):
             raise ValueError("give at least one offset")
-        if length <= 0:
-            raise ValueError(f"length must be a positive time span, got {length}")
-        self.offsets = [int(o) for o in offsets]
-        self.length = int(length)
+        self.offsets = [check_whole(f"offsets[{i}]", o) for i, o in enumerate(offsets)]
+        self.length = check_whole("length", length, 1, _SPAN)
 
     def windows(self, first: int, last: int, triggers: Sequence[int] = ()) -> list[tuple[int, int]]:
         return [(int(t) + o, int(t) + o + self.length) for t in triggers for o in self.offsets]

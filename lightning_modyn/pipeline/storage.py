@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lightning_modyn._checks import check_choice, check_int
+
 MAGIC = b"LMW1"
 CODECS = {"zlib": (zlib.compress, zlib.decompress), "lzma": (lzma.compress, lzma.decompress),
           "bz2": (bz2.compress, bz2.decompress)}
@@ -66,12 +68,8 @@ class IncrementalStorage(ModelStorage):
 
     def __init__(self, diff: str = "xor", full_every: int = 10, codec: str | None = "zlib") -> None:
         super().__init__(codec)
-        if diff not in DIFFS:
-            raise ValueError(f"diff must be one of {DIFFS}, got {diff!r}")
-        if isinstance(full_every, bool) or not isinstance(full_every, int) or full_every < 1:
-            raise ValueError(f"full_every must be an integer >= 1, got {full_every!r}")
-        self.diff = diff
-        self.full_every = full_every
+        self.diff = check_choice("diff", diff, DIFFS)
+        self.full_every = check_int("full_every", full_every, 1)
 
     def base_of(self, trigger_id: int) -> int | None:
         return None if trigger_id % self.full_every == 0 else trigger_id - 1

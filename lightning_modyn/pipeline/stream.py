@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
+from lightning_modyn._checks import check_int, check_number
 from lightning_modyn.store import SampleStore
 
 
@@ -32,8 +33,7 @@ class ReplayStream:
 
     def __init__(self, store: SampleStore, start: int | None = None, end: int | None = None,
                  chunk_size: int = 1000) -> None:
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        check_int("chunk_size", chunk_size, 1, hint="(samples per chunk)")
         if start is not None and end is not None and end <= start:
             raise ValueError(f"the stream's end ({end}) must be after its start ({start})")
         window = store.time_range(start, end)
@@ -71,12 +71,10 @@ class WatchStream:
 
     def __init__(self, store: SampleStore, start: int | None = None, chunk_size: int = 1000,
                  poll_seconds: float = 1.0, idle_timeout: float | None = 60.0, max_samples: int | None = None) -> None:
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        if poll_seconds <= 0:
-            raise ValueError(f"poll_seconds must be positive, got {poll_seconds}")
-        if idle_timeout is not None and idle_timeout < 0:
-            raise ValueError(f"idle_timeout must be None (watch forever) or >= 0, got {idle_timeout}")
+        check_int("chunk_size", chunk_size, 1, hint="(samples per chunk)")
+        check_number("poll_seconds", poll_seconds, 0, low_open=True)
+        if idle_timeout is not None:
+            check_number("idle_timeout", idle_timeout, 0, hint="seconds, or None to watch forever")
         self.store = store
         self.start = start
         self.chunk_size = chunk_size

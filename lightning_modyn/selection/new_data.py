@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modyn._checks import check_int, check_seed, check_tail
+from lightning_modyn._checks import check_choice, check_int, check_seed, check_tail
 from lightning_modyn.selection.base import SelectionPolicy, TriggerHistory, live
 
 _LIMIT_MODES = ("newest", "uniform")
@@ -50,8 +50,7 @@ class NewData(SelectionPolicy):
         super().__init__(warmup_triggers)
         if limit is not None:
             check_int("limit", limit, 1, hint="(a number of samples) or None")
-        if limit_mode not in _LIMIT_MODES:
-            raise ValueError(f"limit_mode must be one of {_LIMIT_MODES}, got {limit_mode!r}")
+        check_choice("limit_mode", limit_mode, _LIMIT_MODES)
         self.tail_triggers = check_tail(tail_triggers)
         self.limit = limit
         self.limit_mode = limit_mode

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modyn._checks import check_int, check_number, resolve_callable
+from lightning_modyn._checks import check_choice, check_int, check_number, resolve_callable
 
 DIRECTIONS = ("higher", "lower")
 AGGREGATIONS = ("majority", "at_least")
@@ -45,9 +45,7 @@ class DecisionPolicy(ABC):
     """Base class: ``direction`` says which way is worse (``"higher"``: a distance, ``"lower"``: an accuracy)."""
 
     def __init__(self, direction: str = "higher", window_size: int = 10) -> None:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        self.direction = direction
+        self.direction = check_choice("direction", direction, DIRECTIONS)
         self.window_size = check_int("window_size", window_size, 1, hint="(observations)")
         self.observations: list[float] = []
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lightning_modyn._checks import resolve_callable
+from lightning_modyn._checks import check_choice, check_int, check_number, resolve_callable
 
 _REDUCTIONS = ("mean", "max")
 
@@ -122,8 +122,8 @@ def mmd_analytic_threshold(m: int, alpha: float = 0.05, kernel_bound: float = 1.
     >>> round(mmd_analytic_threshold(100, alpha=0.05), 4)
     0.4876
     """
-    if m < 1 or not 0 < alpha < 1:
-        raise ValueError(f"m must be >= 1 and alpha in (0, 1), got m={m}, alpha={alpha}")
+    check_int("m", m, 1, hint="(samples per window)")
+    check_number("alpha", alpha, 0, 1, low_open=True, high_open=True)
     return float(np.sqrt(2.0 * kernel_bound / m) * (1.0 + np.sqrt(2.0 * np.log(1.0 / alpha))))
 
 
@@ -160,8 +160,7 @@ def wasserstein_per_dimension(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _reduce(values: np.ndarray, reduction: str) -> float:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_choice("reduction", reduction, _REDUCTIONS)
     return float(values.mean() if reduction == "mean" else values.max())
 
 

@@ -97,9 +97,7 @@ class BatchedTrigger(Trigger):
                             ("detection_interval_seconds", detection_interval_seconds)):
             if value is not None:
                 check_int(name, value, 1)
-        if isinstance(warmup_intervals, bool) or not isinstance(warmup_intervals, (int, np.integer)) \
-                or warmup_intervals < 0:
-            raise ValueError(f"warmup_intervals must be an integer >= 0, got {warmup_intervals!r}")
+        check_int("warmup_intervals", warmup_intervals, 0)
         if warmup_trigger is not None and not isinstance(warmup_trigger, Trigger):
             raise ValueError(f"warmup_trigger must be None or a Trigger (e.g. TimeTrigger, DataAmountTrigger), "
                              f"got {warmup_trigger!r}")

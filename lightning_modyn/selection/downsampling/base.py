@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lightning_modyn._checks import check_choice
 from lightning_modyn.selection.downsampling import rules
 from lightning_modyn.selection.downsampling.scoring import ScoringBatch
 
@@ -64,9 +65,7 @@ class ScoreBasedStrategy(DownsamplingStrategy):
     """
 
     def __init__(self, rule: str = "top_k", balance: bool = False) -> None:
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-        self.rule = rule
+        self.rule = check_choice("rule", rule, RULES)
         self.balance = balance
 
     @abstractmethod

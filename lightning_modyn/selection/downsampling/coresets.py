@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from lightning_modyn._checks import check_choice, check_int
 from lightning_modyn.selection.downsampling.base import DownsamplingStrategy
 from lightning_modyn.selection.downsampling.craig import craig
 from lightning_modyn.selection.downsampling.gradmatch import gradmatch
@@ -44,10 +45,8 @@ class CoresetStrategy(DownsamplingStrategy):
     needs_embeddings = True
 
     def __init__(self, features: str = "gradients", per_class: bool = True, block_size: int = 2048) -> None:
-        if features not in FEATURES:
-            raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
-        if block_size < 2:
-            raise ValueError(f"block_size must be >= 2, got {block_size}")
+        check_choice("features", features, FEATURES)
+        check_int("block_size", block_size, 2, hint="(samples per coreset block)")
         self.features = features
         self.per_class = per_class
         self.block_size = block_size
@@ -106,9 +105,7 @@ class KCenter(CoresetStrategy):
     def __init__(self, first: str = "random", features: str = "embeddings", per_class: bool = False,
                  block_size: int = 100_000) -> None:
         super().__init__(features, per_class, block_size)
-        if first not in self.FIRST:
-            raise ValueError(f"first must be one of {self.FIRST}, got {first!r}")
-        self.first = first
+        self.first = check_choice("first", first, self.FIRST)
 
     def select(self, batch: ScoringBatch, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._features(batch)
@@ -202,8 +199,7 @@ class Submodular(CoresetStrategy):
                  lam: float = 1.0, ridge: float = 1.0, epsilon: float = 0.01, beta: float = 0.9,
                  features: str = "gradients", per_class: bool = True, block_size: int = 2048) -> None:
         super().__init__(features, per_class, block_size)
-        if function not in FUNCTIONS:
-            raise ValueError(f"function must be one of {FUNCTIONS}, got {function!r}")
+        check_choice("function", function, FUNCTIONS)
         similarity_from_features(torch.zeros(1, 1), metric)  # an unknown metric fails here
         if function == "log_determinant" and metric != "cosine":
             raise ValueError("log_determinant needs a positive semi-definite similarity: use metric='cosine' "

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from lightning_modyn._checks import check_features, check_int, check_number
+from lightning_modyn._checks import check_choice, check_features, check_int, check_number
 
 OPTIMIZERS = ("naive", "lazy", "approximate_lazy", "stochastic")
 METRICS = ("euclidean", "cosine")
@@ -94,8 +94,7 @@ def similarity_from_features(x: torch.Tensor, metric: str = "euclidean") -> torc
             [0.5000, 1.0000, 0.5000],
             [0.0000, 0.5000, 1.0000]])
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    check_choice("metric", metric, METRICS)
     x = check_features(x, "x")
     if metric == "cosine":
         u = torch.nn.functional.normalize(x, dim=1)
@@ -347,8 +346,7 @@ def greedy_maximize(objective: SubmodularObjective, k: int, optimizer: str = "na
     (tensor([0, 2]), tensor([2.0000, 1.9000]))
     """
     k = check_int("k", k, 1)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     check_number("epsilon", epsilon, 0, 1, low_open=True, high_open=True)
     check_number("beta", beta, 0, 1, low_open=True)
     if not isinstance(objective, SubmodularObjective):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from lightning_modyn._checks import check_choice
 from lightning_modyn.selection.downsampling.base import ScoreBasedStrategy
 from lightning_modyn.selection.downsampling.scoring import ScoringBatch
 
@@ -29,8 +30,7 @@ class Uncertainty(ScoreBasedStrategy):
     """
 
     def __init__(self, metric: str = "least_confidence", balance: bool = False, rule: str = "top_k") -> None:
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        check_choice("metric", metric, METRICS)
         super().__init__(rule, balance)
         self.metric = metric
 
