@@ -120,10 +120,10 @@ def _store_missing(url: str) -> StoreNotFoundError | None:
 
 def summary_table(result: RunResult) -> str:
     """The table printed at the end of a run."""
-    lines = ["", f"{'trigger':>7} {'timestamp':>12} {'new':>8} {'trained':>8} {'seconds':>8}"]
+    lines = ["", f"{'trigger':>7} {'timestamp':>12} {'new':>8} {'selected':>8} {'trained':>8} {'seconds':>8}"]
     for t in result.triggers:
-        lines.append(f"{t['trigger_id']:>7} {t['timestamp']:>12} {t['new_samples']:>8} {t['samples_trained']:>8} "
-                     f"{t['train_seconds']:>8.1f}")
+        lines.append(f"{t['trigger_id']:>7} {t['timestamp']:>12} {t['new_samples']:>8} "
+                     f"{t.get('samples_selected', ''):>8} {t['samples_trained']:>8} {t['train_seconds']:>8.1f}")
     total = sum(t["train_seconds"] for t in result.triggers)
     if result.num_triggers == 0:
         lines.append(f"the trigger never fired over {result.stream_samples:,} samples: no model was trained")

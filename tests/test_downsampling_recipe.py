@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -25,6 +26,11 @@ def test_recipe_with_a_downsampling_callback_records_scores_per_trigger(tmp_path
     path.write_text(yaml.safe_dump(recipe))
     result = run_recipe(["--config", str(path)])
     assert result.num_triggers == 3
+    # each fit selected its trigger's 200 new samples and trained on a quarter of every batch of 100
+    assert [(t["samples_selected"], t["samples_trained"]) for t in result.triggers] == [(200, 50)] * 3
+    with open(tmp_path / "out" / "costs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["samples_selected"], r["samples_trained"]) for r in rows] == [("200", "50")] * 3
     for trigger in range(3):
         with np.load(tmp_path / "scores" / f"scores-trigger-{trigger:04d}.npz", allow_pickle=False) as f:
             assert int(f["trigger_id"]) == trigger
@@ -80,3 +86,22 @@ def test_a_recipe_scores_with_a_loss_it_names_by_import_path(tmp_path):
     # loss -(1-p)^2 log p is below cross-entropy -log p everywhere
     assert np.array_equal(keys, focal_keys) and np.all(focal < cross_entropy)
     assert np.allclose(focal, (1 - np.exp(-cross_entropy)) ** 2 * cross_entropy, atol=1e-5)
+
+
+def test_samples_trained_counts_what_the_steps_received(tmp_path):
+    recipe = small_recipe(tmp_path)
+    recipe["trainer"]["limit_train_batches"] = 2  # two batches of 64 of each trigger's 200 samples
+    recipe["pipeline"].pop("evaluation")
+    result = run_recipe(["--config", str(_write(tmp_path, recipe))])
+    assert [(t["samples_selected"], t["samples_trained"]) for t in result.triggers] == [(200, 128)] * 3
+    recipe["trainer"].pop("limit_train_batches")
+    recipe["trainer"]["max_epochs"] = 2
+    recipe["pipeline"]["output_dir"] = str(tmp_path / "all")
+    result = run_recipe(["--config", str(_write(tmp_path, recipe))])
+    assert [(t["samples_selected"], t["samples_trained"]) for t in result.triggers] == [(200, 200)] * 3
+
+
+def _write(tmp_path, recipe):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path

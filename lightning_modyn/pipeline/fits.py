@@ -18,8 +18,12 @@ import os
 from typing import Any, Callable
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+
+from lightning_modyn.data import batch_keys, batch_weights
 
 _QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
 """The loop's defaults where the user's arguments say nothing: one fit per trigger would repeat each of these."""
@@ -35,6 +39,43 @@ class TriggerIdInLogs(L.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_hyperparams({"trigger_id": self.trigger_id})
+
+
+class TrainedSamples(L.Callback):
+    """Counts the distinct samples of a fit's training set that its training steps received with a weight above 0,
+    on every rank together: what the fit really trained on once a downsampling callback has shrunk the batches
+    (``BatchThenSample``) or the training set (``SampleThenBatch``), or ``limit_train_batches`` cut an epoch
+    short. A loop records it per trigger as ``samples_trained``, beside ``samples_selected`` (the training set the
+    selection policy chose). Marking a sample costs one bit of a mask over the training set."""
+
+    def __init__(self) -> None:
+        self._sorted = np.zeros(0, np.int64)
+        self._trained = np.zeros(0, bool)
+        self.count: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the training set as this rank knows it once the fit is set up (ranks > 0 learn it in SharePlan.setup)
+        chosen = getattr(trainer.datamodule, "training_set", None)
+        self._sorted = np.sort(np.asarray(chosen[0], np.int64)) if chosen is not None else np.zeros(0, np.int64)
+        self._trained = np.zeros(len(self._sorted), bool)
+        self.count = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        keys, weights = batch_keys(batch), batch_weights(batch)
+        if keys is None or not len(self._sorted):
+            return
+        if weights is not None:
+            keys = keys[weights.to(keys.device) > 0]
+        keys = keys.cpu().numpy()
+        at = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
+        self._trained[at[self._sorted[at] == keys]] = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trained = torch.as_tensor(self._trained, dtype=torch.int32, device=pl_module.device)
+        if trainer.world_size > 1:  # each rank trained its own part: a sample counts if any rank trained it
+            trained = trainer.strategy.reduce(trained, reduce_op="sum")
+        self.count = int((trained > 0).sum())
 
 
 class FitTrainers:

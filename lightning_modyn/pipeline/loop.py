@@ -29,7 +29,7 @@ from lightning_modyn.data import ModynDataModule
 from lightning_modyn.pipeline.config import Pipeline
 from lightning_modyn.pipeline.context import LoopContext
 from lightning_modyn.pipeline.costs import write_costs
-from lightning_modyn.pipeline.fits import FitTrainers
+from lightning_modyn.pipeline.fits import FitTrainers, TrainedSamples
 from lightning_modyn.pipeline.progress import RunProgress, lightning_banners, say
 from lightning_modyn.pipeline.ranks import FitPlan, LeaderWord, SharePlan, keeps_process_group
 from lightning_modyn.pipeline.registry import ModelRegistry
@@ -126,15 +126,17 @@ class ContinualLoop:
             trainer.fit(self.model, datamodule=self.datamodule)
         self._fitting = False
 
-    def _fit(self, trigger_id: int, keys: np.ndarray, weights: np.ndarray) -> float:
+    def _fit(self, trigger_id: int, keys: np.ndarray, weights: np.ndarray) -> tuple[float, int]:
         """Rank 0: fit on its decision, which :class:`SharePlan` hands to every other rank inside the fit; the
-        seconds of scoring callbacks count as scoring, the rest as training."""
+        seconds of scoring callbacks count as scoring, the rest as training. Returns the training seconds and the
+        number of distinct samples the fit trained on (:class:`TrainedSamples`)."""
         self.datamodule.set_training_set(keys, weights)
         self.datamodule.trigger_id = trigger_id
         with lightning_banners(self._fits_started == 0):  # Lightning's banners and tips once per run
             self._fits_started += 1
             plan = FitPlan(trigger_id, self.pipeline.seed + trigger_id, keys, weights)
-            trainer = self.trainers.trainer(trigger_id, SharePlan(plan))
+            trained = TrainedSamples()
+            trainer = self.trainers.trainer(trigger_id, SharePlan(plan), trained)
             self._tell_followers(LeaderWord("fit", trigger_id=trigger_id))  # last: what fails before it aborts them
             scoring = _scoring_seconds(trainer)
             t0 = time.perf_counter()
@@ -144,7 +146,7 @@ class ContinualLoop:
             self._progress.move(_scoring_seconds(trainer) - scoring, "train", "score")
         if keeps_process_group(trainer):
             self._followers = trainer.strategy
-        return seconds
+        return seconds, len(keys) if trained.count is None else trained.count
 
     def _tell_followers(self, word: LeaderWord) -> None:
         """Rank 0: tell the ranks waiting between fits what comes next (no-op when none are waiting). After "done"
@@ -163,7 +165,8 @@ class ContinualLoop:
         same triggers, and ``evaluation`` is set on rank 0 only (``loop.global_rank`` says which rank this is).
         """
         with lightning_banners(False):  # the first fit shows them
-            trainer = self.trainers.trainer(None, SharePlan(None))  # its rank is this process's (launcher's env)
+            # its rank is this process's (launcher's env); ranks > 0 fit with it first
+            trainer = self.trainers.trainer(None, SharePlan(None), TrainedSamples())
         self.global_rank = trainer.global_rank
         self._followers, self._fitting = None, False
         if self.global_rank > 0:
@@ -187,7 +190,7 @@ class ContinualLoop:
                 return RunResult(self.output_dir, word.triggers, word.stream_samples)
             if word.what == "abort":
                 raise RuntimeError(f"rank 0 stopped the continual loop: {word.error}")
-            trainer = self.trainers.trainer(word.trigger_id, SharePlan(None))
+            trainer = self.trainers.trainer(word.trigger_id, SharePlan(None), TrainedSamples())
 
     def _stream(self) -> ReplayStream | WatchStream:
         p = self.pipeline
@@ -325,14 +328,15 @@ class ContinualLoop:
         elif len(keys) == 0:
             warnings.warn(f"trigger {trigger_id}: the selection is empty; the model is kept as it is",
                           RuntimeWarning, stacklevel=2)
-            seconds = 0.0
+            seconds, trained = 0.0, 0
         else:
-            seconds = self._fit(trigger_id, keys, weights)
+            seconds, trained = self._fit(trigger_id, keys, weights)
         if existing is None:
             with progress.stage_of("store"):
                 registry.save(trigger_id, self.model, {
                     "timestamp": int(stream.timestamps[b - 1]), "first_timestamp": int(stream.timestamps[a]),
-                    "stream_position": b, "new_samples": b - a, "samples_trained": int(len(keys)),
+                    "stream_position": b, "new_samples": b - a, "samples_selected": int(len(keys)),
+                    "samples_trained": int(trained),
                     "train_seconds": round(seconds, 4), "selection": type(self.selection).__name__},
                     keys=keys, weights=weights)
         self.models_trained += 1
