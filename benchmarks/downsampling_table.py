@@ -72,6 +72,9 @@ STRATEGIES: dict[str, tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], di
     "kcenter": ("KCenter", {}),
     "forgetting": ("ForgettingEvents", {}),
     "selective_backprop": ("SelectiveBackprop", {}),
+    "grand": ("GraNd", {}),
+    "submodular": ("Submodular", {"optimizer": "lazy"}),
+    "rho_loss": ("RhoLoss", {}),
 }
 DEFAULT_STRATEGIES = ["uniform", "rs2", "loss", "gradnorm", "el2n", "uncertainty", "craig"]
 FEWER_EPOCHS = "full-epochs"  # full data for ratio % of the epochs (recipes that train more than one epoch)

@@ -46,7 +46,9 @@ class TrainedSamples(L.Callback):
     on every rank together: what the fit really trained on once a downsampling callback has shrunk the batches
     (``BatchThenSample``) or the training set (``SampleThenBatch``), or ``limit_train_batches`` cut an epoch
     short. A loop records it per trigger as ``samples_trained``, beside ``samples_selected`` (the training set the
-    selection policy chose). Marking a sample costs one bit of a mask over the training set."""
+    selection policy chose). Marking a sample costs one byte of a mask over the training set. Where the fit ran in
+    processes of its own (``ddp_spawn``), this process never sees the count and the loop records the selected set's
+    size instead."""
 
     def __init__(self) -> None:
         self._sorted = np.zeros(0, np.int64)
