@@ -39,6 +39,7 @@ from lightning_modyn.selection.downsampling import (
 from lightning_modyn.selection.downsampling import rules
 from lightning_modyn.selection.downsampling.callbacks import SCORES_FILE
 from lightning_modyn.selection.downsampling.context import SelectionContext
+from lightning_modyn.selection.downsampling.kcenter import kcenter_greedy
 
 DIM, CLASSES = 4, 3
 
@@ -178,6 +179,75 @@ def test_a_custom_loss_that_ignores_the_outputs_has_no_gradient_to_score():
     batch = ScoringBatch.from_outputs(torch.randn(4, 3), torch.zeros(4), lambda z, y: torch.ones(len(z)))
     with pytest.raises(ValueError, match="does not depend on the model's outputs"):
         batch.output_gradients()
+
+
+class EmbeddingNet(torch.nn.Module):
+    """A backbone of two layers and a head; ``embed`` optional."""
+
+    def __init__(self, with_embed: bool) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(DIM, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6),
+                                            torch.nn.ReLU())
+        self.head = torch.nn.Linear(6, CLASSES)
+        if with_embed:
+            self.embed = lambda x: self.backbone[:2](x.float()) * 2  # something no hook would see
+
+    def forward(self, x):
+        return self.head(self.backbone(x.float()))
+
+
+def test_embedding_based_strategies_compare_samples_by_the_chosen_embeddings(caplog):
+    x, y = torch.randn(40, DIM), torch.randint(0, CLASSES, (40,))
+    plain, with_embed = EmbeddingNet(False), EmbeddingNet(True)
+    named = ScoringForward(embedding_layer="backbone.0")(plain, (x, y), representations=True)
+    assert torch.allclose(named.representations, plain.backbone[0](x))  # the named module's output
+    assert named.embeddings is None  # no last-layer hook was needed
+    by_embed = ScoringForward()(with_embed, (x, y), representations=True)
+    assert torch.allclose(by_embed.sample_embeddings("KCenter"), with_embed.embed(x))
+    # a named layer wins over embed()
+    assert torch.allclose(ScoringForward(embedding_layer="backbone.2")(with_embed, (x, y),
+                                                                        representations=True).representations,
+                          with_embed.backbone[2](with_embed.backbone[:2](x)))
+    forward = ScoringForward()
+    with caplog.at_level("INFO", logger="lightning_modyn"):
+        fallback = forward(plain, (x, y), representations=True)
+        forward(plain, (x, y), representations=True)
+    assert fallback.representations is None
+    assert torch.allclose(fallback.sample_embeddings("KCenter"), plain.backbone(x))  # the head's input
+    said = [r.getMessage() for r in caplog.records if "compares samples by the input" in r.getMessage()]
+    assert said == ["downsampling compares samples by the input of EmbeddingNet's last layer 'head': set "
+                    "embedding_layer on the selection callback, or define embed(x) on the model, to choose other "
+                    "embeddings"]  # once
+    # k-center picks by what it was given: the same picks as k-center greedy on the named layer's outputs
+    strategy = KCenter()
+    assert strategy.needs_representations and not strategy.needs_embeddings
+    picked, _ = strategy.select(named, 5, torch.Generator().manual_seed(0))
+    expected = kcenter_greedy(plain.backbone[0](x).detach(), 5, torch.Generator().manual_seed(0))
+    assert picked.tolist() == expected.tolist()
+    assert KCenter(features="gradients").needs_embeddings and not KCenter(features="gradients").needs_representations
+
+
+@pytest.mark.parametrize("name, match", [
+    ("nope", "embedding_layer 'nope' is not a module of EmbeddingNet; its modules: backbone, backbone.0"),
+    ("backbone.1.x", "embedding_layer 'backbone.1.x' is not a module of EmbeddingNet"),
+])
+def test_an_embedding_layer_that_is_not_there_is_named(name, match):
+    with pytest.raises(ValueError, match=match):
+        ScoringForward(embedding_layer=name)(EmbeddingNet(False), (torch.randn(4, DIM), torch.zeros(4)),
+                                             representations=True)
+
+
+def test_a_callback_trains_with_k_center_on_a_named_layer(store):
+    s, keys = store
+    dm = ModynDataModule(s, batch_size=100, seed=0)
+    dm.set_training_set(keys[:300])
+    model = TinyClassifier()
+    callback = BatchThenSample(KCenter(), ratio=50, embedding_layer="body.0")
+    trainer(callbacks=[callback]).fit(model, datamodule=dm)
+    assert [n for n, _ in model.seen] == [50, 50, 50]
+    with pytest.raises(ValueError, match="embedding_layer must be the dotted name of a module"):
+        BatchThenSample(KCenter(), ratio=50, embedding_layer="")
 
 
 def test_loss_el2n_and_uncertainty_scores_by_hand():

@@ -27,12 +27,15 @@ class DownsamplingStrategy(ABC):
     """Chooses which of the scored samples to train on.
 
     Class attributes say what the scoring pass must provide: ``needs_forward`` (False: no model pass at all, e.g.
-    uniform or RS2), ``needs_embeddings`` (the inputs of the model's last layer), ``needs_keys`` (store keys, i.e.
-    a :class:`~lightning_modyn.data.ModynDataModule`).
+    uniform or RS2), ``needs_embeddings`` (the inputs of the model's last layer, for last-layer gradients),
+    ``needs_representations`` (the embeddings samples are compared by: ``embedding_layer``'s output, ``embed()``, or
+    the last layer's inputs; :meth:`ScoringBatch.sample_embeddings`), ``needs_keys`` (store keys, i.e. a
+    :class:`~lightning_modyn.data.ModynDataModule`).
     """
 
     needs_forward: bool = True
     needs_embeddings: bool = False
+    needs_representations: bool = False
     needs_keys: bool = False
     #: The per-sample scores of the last :meth:`select` (None for strategies without scores), for the score log.
     last_scores: torch.Tensor | None = None

@@ -44,14 +44,14 @@ class _Downsampling(L.Callback):
 
     def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, loss: LossSpec = "auto",
                  last_layer: str | None = None, seed: int = 0, record_scores: bool = True,
-                 scores_dir: str | None = None) -> None:
+                 scores_dir: str | None = None, embedding_layer: str | None = None) -> None:
         from lightning_modyn.selection.downsampling import strategy_by_name
 
         self.strategy = strategy_by_name(strategy) if isinstance(strategy, str) else strategy
         if not isinstance(self.strategy, DownsamplingStrategy):
             raise TypeError(f"strategy must be a DownsamplingStrategy or its name, got {type(strategy).__name__}")
         self.ratio = check_percentage("ratio", ratio, "the percentage of samples to keep")
-        self.forward = ScoringForward(loss=loss, last_layer=last_layer)
+        self.forward = ScoringForward(loss=loss, last_layer=last_layer, embedding_layer=embedding_layer)
         self.seed = seed
         self.record_scores = record_scores
         self.scores_dir = scores_dir
@@ -119,7 +119,8 @@ class _Downsampling(L.Callback):
     # ------------------------------------------------------------------ scoring and selecting
     def _score(self, pl_module: L.LightningModule, batch: Any, keys: torch.Tensor | None, n: int) -> ScoringBatch:
         if self.strategy.needs_forward:
-            return self.forward(pl_module, batch, self.strategy.needs_embeddings, keys)
+            return self.forward(pl_module, batch, self.strategy.needs_embeddings, keys,
+                                self.strategy.needs_representations)
         _, y = self.forward.split(batch)
         return ScoringBatch.unscored(n, y, keys, pl_module.device)
 
@@ -185,10 +186,13 @@ class BatchThenSample(_Downsampling):
             ``loss(logits, targets) -> (N,)`` — in a recipe by import path (``mypackage.losses.focal``) or as a
             ``class_path`` of a callable class. Gradient-based strategies differentiate it with respect to the
             outputs by autograd.
-        last_layer: The model's last layer, for strategies that need embeddings (found automatically if None).
+        last_layer: The model's last layer, whose input gives last-layer gradients (found automatically if None).
         seed: Selection seed (draws are a function of seed, trigger and step only — the same on every rank).
         record_scores: Keep every scored key and its score; written at the end of the fit as ``npz``.
         scores_dir: Where to write the scores (default: the Trainer's ``default_root_dir``).
+        embedding_layer: The module whose output embedding-based strategies (k-center, coresets on
+            ``"embeddings"``) compare samples by, e.g. ``"backbone.fc1"``; None: the model's ``embed()`` if it
+            defines one, else the input of the last layer (logged once).
 
     Example::
 
@@ -198,8 +202,8 @@ class BatchThenSample(_Downsampling):
 
     def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, loss: LossSpec = "auto",
                  last_layer: str | None = None, seed: int = 0, record_scores: bool = True,
-                 scores_dir: str | None = None) -> None:
-        super().__init__(strategy, ratio, loss, last_layer, seed, record_scores, scores_dir)
+                 scores_dir: str | None = None, embedding_layer: str | None = None) -> None:
+        super().__init__(strategy, ratio, loss, last_layer, seed, record_scores, scores_dir, embedding_layer)
         _warn_if_rs2_is_uniform(self.strategy, "BatchThenSample selects once from every batch",
                                 "SampleThenBatch(period=1)")
 
@@ -262,15 +266,17 @@ class SampleThenBatch(_Downsampling):
     mid-epoch checkpoint continues on the same subset.
 
     Args:
-        strategy, ratio, loss, last_layer, seed, record_scores, scores_dir: As for :class:`BatchThenSample`.
+        strategy, ratio, loss, last_layer, seed, record_scores, scores_dir, embedding_layer: As for
+            :class:`BatchThenSample`.
         period: Select again every ``period`` epochs; 0 selects once per fit.
         batch_size: Samples per scoring batch (default: the DataModule's ``val_batch_size``).
     """
 
-    def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, period: int = 1, loss: LossSpec = "auto",
-                 last_layer: str | None = None, seed: int = 0, batch_size: int | None = None,
-                 record_scores: bool = True, scores_dir: str | None = None) -> None:
-        super().__init__(strategy, ratio, loss, last_layer, seed, record_scores, scores_dir)
+    def __init__(self, strategy: DownsamplingStrategy | str, ratio: float, period: int = 1,
+                 loss: LossSpec = "auto", last_layer: str | None = None, seed: int = 0, batch_size: int | None = None,
+                 record_scores: bool = True, scores_dir: str | None = None,
+                 embedding_layer: str | None = None) -> None:
+        super().__init__(strategy, ratio, loss, last_layer, seed, record_scores, scores_dir, embedding_layer)
         check_int("period", period, 0, hint="(0: select once per fit)")
         if period == 0:
             _warn_if_rs2_is_uniform(self.strategy, "SampleThenBatch(period=0) selects once per fit", "period=1")
@@ -345,7 +351,8 @@ class SampleThenBatch(_Downsampling):
         per_rank = -(-len(keys) // world)
         mine = keys[rank * per_rank : (rank + 1) * per_rank]
         if self.strategy.needs_forward:
-            local = context.score_keys(mine, embeddings=self.strategy.needs_embeddings)
+            local = context.score_keys(mine, embeddings=self.strategy.needs_embeddings,
+                                       representations=self.strategy.needs_representations)
         else:
             local = ScoringBatch.unscored(len(mine), keys=torch.as_tensor(mine, device=pl_module.device),
                                           device=pl_module.device)
@@ -446,7 +453,7 @@ def _gather(trainer: L.Trainer, batch: ScoringBatch, valid: torch.Tensor) -> tup
         return None if t is None else strategy.all_gather(t).reshape((-1,) + tuple(t.shape[1:]))
 
     gathered = ScoringBatch(gather(batch.logits), gather(batch.targets), gather(batch.losses), batch.loss,
-                            gather(batch.embeddings), gather(batch.keys))
+                            gather(batch.embeddings), gather(batch.keys), gather(batch.representations))
     return gathered, gather(valid).bool()
 
 

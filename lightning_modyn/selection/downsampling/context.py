@@ -51,11 +51,11 @@ class SelectionContext:
         for batch in self.datamodule.batches(keys, self.batch_size):
             yield batch.to(device)
 
-    def score_keys(self, keys: np.ndarray, module: torch.nn.Module | None = None,
-                   embeddings: bool = False) -> ScoringBatch:
+    def score_keys(self, keys: np.ndarray, module: torch.nn.Module | None = None, embeddings: bool = False,
+                   representations: bool = False) -> ScoringBatch:
         """One scoring pass of ``module`` (default: the model being fitted) over ``keys``, in their order."""
         module = module if module is not None else self.pl_module
-        parts = [self.forward(module, b, embeddings, b.keys) for b in self.batches(keys)]
+        parts = [self.forward(module, b, embeddings, b.keys, representations) for b in self.batches(keys)]
         if not parts:
             return ScoringBatch.unscored(0, keys=torch.zeros(0, dtype=torch.long))
         return ScoringBatch.cat(parts)

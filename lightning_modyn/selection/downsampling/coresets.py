@@ -37,12 +37,19 @@ class CoresetStrategy(DownsamplingStrategy):
     """Shared partitioning for coreset strategies.
 
     Args:
-        features: ``"gradients"`` (last-layer gradients, closed form) or ``"embeddings"`` (last-layer inputs).
+        features: ``"gradients"`` (last-layer gradients, closed form) or ``"embeddings"`` (the callback's
+            ``embedding_layer`` output, else the model's ``embed()``, else the last layer's inputs).
         per_class: Partition by label first.
         block_size: Largest part handed to the algorithm at once (bounds its ``O(part^2)`` memory).
     """
 
-    needs_embeddings = True
+    @property
+    def needs_embeddings(self) -> bool:  # type: ignore[override]
+        return self.features == "gradients"
+
+    @property
+    def needs_representations(self) -> bool:  # type: ignore[override]
+        return self.features == "embeddings"
 
     def __init__(self, features: str = "gradients", per_class: bool = True, block_size: int = 2048) -> None:
         check_choice("features", features, FEATURES)
@@ -54,7 +61,7 @@ class CoresetStrategy(DownsamplingStrategy):
     def _features(self, batch: ScoringBatch) -> torch.Tensor:
         if self.features == "gradients":
             return batch.last_layer_gradients()
-        return batch._require_embeddings(type(self).__name__)
+        return batch.sample_embeddings(type(self).__name__)
 
     def _parts(self, batch: ScoringBatch, generator: torch.Generator) -> list[torch.Tensor]:
         n = len(batch)

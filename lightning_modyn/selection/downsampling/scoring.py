@@ -102,8 +102,12 @@ class ScoringBatch:
         losses: ``(N,)`` per-sample loss.
         loss: The loss the scores refer to (``cross_entropy``, ``binary_cross_entropy``, ``mse``, ``"none"`` for
             an unscored batch, or the user's per-sample loss function).
-        embeddings: ``(N, D)`` inputs of the last layer, when a strategy asked for them.
+        embeddings: ``(N, D)`` inputs of the last layer, when a strategy asked for them (last-layer gradients are
+            computed from them).
         keys: ``(N,)`` store keys, when the batch came from a ``ModynDataModule``.
+        representations: ``(N, E)`` the embeddings that embedding-based strategies compare, when they differ from
+            the last layer's inputs: the output of the callback's ``embedding_layer``, else the model's
+            ``embed()`` (see :meth:`sample_embeddings`).
     """
 
     logits: torch.Tensor
@@ -112,13 +116,15 @@ class ScoringBatch:
     loss: LossSpec
     embeddings: torch.Tensor | None = None
     keys: torch.Tensor | None = None
+    representations: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.logits)
 
     @classmethod
     def from_outputs(cls, logits: torch.Tensor, targets: torch.Tensor | None, loss: LossSpec = "auto",
-                     embeddings: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> "ScoringBatch":
+                     embeddings: torch.Tensor | None = None, keys: torch.Tensor | None = None,
+                     representations: torch.Tensor | None = None) -> "ScoringBatch":
         """Compute the per-sample losses from outputs and targets."""
         logits = logits.detach().float()
         logits = logits.reshape(len(logits), -1)
@@ -129,7 +135,8 @@ class ScoringBatch:
             targets = targets.detach()
             losses = per_sample_loss(logits, targets, loss)
         emb = None if embeddings is None else embeddings.detach().float().reshape(len(logits), -1)
-        return cls(logits, targets, losses, loss, emb, None if keys is None else keys.detach())
+        rep = None if representations is None else representations.detach().float().reshape(len(logits), -1)
+        return cls(logits, targets, losses, loss, emb, None if keys is None else keys.detach(), rep)
 
     @classmethod
     def unscored(cls, n: int, targets: torch.Tensor | None = None, keys: torch.Tensor | None = None,
@@ -180,6 +187,14 @@ class ScoringBatch:
             raise ValueError(f"{what} needs the embeddings the last layer sees; the strategy must declare "
                              "needs_embeddings = True")
         return self.embeddings
+
+    def sample_embeddings(self, what: str) -> torch.Tensor:
+        """``(N, E)`` the embeddings ``what`` (a strategy) compares samples by: :attr:`representations` where the
+        scoring pass took them (a named ``embedding_layer`` or the model's ``embed()``), else the last layer's
+        inputs."""
+        if self.representations is not None:
+            return self.representations
+        return self._require_embeddings(what)
 
     def last_layer_gradients(self) -> torch.Tensor:
         """``(N, C * (D + 1))`` per-sample gradient of the last layer's weight and bias, flattened."""

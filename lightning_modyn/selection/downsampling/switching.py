@@ -53,6 +53,10 @@ class Switching(DownsamplingStrategy):
         return self._active.needs_embeddings
 
     @property
+    def needs_representations(self) -> bool:  # type: ignore[override]
+        return self._active.needs_representations
+
+    @property
     def needs_keys(self) -> bool:  # type: ignore[override]
         return self._active.needs_keys
 
