@@ -53,8 +53,8 @@ def check_choice(name: str, value: Any, choices: Iterable[Any], hint: str = "") 
     """
     choices = tuple(choices)
     try:
-        ok = value in choices
-    except TypeError:  # e.g. a numpy array compared with strings
+        ok = bool(hash(value) is not None and value in choices)
+    except (TypeError, ValueError):  # unhashable (a list, a numpy array): never one of the choices
         ok = False
     if not ok or isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
         raise ValueError(f"{name} must be one of {choices}{' ' + hint if hint else ''}, got {value!r}")

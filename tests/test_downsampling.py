@@ -165,7 +165,8 @@ def test_a_custom_loss_by_import_path_changes_what_is_selected():
 
 @pytest.mark.parametrize("loss, match", [
     ("custom_recipe_functions.mean_loss", r"loss custom_recipe_functions.mean_loss must return one loss per "
-                                          r"sample, a tensor of shape \(8,\) \(reduction='none'\), got \(\)"),
+                                          r"sample, a tensor of shape \(8,\) \(reduction='none'\), got \(\); "
+                                          r"it gets the logits as \(8, 3\) and the targets as \(8,\)"),
     ("custom_recipe_functions.nope", "loss: module 'custom_recipe_functions' has no 'nope'"),
     ("hinge", "loss must be a callable or one of \\('auto', 'cross_entropy', 'binary_cross_entropy', 'mse'\\)"),
     (lambda z, y: torch.full((len(z),), float("nan")), "returned a loss that is NaN or infinite"),
@@ -173,6 +174,15 @@ def test_a_custom_loss_by_import_path_changes_what_is_selected():
 def test_a_loss_that_cannot_score_is_refused_naming_it(loss, match):
     with pytest.raises(ValueError, match=match):
         ScoringBatch.from_outputs(torch.randn(8, 3), torch.randint(0, 3, (8,)), ScoringForward(loss=loss).loss)
+
+
+def test_a_custom_loss_is_differentiated_inside_inference_mode_too():
+    logits, y = torch.randn(6, 3), torch.randint(0, 3, (6,))
+    expected = ScoringBatch.from_outputs(logits, y, "cross_entropy").output_gradients()
+    with torch.inference_mode():
+        batch = ScoringBatch.from_outputs(logits, y, plain_cross_entropy)
+        assert torch.allclose(batch.output_gradients(), expected, atol=1e-6)
+    assert torch.allclose(batch.output_gradients(), expected, atol=1e-6)  # built there, differentiated here
 
 
 def test_a_custom_loss_that_ignores_the_outputs_has_no_gradient_to_score():

@@ -27,7 +27,8 @@ def test_recipe_with_a_downsampling_callback_records_scores_per_trigger(tmp_path
     result = run_recipe(["--config", str(path)])
     assert result.num_triggers == 3
     # each fit selected its trigger's 200 new samples and trained on a quarter of every batch of 100
-    assert [(t["samples_selected"], t["samples_trained"]) for t in result.triggers] == [(200, 50)] * 3
+    assert [(t["samples_selected"], t["samples_trained"], t["sample_passes"]) for t in result.triggers] == \
+        [(200, 50, 50)] * 3
     with open(tmp_path / "out" / "costs.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["samples_selected"], r["samples_trained"]) for r in rows] == [("200", "50")] * 3
@@ -92,13 +93,18 @@ def test_samples_trained_counts_what_the_steps_received(tmp_path):
     recipe = small_recipe(tmp_path)
     recipe["trainer"]["limit_train_batches"] = 2  # two batches of 64 of each trigger's 200 samples
     recipe["pipeline"].pop("evaluation")
-    result = run_recipe(["--config", str(_write(tmp_path, recipe))])
-    assert [(t["samples_selected"], t["samples_trained"]) for t in result.triggers] == [(200, 128)] * 3
+    def counts(name: str, **trainer) -> list[tuple[int, int, int]]:
+        recipe["trainer"].update(trainer)
+        recipe["pipeline"]["output_dir"] = str(tmp_path / name)
+        result = run_recipe(["--config", str(_write(tmp_path, recipe))])
+        return [(t["samples_selected"], t["samples_trained"], t["sample_passes"]) for t in result.triggers]
+
+    assert counts("two-batches") == [(200, 128, 128)] * 3
     recipe["trainer"].pop("limit_train_batches")
-    recipe["trainer"]["max_epochs"] = 2
-    recipe["pipeline"]["output_dir"] = str(tmp_path / "all")
-    result = run_recipe(["--config", str(_write(tmp_path, recipe))])
-    assert [(t["samples_selected"], t["samples_trained"]) for t in result.triggers] == [(200, 200)] * 3
+    assert counts("two-epochs", max_epochs=2) == [(200, 200, 400)] * 3  # every sample, twice
+    assert counts("no-training", limit_train_batches=0) == [(200, 0, 0)] * 3
+    with open(tmp_path / "two-epochs" / "costs.csv") as handle:
+        assert [r["sample_passes"] for r in csv.DictReader(handle)] == ["400"] * 3
 
 
 def _write(tmp_path, recipe):

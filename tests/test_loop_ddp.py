@@ -71,9 +71,10 @@ def ddp_run(stream):
     return {"out": out, "known": os.path.join(out, "known"), "output": result.stdout + result.stderr}
 
 
-def check_run(stream: dict, out: str, known: str, triggers: int) -> None:
+def check_run(stream: dict, out: str, known: str, triggers: int, passes: int | None = 2 * EVERY) -> None:
     """Every rank fitted once per trigger on rank 0's (keys, weights); the registry holds what every rank ended
-    with, and that equals the known run's model."""
+    with, and that equals the known run's model. ``passes``: the rows trained per fit (max_epochs=2), None where
+    the fits ran in spawned processes that do not report them back."""
     for rank in (0, 1):
         done = fits(out, rank)
         assert [f["trigger_id"] for f in done] == list(range(triggers)), f"rank {rank} fitted {len(done)} times"
@@ -84,7 +85,8 @@ def check_run(stream: dict, out: str, known: str, triggers: int) -> None:
             assert np.array_equal(np.float32(f["weights"]), weights_of(i, 0, EVERY)), f"rank {rank}, trigger {i}"
     registry = json.load(open(os.path.join(out, "run", "registry.json")))["models"]
     assert [e["stream_position"] for e in registry] == [EVERY * (i + 1) for i in range(triggers)]
-    assert [e["samples_trained"] for e in registry] == [EVERY] * triggers
+    assert [e["samples_trained"] for e in registry] == [EVERY] * triggers  # both ranks' halves together
+    assert [e["sample_passes"] for e in registry] == [passes] * triggers
     for i in range(triggers):
         saved = ModelRegistry(os.path.join(out, "run")).weights(i)
         for rank in (0, 1):
@@ -130,4 +132,4 @@ def test_ddp_run_killed_between_fits_stops_every_rank_and_resumes(stream, ddp_ru
 def test_ddp_spawn_fits_in_workers_and_brings_rank0s_model_back(stream, ddp_run):
     out = str(stream["root"] / "spawn")
     launch(stream["url"], out, "ddp_spawn", "--triggers", "2")  # trigger 1 warm-starts from what came back
-    check_run(stream, out, ddp_run["known"], 2)
+    check_run(stream, out, ddp_run["known"], 2, passes=None)

@@ -289,6 +289,9 @@ def test_worker_mode_must_be_process_or_thread(click_store):
         with pytest.raises(ValueError, match=f"worker_mode must be one of \\('process', 'thread'\\) \\(or None "
                                              f"for 'thread'\\), got {bad!r}"):
             ModynDataModule(store, worker_mode=bad)
+    for unhashable in (np.array("thread"), ["thread"]):  # equal to a choice element-wise, still not one of them
+        with pytest.raises(ValueError, match=r"worker_mode must be one of \('process', 'thread'\)"):
+            ModynDataModule(store, worker_mode=unhashable)
     assert ModynDataModule(store).worker_mode == ModynDataModule(store, worker_mode=None).worker_mode == "thread"
     dm = clicks(click_store)
     dm.worker_mode = "threads"  # changed after construction: refused when a loader is built

@@ -12,16 +12,18 @@ from lightning_modyn.pipeline.progress import STAGES
 
 
 def write_costs(output_dir: str, triggers: Sequence[dict[str, Any]], plot: bool = True) -> None:
-    """``costs.csv`` (one row per trigger: id, stream position, samples selected, samples trained, seconds per
-    stage, total) and, with ``plot``, ``costs.png``. Triggers whose seconds a restart lost have empty cells."""
+    """``costs.csv`` (one row per trigger: id, stream position, samples selected, samples trained, sample passes,
+    seconds per stage, total) and, with ``plot``, ``costs.png``. Triggers whose seconds a restart lost have empty
+    cells."""
     if not triggers:
         return
     rows = [[t["trigger_id"], t["stream_position"], t.get("samples_selected", ""), t["samples_trained"],
+             "" if t.get("sample_passes") is None else t["sample_passes"],
              *[_cell(t.get("seconds", {}).get(stage)) for stage in STAGES],
              _cell(sum(t["seconds"].values()) if t.get("seconds") else None)] for t in triggers]
     with atomic_write(os.path.join(output_dir, "costs.csv"), "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["trigger_id", "stream_position", "samples_selected", "samples_trained",
+        writer.writerow(["trigger_id", "stream_position", "samples_selected", "samples_trained", "sample_passes",
                          *[f"{s}_seconds" for s in STAGES],
                          "total_seconds"])
         writer.writerows(rows)

@@ -42,42 +42,58 @@ class TriggerIdInLogs(L.Callback):
 
 
 class TrainedSamples(L.Callback):
-    """Counts the distinct samples of a fit's training set that its training steps received with a weight above 0,
-    on every rank together: what the fit really trained on once a downsampling callback has shrunk the batches
-    (``BatchThenSample``) or the training set (``SampleThenBatch``), or ``limit_train_batches`` cut an epoch
-    short. A loop records it per trigger as ``samples_trained``, beside ``samples_selected`` (the training set the
-    selection policy chose). Marking a sample costs one byte of a mask over the training set. Where the fit ran in
-    processes of its own (``ddp_spawn``), this process never sees the count and the loop records the selected set's
-    size instead."""
+    """What a fit's training steps received, on every rank together: ``count``, the distinct samples of the fit's
+    training set that reached a step with a weight above 0, and ``passes``, the rows with a weight above 0 over all
+    steps (a sample trained in 10 epochs counts 10 times: the fit's training work). A loop records them per trigger
+    as ``samples_trained`` and ``sample_passes``, beside ``samples_selected`` (the set the selection policy chose).
+
+    ``count`` is below the selected set when a downsampling callback keeps one share for the whole fit
+    (``SampleThenBatch(period=0)``) or ``limit_train_batches`` cuts epochs short; a callback that draws anew every
+    epoch or batch reaches more of the set as epochs go by, and ``passes`` shows what it saved. Marking a sample
+    costs one byte of a mask over the training set. Both stay None when no training batch carried store keys, and
+    where the fit ran in processes of its own (``ddp_spawn``): then the loop records the selected set's size."""
 
     def __init__(self) -> None:
         self._sorted = np.zeros(0, np.int64)
         self._trained = np.zeros(0, bool)
+        self._passes = 0
+        self._keyed = False
         self.count: int | None = None
+        self.passes: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # a fit that skips training (limit_train_batches=0) trained nothing
+            self.count, self.passes, self._passes, self._keyed = 0, 0, 0, False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the training set as this rank knows it once the fit is set up (ranks > 0 learn it in SharePlan.setup)
         chosen = getattr(trainer.datamodule, "training_set", None)
         self._sorted = np.sort(np.asarray(chosen[0], np.int64)) if chosen is not None else np.zeros(0, np.int64)
         self._trained = np.zeros(len(self._sorted), bool)
-        self.count = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         keys, weights = batch_keys(batch), batch_weights(batch)
-        if keys is None or not len(self._sorted):
+        if keys is None:
             return
+        self._keyed = True
         if weights is not None:
             keys = keys[weights.to(keys.device) > 0]
         keys = keys.cpu().numpy()
-        at = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
-        self._trained[at[self._sorted[at] == keys]] = True
+        self._passes += len(keys)
+        if len(self._sorted):
+            at = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
+            self._trained[at[self._sorted[at] == keys]] = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trained = torch.as_tensor(self._trained, dtype=torch.int32, device=pl_module.device)
+        totals = torch.tensor([self._passes, int(self._keyed)], dtype=torch.int64, device=pl_module.device)
         if trainer.world_size > 1:  # each rank trained its own part: a sample counts if any rank trained it
             trained = trainer.strategy.reduce(trained, reduce_op="sum")
-        self.count = int((trained > 0).sum())
+            totals = trainer.strategy.reduce(totals, reduce_op="sum")
+        keyed = int(totals[1]) > 0
+        self.count = int((trained > 0).sum()) if keyed else None
+        self.passes = int(totals[0]) if keyed else None
 
 
 class FitTrainers:

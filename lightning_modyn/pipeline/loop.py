@@ -126,10 +126,10 @@ class ContinualLoop:
             trainer.fit(self.model, datamodule=self.datamodule)
         self._fitting = False
 
-    def _fit(self, trigger_id: int, keys: np.ndarray, weights: np.ndarray) -> tuple[float, int]:
+    def _fit(self, trigger_id: int, keys: np.ndarray, weights: np.ndarray) -> tuple[float, TrainedSamples]:
         """Rank 0: fit on its decision, which :class:`SharePlan` hands to every other rank inside the fit; the
-        seconds of scoring callbacks count as scoring, the rest as training. Returns the training seconds and the
-        number of distinct samples the fit trained on (:class:`TrainedSamples`)."""
+        seconds of scoring callbacks count as scoring, the rest as training. Returns the training seconds and what
+        the fit's steps received (:class:`TrainedSamples`)."""
         self.datamodule.set_training_set(keys, weights)
         self.datamodule.trigger_id = trigger_id
         with lightning_banners(self._fits_started == 0):  # Lightning's banners and tips once per run
@@ -146,7 +146,7 @@ class ContinualLoop:
             self._progress.move(_scoring_seconds(trainer) - scoring, "train", "score")
         if keeps_process_group(trainer):
             self._followers = trainer.strategy
-        return seconds, len(keys) if trained.count is None else trained.count
+        return seconds, trained
 
     def _tell_followers(self, word: LeaderWord) -> None:
         """Rank 0: tell the ranks waiting between fits what comes next (no-op when none are waiting). After "done"
@@ -328,15 +328,17 @@ class ContinualLoop:
         elif len(keys) == 0:
             warnings.warn(f"trigger {trigger_id}: the selection is empty; the model is kept as it is",
                           RuntimeWarning, stacklevel=2)
-            seconds, trained = 0.0, 0
+            seconds, count, passes = 0.0, 0, 0
         else:
             seconds, trained = self._fit(trigger_id, keys, weights)
+            count = len(keys) if trained.count is None else trained.count  # None: the fit ran elsewhere
+            passes = trained.passes
         if existing is None:
             with progress.stage_of("store"):
                 registry.save(trigger_id, self.model, {
                     "timestamp": int(stream.timestamps[b - 1]), "first_timestamp": int(stream.timestamps[a]),
                     "stream_position": b, "new_samples": b - a, "samples_selected": int(len(keys)),
-                    "samples_trained": int(trained),
+                    "samples_trained": int(count), "sample_passes": passes,
                     "train_seconds": round(seconds, 4), "selection": type(self.selection).__name__},
                     keys=keys, weights=weights)
         self.models_trained += 1

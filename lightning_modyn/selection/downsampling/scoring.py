@@ -77,7 +77,8 @@ def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, loss: LossSpec)
         if not isinstance(values, torch.Tensor) or values.shape != (len(logits),):
             shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
             raise ValueError(f"loss {loss_name(loss)} must return one loss per sample, a tensor of shape "
-                             f"({len(logits)},) (reduction='none'), got {shape}")
+                             f"({len(logits)},) (reduction='none'), got {shape}; it gets the logits as "
+                             f"{tuple(logits.shape)} and the targets as {tuple(targets.shape)}")
         if not torch.isfinite(values.detach()).all():
             raise ValueError(f"loss {loss_name(loss)} returned a loss that is NaN or infinite")
         return values.float()
@@ -172,9 +173,9 @@ class ScoringBatch:
     def _autograd_output_gradients(self, y: torch.Tensor) -> torch.Tensor:
         """The gradient of a user's loss with respect to the outputs: the gradient of the summed losses, which is
         each sample's own gradient because a per-sample loss depends on that sample's outputs only."""
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # also inside a caller's inference_mode
             logits = self.logits.detach().clone().requires_grad_(True)
-            losses = per_sample_loss(logits, y, self.loss)
+            losses = per_sample_loss(logits, y.clone(), self.loss)
             grad = (torch.autograd.grad(losses.sum(), logits, allow_unused=True)[0] if losses.requires_grad
                     else None)
         if grad is None:
@@ -185,7 +186,8 @@ class ScoringBatch:
     def _require_embeddings(self, what: str) -> torch.Tensor:
         if self.embeddings is None:
             raise ValueError(f"{what} needs the embeddings the last layer sees; the strategy must declare "
-                             "needs_embeddings = True")
+                             "needs_embeddings = True (last-layer gradients) or needs_representations = True "
+                             "(embeddings to compare samples by)")
         return self.embeddings
 
     def sample_embeddings(self, what: str) -> torch.Tensor:
