@@ -27,6 +27,8 @@ Craig runs on clicks only when ``--strategies`` names it, at ~300 CPU s a run)::
     OMP_NUM_THREADS=1 python benchmarks/downsampling_table.py --out benchmarks/_work/downsampling_table.md
     OMP_NUM_THREADS=1 python benchmarks/downsampling_table.py --only digits --seeds 0 --strategies loss rs2
     OMP_NUM_THREADS=1 python benchmarks/downsampling_table.py --only clicks --seeds 0 --ratios 25 --strategies craig
+    OMP_NUM_THREADS=1 python benchmarks/downsampling_table.py --no-fewer-epochs --work benchmarks/_work/ds_more \
+        --strategies gradmatch kcenter submodular grand forgetting selective_backprop rho_loss   # the other rows
     python benchmarks/downsampling_table.py --reuse --no-run --out benchmarks/_work/downsampling_table.md  # tabulate
 
 Every run writes ``<work>/<recipe>/<row>-<ratio>-seed<seed>/measure.json``; ``--reuse`` reads those that exist
