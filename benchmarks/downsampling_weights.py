@@ -10,9 +10,14 @@ run on all data. Reported: composite accuracy of the active model over the strea
 it is trained on) and over the held-out stream's days (images whose source digits no model trained on),
 training seconds of all fits, and how many fits warned that the training step ignored weights that differed.
 
-Run from the repository root (about 5 minutes on 2 cores)::
+``--recipe downsampling`` runs the same comparison on ``recipes/downsampling_digits.yaml`` (sample-then-batch, one
+selection of 50 % per fit; its uniform draw is the recipe as it ships), against
+``recipes/downsampling_digits_full.yaml``.
+
+Run from the repository root (about 5 minutes on 2 cores; ``--recipe downsampling`` about 6)::
 
     python benchmarks/downsampling_weights.py --out benchmarks/_work/downsampling_weights.md
+    OMP_NUM_THREADS=1 python benchmarks/downsampling_weights.py --recipe downsampling
 """
 
 from __future__ import annotations
@@ -46,8 +51,22 @@ VARIANTS = [  # name, recipe, strategy (None: the recipe's), use_weights
 ]
 
 
+#: --recipe downsampling: the downsampling recipe's own callback (SampleThenBatch, 50 %, once per fit) with each
+#: strategy, against its full-data twin
+DS_RECIPE, DS_FULL = (os.path.join("recipes", f"downsampling_digits{suffix}.yaml") for suffix in ("", "_full"))
+DS_LOSS = {"class_path": "lightning_modyn.selection.downsampling.Loss", "init_args": {"rule": "importance"}}
+DS_VARIANTS = [
+    ("all data (downsampling_digits_full.yaml)", DS_FULL, None, True),
+    ("loss, importance, weights applied", DS_RECIPE, DS_LOSS, True),
+    ("loss, importance, weights ignored", DS_RECIPE, DS_LOSS, False),
+    ("uniform (downsampling_digits.yaml)", DS_RECIPE, None, True),
+    ("loss, top-k", DS_RECIPE, {"class_path": "lightning_modyn.selection.downsampling.Loss",
+                                "init_args": {"rule": "top_k"}}, False),
+]
+
+
 def run(index: int, recipe_path: str, strategy: dict | None, use_weights: bool, work: str) -> dict:
-    recipe = yaml.safe_load(open(FULL))
+    recipe = yaml.safe_load(open(FULL if recipe_path == DOWNSAMPLING else recipe_path))
     if recipe_path == DOWNSAMPLING:
         recipe["data"]["batch_size"] = 128
         recipe["trainer"]["callbacks"] = [json.loads(json.dumps(CALLBACK))]
@@ -76,11 +95,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default=os.path.join("benchmarks", "_work", "downsampling_weights"))
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--recipe", choices=["rotating", "downsampling"], default="rotating",
+                        help="rotating_digits.yaml with batch-then-sample 25 %% (default), or downsampling_digits.yaml")
     args = parser.parse_args()
+    if args.recipe == "downsampling" and args.work == parser.get_default("work"):
+        args.work += "_recipe"
     os.makedirs(args.work, exist_ok=True)
     lines = ["| run | composite accuracy, stream | composite accuracy, held out | training s | fits warned about "
              "ignored weights |", "|---|---:|---:|---:|---:|"]
-    for i, (name, recipe, strategy, use_weights) in enumerate(VARIANTS):
+    for i, (name, recipe, strategy, use_weights) in enumerate(VARIANTS if args.recipe == "rotating" else DS_VARIANTS):
         r = run(i, recipe, strategy, use_weights, args.work)
         lines.append(f"| {name} | {r['composite']:.4f} | {r['heldout']:.4f} | {r['train_seconds']:.1f} | "
                      f"{r['warned']} |")

@@ -6,8 +6,10 @@ import csv
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
+import pytest
 import yaml
 
 from lightning_modyn.recipe import run_recipe
@@ -111,3 +113,21 @@ def _write(tmp_path, recipe):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+@pytest.mark.parametrize("use_weights", [False, True])
+def test_a_loop_fit_that_ignores_the_weights_is_warned(tmp_path, use_weights):
+    """Through the loop, whose own callbacks look at every batch's weights: only the training step's reading
+    counts as applying them."""
+    recipe = small_recipe(tmp_path)
+    recipe["model"]["init_args"]["use_weights"] = use_weights
+    recipe["pipeline"].pop("evaluation")
+    recipe["trainer"]["callbacks"] = [{
+        "class_path": "lightning_modyn.selection.downsampling.SampleThenBatch",
+        "init_args": {"strategy": {"class_path": "lightning_modyn.selection.downsampling.Loss",
+                                   "init_args": {"rule": "importance"}}, "ratio": 50, "period": 0}}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_recipe(["--config", str(_write(tmp_path, recipe))])
+    warned = [w for w in caught if "the training step ignored the selection weights" in str(w.message)]
+    assert len(warned) == (0 if use_weights else 3)  # once per fit

@@ -104,7 +104,13 @@ def batch_keys(batch: Any) -> torch.Tensor | None:
     return None if found is None else found.keys
 
 
-def batch_weights(batch: Any) -> torch.Tensor | None:
-    """The selection weights of a batch from :class:`ModynDataModule`, or None for other batches."""
+def batch_weights(batch: Any, note: bool = True) -> torch.Tensor | None:
+    """The selection weights of a batch from :class:`ModynDataModule`, or None for other batches. ``note=False``
+    looks without noting the read (``weights_read``), for a callback that counts what a step trained on: only the
+    training step's own reading tells a selection callback that the weights were applied."""
     found = keyed_batch(batch)
-    return None if found is None else found.weights
+    if found is None:
+        return None
+    if not note:
+        return found._weights
+    return found.weights

@@ -73,7 +73,7 @@ class TrainedSamples(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        keys, weights = batch_keys(batch), batch_weights(batch)
+        keys, weights = batch_keys(batch), batch_weights(batch, note=False)  # a look, not the step applying them
         if keys is None:
             return
         self._keyed = True
