@@ -48,6 +48,8 @@ VARIANTS = [  # name, recipe, strategy (None: the recipe's), use_weights
     ("uniform", DOWNSAMPLING, {"class_path": "lightning_modyn.selection.downsampling.Uniform"}, True),
     ("loss, top-k", DOWNSAMPLING, {"class_path": "lightning_modyn.selection.downsampling.Loss",
                                    "init_args": {"rule": "top_k"}}, False),
+    ("loss, proportional (weights 1)", DOWNSAMPLING, {"class_path": "lightning_modyn.selection.downsampling.Loss",
+                                                      "init_args": {"rule": "proportional"}}, False),
 ]
 
 
@@ -62,6 +64,8 @@ DS_VARIANTS = [
     ("uniform (downsampling_digits.yaml)", DS_RECIPE, None, True),
     ("loss, top-k", DS_RECIPE, {"class_path": "lightning_modyn.selection.downsampling.Loss",
                                 "init_args": {"rule": "top_k"}}, False),
+    ("loss, proportional (weights 1)", DS_RECIPE, {"class_path": "lightning_modyn.selection.downsampling.Loss",
+                                                   "init_args": {"rule": "proportional"}}, False),
 ]
 
 

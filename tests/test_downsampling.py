@@ -684,7 +684,8 @@ def test_a_step_that_ignores_weights_that_matter_is_warned_once_per_fit(store, w
         assert said[0].startswith("BatchThenSample: the training step ignored the selection weights of "
                                   "Loss(rule='importance') (they differ between samples: importance weights")
         assert "loss = weighted_mean(F.cross_entropy(logits, y, reduction='none'), batch)" in said[0]
-        assert said[0].endswith("use a strategy whose weights are all 1 (Uniform(), or rule='top_k')")
+        assert said[0].endswith("use a strategy whose weights are all 1 (Uniform(), or rule='proportional', "
+                                 "Loss's and GradNorm's default)")
 
 
 @pytest.mark.parametrize("weighted", [False, True])

@@ -2,7 +2,7 @@
 sample-then-batch), as Lightning callbacks on an unchanged model.
 
 >>> strategy_by_name("loss")
-Loss(rule='importance', balance=False)
+Loss(rule='proportional', balance=False)
 """
 
 from __future__ import annotations

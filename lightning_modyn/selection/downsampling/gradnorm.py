@@ -1,4 +1,4 @@
-"""Gradient-norm importance sampling: draw samples in proportion to the norm of their last-layer gradient.
+"""Gradient-norm sampling: draw samples in proportion to the norm of their last-layer gradient.
 
 The norm has a closed form from one forward pass (see :mod:`.scoring`), so scoring needs no backward pass.
 
@@ -18,7 +18,9 @@ class GradNorm(ScoreBasedStrategy):
     """Score = the norm of the per-sample gradient of the last layer (weight and bias).
 
     Args:
-        rule: ``"importance"`` (default: ``p ∝`` norm, weight ``1/(N p)``), ``"top_k"`` or ``"proportional"``.
+        rule: ``"proportional"`` (default: ``k`` distinct samples drawn with ``p ∝`` norm, weight 1, so an
+            unchanged training step misses nothing), ``"importance"`` (draws with replacement, weight ``1/(N p)``:
+            unbiased for a step that applies the weights) or ``"top_k"``.
         balance: Equal shares per class.
 
     >>> b = ScoringBatch.from_outputs(torch.tensor([[0.0, 0.0]]), torch.tensor([0]),
@@ -29,7 +31,7 @@ class GradNorm(ScoreBasedStrategy):
 
     needs_embeddings = True
 
-    def __init__(self, rule: str = "importance", balance: bool = False) -> None:
+    def __init__(self, rule: str = "proportional", balance: bool = False) -> None:
         super().__init__(rule, balance)
 
     def score(self, batch: ScoringBatch) -> torch.Tensor:

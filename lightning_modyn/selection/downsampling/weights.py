@@ -57,7 +57,7 @@ IGNORED_WEIGHTS_HELP = (
     "on a subset that those weights were to correct; apply them with one line, "
     "`loss = weighted_mean(F.cross_entropy(logits, y, reduction='none'), batch)` "
     "(from lightning_modyn.selection.downsampling import weighted_mean), or, where the step cannot apply them, use a "
-    "strategy whose weights are all 1 (Uniform(), or rule='top_k')")
+    "strategy whose weights are all 1 (Uniform(), or rule='proportional', Loss's and GradNorm's default)")
 
 
 def weighted_mean(losses: torch.Tensor, batch: Any) -> torch.Tensor:
