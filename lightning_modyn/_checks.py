@@ -212,11 +212,18 @@ def check_features(x: Any, name: str):
     return x
 
 
+def check_module_name(option: str, name: Any) -> str:
+    """``name`` if it can name a module (a non-empty dotted name such as ``"backbone.fc1"``), checked before the
+    model is known; a ``ValueError`` naming the option otherwise."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{option} must be the dotted name of a module of the model, got {name!r}")
+    return name
+
+
 def check_submodule(model: Any, name: Any, option: str) -> Any:
     """The submodule of ``model`` at the dotted ``name`` (``"backbone.fc1"``), or a ``ValueError`` naming the
     option and listing the model's modules."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{option} must be the dotted name of a module of the model, got {name!r}")
+    check_module_name(option, name)
     try:
         return model.get_submodule(name)
     except AttributeError:

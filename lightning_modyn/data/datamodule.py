@@ -11,7 +11,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lightning_modyn.data.batch import KeyedBatch, note_training_batch
-from lightning_modyn._checks import check_choice, check_int, check_optional_int, check_seed, check_whole
+from lightning_modyn._checks import check_choice, check_int, check_optional_int, check_seed
 from lightning_modyn.data.dataset import KeyedBatchDataset, passthrough
 from lightning_modyn.data.decode import RecordsToTensors, SampleBatch
 from lightning_modyn.data.nodes import KeyBatchNode, TrainLoader, checked_loader_options, node_pipeline
@@ -261,8 +261,7 @@ class ModynDataModule(L.LightningDataModule):
             return keys
         if start is None and end is None:
             raise ValueError("give keys or a time window (start and/or end)")
-        start, end = (None if t is None else check_whole(name, t) for name, t in (("start", start), ("end", end)))
-        return self.store.time_range(start, end).keys
+        return self.store.time_range(start, end).keys  # the store checks the bounds, naming them
 
     @property
     def training_set(self) -> tuple[np.ndarray, np.ndarray] | None:

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import nn
 
-from lightning_modyn._checks import check_submodule
+from lightning_modyn._checks import check_module_name, check_submodule
 
 from lightning_modyn.selection.downsampling.scoring import LossSpec, ScoringBatch, check_loss
 
@@ -45,10 +45,8 @@ class ScoringForward:
         self.last_layer = last_layer
         self.input_index = input_index
         self.target_index = target_index
-        if embedding_layer is not None and (not isinstance(embedding_layer, str) or not embedding_layer):
-            raise ValueError(f"embedding_layer must be the dotted name of a module of the model (e.g. "
-                             f"'backbone.fc1') or None, got {embedding_layer!r}")
-        self.embedding_layer = embedding_layer
+        self.embedding_layer = None if embedding_layer is None else check_module_name("embedding_layer",
+                                                                                      embedding_layer)
         self._found: str | None = None
         self._said_fallback = False
 
@@ -119,9 +117,10 @@ class ScoringForward:
     def _say_fallback(self, module: nn.Module) -> None:
         if not self._said_fallback:
             self._said_fallback = True
-            rank_zero_only(log.info)("downsampling compares samples by the input of %s's last layer %r: set embedding_layer on the "
-                     "selection callback, or define embed(x) on the model, to choose other embeddings",
-                     type(module).__name__, self.last_layer or self._found)
+            rank_zero_only(log.info)(
+                "downsampling compares samples by the input of %s's last layer %r: set embedding_layer on the "
+                "selection callback, or define embed(x) on the model, to choose other embeddings",
+                type(module).__name__, self.last_layer or self._found)
 
     def _find_last_layer(self, module: nn.Module, x: Any) -> str:
         outputs: dict[str, torch.Tensor] = {}
