@@ -49,45 +49,51 @@ class TrainedSamples(L.Callback):
 
     ``count`` is below the selected set when a downsampling callback keeps one share for the whole fit
     (``SampleThenBatch(period=0)``) or ``limit_train_batches`` cuts epochs short; a callback that draws anew every
-    epoch or batch reaches more of the set as epochs go by, and ``passes`` shows what it saved. Marking a sample
-    costs one byte of a mask over the training set. Both stay None when no training batch carried store keys, and
-    where the fit ran in processes of its own (``ddp_spawn``): then the loop records the selected set's size."""
+    epoch or batch reaches more of the set as epochs go by, and ``passes`` shows what it saved. Counting stays on the
+    batches' device (an int32 mask over the training set, no host sync per step). Both stay None when no training
+    batch carried store keys, and where the fit ran in processes of its own (``ddp_spawn``): then the loop records
+    the selected set's size."""
 
     def __init__(self) -> None:
-        self._sorted = np.zeros(0, np.int64)
-        self._trained = np.zeros(0, bool)
-        self._passes = 0
+        self._sorted = torch.zeros(0, dtype=torch.long)
+        self._trained = torch.zeros(0, dtype=torch.int32)
+        self._passes = torch.zeros((), dtype=torch.long)
         self._keyed = False
         self.count: int | None = None
         self.passes: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # a fit that skips training (limit_train_batches=0) trained nothing
-            self.count, self.passes, self._passes, self._keyed = 0, 0, 0, False
+            self.count, self.passes, self._keyed = 0, 0, False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the training set as this rank knows it once the fit is set up (ranks > 0 learn it in SharePlan.setup)
         chosen = getattr(trainer.datamodule, "training_set", None)
-        self._sorted = np.sort(np.asarray(chosen[0], np.int64)) if chosen is not None else np.zeros(0, np.int64)
-        self._trained = np.zeros(len(self._sorted), bool)
+        keys = np.sort(np.asarray(chosen[0], np.int64)) if chosen is not None else np.zeros(0, np.int64)
+        self._sorted = torch.as_tensor(keys, device=pl_module.device)
+        self._trained = torch.zeros(len(keys), dtype=torch.int32, device=pl_module.device)
+        self._passes = torch.zeros((), dtype=torch.long, device=pl_module.device)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        # on the batch's device, without a host sync per step: a mask update and a running sum
         keys, weights = batch_keys(batch), batch_weights(batch, note=False)  # a look, not the step applying them
         if keys is None:
             return
         self._keyed = True
-        if weights is not None:
-            keys = keys[weights.to(keys.device) > 0]
-        keys = keys.cpu().numpy()
-        self._passes += len(keys)
+        keys = keys.to(self._sorted.device)
+        trained = (torch.ones(len(keys), dtype=torch.bool, device=keys.device) if weights is None
+                   else weights.to(keys.device) > 0)
+        self._passes += trained.sum()
         if len(self._sorted):
-            at = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
-            self._trained[at[self._sorted[at] == keys]] = True
+            at = torch.searchsorted(self._sorted, keys).clamp_(max=len(self._sorted) - 1)
+            hit = (self._sorted[at] == keys) & trained
+            self._trained.scatter_reduce_(0, at, hit.to(torch.int32), reduce="amax")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trained = torch.as_tensor(self._trained, dtype=torch.int32, device=pl_module.device)
-        totals = torch.tensor([self._passes, int(self._keyed)], dtype=torch.int64, device=pl_module.device)
+        trained = self._trained.to(pl_module.device)
+        totals = torch.stack([self._passes.to(pl_module.device),
+                              torch.tensor(int(self._keyed), device=pl_module.device)])
         if trainer.world_size > 1:  # each rank trained its own part: a sample counts if any rank trained it
             trained = trainer.strategy.reduce(trained, reduce_op="sum")
             totals = trainer.strategy.reduce(totals, reduce_op="sum")
